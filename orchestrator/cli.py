@@ -1,0 +1,231 @@
+"""`python -m orchestrator <verb>`: synth, cluster, train, eval, sweep.
+
+Each verb turns flags into a validated config, calls the plain function of `vpr_core` (or the
+sweep), prints a readable result and, with `--json FILE`, writes it as JSON. A user's mistake
+is a `UserError`: one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from vpr_core.errors import UserError
+from vpr_core.fileio import write_json_atomic
+
+from . import arguments
+
+# flags.json keys that are not restored on --resume: they belong to the new invocation
+NOT_RESTORED = {"resume", "ckpt", "epochs", "run_dir", "show_progress", "device", "workers",
+                "cache_batch_size", "centroids"}
+
+
+def build_parser() -> arguments.OneLineParser:
+    parser = arguments.OneLineParser(
+        prog="python -m orchestrator",
+        description="NetVLAD visual place recognition: cluster, train, evaluate, sweep.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=arguments.OneLineParser)
+    verbs.required = True
+
+    synth = verbs.add_parser("synth", help="write a synthetic dataset (Pittsburgh layout)")
+    synth.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
+    synth.add_argument("--places", type=int, default=120, help="places per split (default 120)")
+    synth.add_argument("--queries", type=int, help="queries per split (default: --places)")
+    synth.add_argument("--image-size", default="64x80", metavar="HxW", help="default 64x80")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--layout", choices=("pittsburgh", "folder"), default="pittsburgh")
+    arguments.add_json(synth)
+
+    cluster = verbs.add_parser("cluster", help="k-means centroids for NetVLAD's initialisation")
+    arguments.add_data(cluster, split_default="train")
+    arguments.add_model(cluster)
+    arguments.add_runtime(cluster)
+    arguments.add_json(cluster)
+
+    train = verbs.add_parser("train", help="train NetVLAD with triplet loss")
+    arguments.add_data(train)
+    arguments.add_model(train)
+    arguments.add_training(train)
+    arguments.add_runtime(train)
+    arguments.add_tracking(train)
+    arguments.add_json(train)
+
+    evaluate = verbs.add_parser("eval", help="Recall@1/5/10/20 of a checkpoint on a split")
+    arguments.add_data(evaluate, split_default="val")
+    arguments.add_model(evaluate)
+    evaluate.add_argument("--resume", metavar="RUN_DIR|FILE",
+                          help="checkpoint file or run folder (default: the untrained model)")
+    evaluate.add_argument("--ckpt", choices=("latest", "best"), help="default latest")
+    evaluate.add_argument("--centroids", metavar="FILE", help="untrained model: centroid file")
+    arguments.add_runtime(evaluate)
+    arguments.add_tracking(evaluate)
+    arguments.add_json(evaluate)
+
+    from . import sweep_cli  # the sweep's flags live beside the sweep
+    sweep_cli.add_parser(verbs)
+    return parser
+
+
+def translate_mode(argv: list[str]) -> list[str]:
+    """Accept the reference's `--mode=train|test|cluster` in place of the verb."""
+    verbs = {"train": "train", "test": "eval", "cluster": "cluster"}
+    for i, arg in enumerate(argv):
+        value = None
+        if arg.startswith("--mode="):
+            value, rest = arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+        elif arg == "--mode" and i + 1 < len(argv):
+            value, rest = argv[i + 1], argv[:i] + argv[i + 2:]
+        if value is not None:
+            if value not in verbs:
+                raise UserError(f"--mode {value!r} is not one of train, test, cluster")
+            return [verbs[value]] + rest
+    return argv
+
+
+def given(args, names) -> dict:
+    """The flags among `names` that the user gave (non-None)."""
+    return {name: getattr(args, name) for name in names
+            if getattr(args, name, None) is not None}
+
+
+def make_config(cls, args, restored: dict | None = None, **fixed):
+    """`cls` from defaults, then `restored` (flags.json), then explicit flags, then `fixed`."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {k: v for k, v in (restored or {}).items() if k in names and k not in NOT_RESTORED}
+    values.update(given(args, names))
+    values.update(fixed)
+    if getattr(args, "quiet", False):
+        values["show_progress"] = False
+    return cls(**values).validate()
+
+
+def emit(args, result: dict, lines: list[str]) -> None:
+    for line in lines:
+        print(line, flush=True)
+    if getattr(args, "json", None):
+        write_json_atomic(Path(args.json).absolute(), result)
+
+
+# ---- verbs ---------------------------------------------------------------------------------
+def run_synth(args) -> None:
+    from vpr_core.config import parse_image_size
+    from vpr_core.synthetic import SynthConfig, write_synthetic
+
+    size = parse_image_size(args.image_size)
+    config = SynthConfig(out=Path(args.out), places=args.places,
+                         queries=args.queries if args.queries is not None else args.places,
+                         image_size=size or (64, 80), seed=args.seed, layout=args.layout)
+    result = write_synthetic(config)
+    counts = ", ".join(f"{split}: {c['database']} database + {c['queries']} queries"
+                       for split, c in result["splits"].items())
+    emit(args, result, [f"wrote a synthetic {result['layout']} dataset to {result['out']} "
+                        f"({counts}; {result['image_size']} images)"])
+
+
+def run_cluster(args) -> None:
+    from vpr_core.clustering import cluster
+    from vpr_core.config import ClusterConfig
+
+    config = make_config(ClusterConfig, args)
+    result = cluster(config)
+    verb = "reused" if result.reused else "wrote"
+    emit(args, result.to_dict(),
+         [f"{verb} {result.path} ({result.num_clusters} centroids from "
+          f"{result.num_descriptors} local descriptors, {result.seconds:.1f} s)"])
+
+
+def run_train(args) -> None:
+    from vpr_core.config import TrainConfig
+    from vpr_core.training import TrainingRun
+
+    restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
+    fixed = {}
+    if args.run_dir is None and args.runs_path is not None and args.resume is None:
+        arch = args.arch or restored.get("arch", "vgg16")
+        pooling = args.pooling or restored.get("pooling", "netvlad")
+        stamp = datetime.now().strftime("%b%d_%H-%M-%S")
+        fixed["run_dir"] = Path(args.runs_path).absolute() / f"{stamp}_{arch}_{pooling}"
+    config = make_config(TrainConfig, args, restored, **fixed)
+    tracker = _tracker(args)
+    run = TrainingRun(config)
+    print(f"training {config.arch} + {config.pooling} on {run.train_split.describe()}; "
+          f"run folder {run.run_dir}", flush=True)
+    epochs = []
+    with (tracker.train_run(run) if tracker else _nothing()) as log:
+        for result in run.epochs():
+            epochs.append(result)
+            recalls = "  ".join(f"R@{n} {r:.4f}" for n, r in sorted(result.recalls.items()))
+            best = "  (best)" if result.is_best else ""
+            print(f"epoch {result.epoch}/{config.epochs}: loss {result.loss:.4f}  {recalls}  "
+                  f"[{result.triplets} triplets, {result.seconds:.1f} s]{best}", flush=True)
+            if log:
+                log(result)
+    summary = {"run_dir": str(run.run_dir), "best_recall@5": run.best_score,
+               "best_epoch": run.best_epoch, "stopped_early": run.stopped_early,
+               "epochs": [{"epoch": e.epoch, **e.metrics()} for e in epochs]}
+    emit(args, summary, [f"=> Best Recall@5: {run.best_score:.4f} (epoch {run.best_epoch}); "
+                         f"checkpoints in {run.run_dir / 'checkpoints'}"])
+
+
+def run_eval(args) -> None:
+    from vpr_core.config import EvalConfig
+    from vpr_core.pipeline import evaluate_config
+
+    restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
+    restored = {k: v for k, v in restored.items()
+                if k in ("data_root", "dataset", "image_size", "pooling", "cache_dir")}
+    config = make_config(EvalConfig, args, restored)
+    tracker = _tracker(args)
+    result, checkpoint_path = evaluate_config(config)
+    payload = result.to_dict()
+    if checkpoint_path is not None:
+        payload["checkpoint"] = str(checkpoint_path)
+    if tracker:
+        payload["mlflow_run_id"] = tracker.log_evaluation(config, result, checkpoint_path)
+    emit(args, payload, [f"{result.dataset} {result.split}: {result.num_queries} queries, "
+                         f"{result.num_database} database images"] + result.lines())
+
+
+def _restored_flags(resume, ckpt) -> dict:
+    from vpr_core.checkpoints import checkpoint_file, read_flags
+
+    return read_flags(checkpoint_file(Path(resume).absolute(), ckpt or "latest"))
+
+
+def _tracker(args):
+    if getattr(args, "tracking_uri", None) is None and getattr(args, "experiment", None) is None:
+        return None
+    from .tracking import Tracker
+
+    return Tracker.connect(args.tracking_uri, args.experiment)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+VERBS = {"synth": run_synth, "cluster": run_cluster, "train": run_train, "eval": run_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(translate_mode(argv))
+        if args.verb == "sweep":
+            from . import sweep_cli
+
+            sweep_cli.run(args)
+        else:
+            VERBS[args.verb](args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0

@@ -1,0 +1,133 @@
+"""The command line end to end, as a user runs it: synth, cluster, train, eval."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import InProcess, assert_user_error, run_cli, run_main, tree
+
+from vpr_core.models import build_model
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, synth_root):
+    folder = tmp_path_factory.mktemp("cli")
+    return folder
+
+
+def test_synth_cluster_train_eval(workspace):
+    data = workspace / "data"
+    done = run_cli("synth", "--out", data, "--places", 24, "--json", "synth.json", cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((workspace / "synth.json").read_text())["splits"]["train"]["queries"] == 24
+
+    common = ["--data-root", data, "--arch", "alexnet", "--num_clusters", 4, "--weights", "none",
+              "--quiet"]
+    done = run_cli("cluster", *common, cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    assert "alexnet_synth_4_desc_cen.hdf5" in done.stdout
+    assert (workspace / "cache" / "centroids").is_dir()
+
+    # the reference's spellings (--nEpochs, --batchSize, --cacheRefreshRate) work as aliases
+    done = run_cli("train", *common, "--nEpochs", 1, "--batchSize", 4, "--cacheRefreshRate", 12,
+                   "--json", "train.json", cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((workspace / "train.json").read_text())
+    run_dir = summary["run_dir"]
+    assert run_dir.startswith(str(workspace / "runs")) and run_dir.endswith("_alexnet_netvlad")
+    assert len(summary["epochs"]) == 1 and summary["epochs"][0]["triplets"] > 0
+
+    # eval needs no --arch: the checkpoint says alexnet and K=4; --mode=test is the reference's
+    done = run_cli("--mode=test", "--resume", run_dir, "--split", "test", "--json", "r.json",
+                   "--quiet", cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((workspace / "r.json").read_text())
+    assert {"recall@1", "recall@5", "recall@10", "recall@20", "split", "num_queries",
+            "num_database"} <= set(result)
+    assert result["split"] == "test" and result["num_queries"] == 24
+    printed = [line for line in done.stdout.splitlines() if line.startswith("Recall@")]
+    assert printed == [f"Recall@{n}: {result[f'recall@{n}']:.4f}" for n in (1, 5, 10, 20)]
+
+
+def test_both_layouts_give_identical_recalls(tmp_path, synth_root, synth_folder_root):
+    checkpoint = tmp_path / "checkpoint.pth.tar"
+    torch.manual_seed(0)
+    model = build_model("alexnet", "netvlad", 4, weights="none")
+    torch.save({"epoch": 1, "state_dict": model.state_dict(),
+                "recalls": {5: np.float64(0.1)}, "best_score": np.float64(0.1)}, checkpoint)
+    recalls = []
+    for root in (synth_root, synth_folder_root):
+        done = run_cli("eval", "--resume", checkpoint, "--data-root", root, "--split", "test",
+                       "--json", tmp_path / "r.json", "--quiet", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        recalls.append(json.loads((tmp_path / "r.json").read_text()))
+    keys = ("recall@1", "recall@5", "recall@10", "recall@20", "num_queries", "num_database")
+    assert [recalls[0][k] for k in keys] == [recalls[1][k] for k in keys]
+    assert 0 < recalls[0]["recall@20"]
+
+
+def bad_inputs(root, tmp_path):
+    """(name, argv, words the error line must contain)"""
+    wrong_k = tmp_path / "k8.pth.tar"
+    torch.save({"state_dict": build_model("alexnet", "netvlad", 8, "none").state_dict()}, wrong_k)
+    not_ckpt = tmp_path / "notes.pth.tar"
+    not_ckpt.write_text("hello")
+    common = ["--arch", "alexnet", "--weights", "none", "--quiet"]
+    return [
+        ("missing root", ["cluster", "--data-root", tmp_path / "nope", *common],
+         ["does not exist"]),
+        ("root without dataset", ["cluster", "--data-root", tmp_path, *common], ["no dataset"]),
+        ("K < 1", ["cluster", "--data-root", root, "--num-clusters", 0, *common],
+         ["--num-clusters"]),
+        ("image too small", ["cluster", "--data-root", root, "--image-size", "16x16", *common],
+         ["too small"]),
+        ("bad image size", ["cluster", "--data-root", root, "--image-size", "big", *common],
+         ["HxW"]),
+        ("unknown arch", ["cluster", "--data-root", root, "--arch", "resnet"], ["resnet"]),
+        ("zero lr", ["train", "--data-root", root, "--lr", 0, *common], ["--lr"]),
+        ("wrong arch", ["eval", "--data-root", root, "--resume", wrong_k, "--arch", "vgg16",
+                        "--quiet"], ["alexnet", "--arch"]),
+        ("wrong K", ["eval", "--data-root", root, "--resume", wrong_k, "--num-clusters", 16,
+                     "--quiet"], ["K=8"]),
+        ("not a checkpoint", ["eval", "--data-root", root, "--resume", not_ckpt, "--quiet"],
+         ["not a readable checkpoint"]),
+        ("missing checkpoint", ["eval", "--data-root", root, "--resume", tmp_path / "x.pth"],
+         ["does not exist"]),
+        ("unknown split", ["eval", "--data-root", root, "--split", "dev", *common], ["dev"]),
+        ("unknown flag", ["train", "--data-root", root, "--bogus"], ["--bogus"]),
+    ]
+
+
+def test_user_mistakes_are_one_line_exit_2_and_write_nothing(tmp_path, synth_root, capsys,
+                                                            monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, argv, needles in bad_inputs(synth_root, tmp_path):
+        before = tree(work)
+        try:
+            done = run_main(argv, capsys, monkeypatch, work)
+        except SystemExit as exit_:  # argparse's own exit, after printing its one line
+            out, err = capsys.readouterr()
+            done = InProcess(exit_.code, out, err)
+        assert_user_error(done, *needles)
+        assert tree(work) == before, name
+
+
+def test_a_user_mistake_in_a_fresh_interpreter(tmp_path):
+    done = run_cli("eval", "--data-root", tmp_path / "nope", "--arch", "alexnet", cwd=tmp_path)
+    assert_user_error(done, "does not exist", "--data-root")
+    assert tree(tmp_path) == []
+
+
+def test_a_missing_image_fails_before_anything_is_written(tmp_path, synth_root):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    victim = sorted((root / "queries_real" / "val").glob("*.jpg"))[0]
+    victim.unlink()
+    work = tmp_path / "work"
+    work.mkdir()
+    done = run_cli("train", "--data-root", root, "--arch", "alexnet", "--weights", "none",
+                   "--quiet", cwd=work)
+    assert_user_error(done, str(victim), "does not exist")
+    assert tree(work) == []

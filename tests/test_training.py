@@ -1,0 +1,113 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from vpr_core.checkpoints import load_checkpoint
+from vpr_core.clustering import cluster
+from vpr_core.config import ClusterConfig, TrainConfig
+from vpr_core.datasets import open_split
+from vpr_core.errors import UserError
+from vpr_core.evaluation import evaluate
+from vpr_core.synthetic import SynthConfig, write_synthetic
+from vpr_core.training import TrainingRun
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory) -> Path:
+    """The default synthetic dataset size: 120 places per split, enough for recall to move."""
+    out = tmp_path_factory.mktemp("street") / "data"
+    write_synthetic(SynthConfig(out=out, seed=0))
+    return out
+
+
+def train_config(root, tmp_path, **overrides):
+    values = dict(data_root=root, arch="alexnet", num_clusters=16, weights="none",
+                  cache_dir=tmp_path / "cache", run_dir=tmp_path / "run", epochs=3,
+                  workers=0, show_progress=False)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_training_raises_recall_over_the_untrained_model(street, tmp_path):
+    run = TrainingRun(train_config(street, tmp_path))
+    test = open_split(street, "test")
+
+    def recall_at_5():
+        return evaluate(run.model, test, run.image_size, batch_size=24, workers=0,
+                        device=run.device).recalls[5]
+
+    before = recall_at_5()
+    results = list(run.epochs())
+    after = recall_at_5()
+    assert [r.epoch for r in results] == [1, 2, 3]
+    assert all(r.triplets > 0 and r.batches > 0 and r.loss > 0 for r in results)
+    assert results[-1].loss < results[0].loss
+    assert after >= before + 0.08, (before, after)
+
+
+def test_checkpoint_format_and_resume_match_an_uninterrupted_run(synth_root, tmp_path):
+    straight = TrainingRun(train_config(synth_root, tmp_path / "a", epochs=2, num_clusters=4))
+    straight.run()
+    first = TrainingRun(train_config(synth_root, tmp_path / "b", epochs=1, num_clusters=4))
+    first.run()
+    checkpoint = load_checkpoint(first.run_dir / "checkpoints" / "checkpoint.pth.tar")
+    assert {"epoch", "state_dict", "recalls", "best_score", "optimizer", "parallel"} <= \
+        set(checkpoint)
+    assert checkpoint["epoch"] == 1 and set(checkpoint["recalls"]) == {1, 5, 10, 20}
+    assert (first.run_dir / "checkpoints" / "model_best.pth.tar").is_file()
+    assert (first.run_dir / "checkpoints" / "flags.json").is_file()
+
+    resumed = TrainingRun(train_config(synth_root, tmp_path / "b", epochs=2, num_clusters=4,
+                                       resume=first.run_dir, run_dir=None))
+    assert resumed.run_dir == first.run_dir and resumed.start_epoch == 1
+    assert [r.epoch for r in resumed.epochs()] == [2]
+    for key, value in straight.model.state_dict().items():
+        assert torch.allclose(resumed.model.state_dict()[key], value, atol=1e-6), key
+    assert resumed.best_score == straight.best_score
+
+
+def test_learning_rate_steps_and_early_stopping(synth_root, tmp_path, monkeypatch):
+    run = TrainingRun(train_config(synth_root, tmp_path, epochs=30, patience=2, num_clusters=4))
+    assert [run.learning_rate(e) for e in (1, 4, 5, 9, 10)] == \
+        [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5]
+    scores = iter([0.5, 0.6, 0.55, 0.6, 0.59, 0.7])
+    monkeypatch.setattr(run, "_train_epoch", lambda epoch: dict(
+        loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0))
+    monkeypatch.setattr(run, "_validate", lambda: {n: next(scores) if n == 5 else 0.0
+                                                   for n in (1, 5, 10, 20)})
+    epochs = [r.epoch for r in run.epochs()]
+    # best at epoch 2; epochs 3, 4, 5 do not improve: 3 > patience 2 stops after epoch 5
+    assert epochs == [1, 2, 3, 4, 5]
+    assert run.best_epoch == 2 and run.best_score == 0.6
+
+
+def test_an_image_that_stops_decoding_leaves_nothing_behind(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    victim = sorted((root / "database" / "train").glob("*.jpg"))[3]
+    victim.write_bytes(victim.read_bytes()[:len(victim.read_bytes()) // 2])  # header intact
+    # clustering meets the image first: no centroid file, lock or folder stays in the cache
+    with pytest.raises(UserError, match=victim.name):
+        TrainingRun(train_config(root, tmp_path, epochs=1, num_clusters=4))
+    assert not (tmp_path / "cache").exists()
+    # with centroids from intact data, training meets it: no run folder stays
+    cluster(ClusterConfig(data_root=synth_root, arch="alexnet", num_clusters=4, weights="none",
+                          cache_dir=tmp_path / "cache", workers=0, show_progress=False))
+    run = TrainingRun(train_config(root, tmp_path, epochs=1, num_clusters=4,
+                                   run_dir=tmp_path / "runs" / "one"))
+    with pytest.raises(UserError, match=victim.name):
+        list(run.epochs())
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(lr=0.0), "--lr must be positive"), (dict(margin=-0.1), "--margin must be positive"),
+    (dict(batch_size=0), "--batch-size"), (dict(num_clusters=0), "--num-clusters"),
+    (dict(arch="resnet"), "unknown arch"), (dict(optim="rmsprop"), "--optim"),
+])
+def test_impossible_settings_are_refused_before_any_work(synth_root, tmp_path, setting, message):
+    with pytest.raises(UserError, match=message):
+        TrainingRun(train_config(synth_root, tmp_path, **setting))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

@@ -1,0 +1,153 @@
+"""Checkpoints in the reference's format: reading safely, writing atomically, reading the model.
+
+Layout: `<run>/checkpoints/{checkpoint.pth.tar, model_best.pth.tar, flags.json}`. The dict has
+`epoch, state_dict, recalls, best_score, optimizer, parallel` (this project adds a few keys the
+reference ignores). Loading never unpickles arbitrary objects: `weights_only=True` with an
+allow-list of the numpy scalar types the released pretrained VGG16 file holds.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .fileio import write_atomic
+from .models import ENCODER_DIMS
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST_FILE = "checkpoint.pth.tar"
+BEST_FILE = "model_best.pth.tar"
+FLAGS_FILE = "flags.json"
+
+
+def _allowed_numpy_globals() -> list:
+    scalar = np._core.multiarray.scalar
+    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    # numpy 2 pickles a dtype's class too; older files name only numpy.dtype
+    for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
+        if hasattr(np.dtypes, name):
+            allowed.append(getattr(np.dtypes, name))
+    return allowed
+
+
+ALLOWED_GLOBALS = _allowed_numpy_globals()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a state_dict holds: the architecture, the pooling and K."""
+
+    arch: str
+    pooling: str
+    num_clusters: int | None
+
+
+def checkpoint_file(resume: Path, ckpt: str = "latest") -> Path:
+    """The checkpoint file meant by `--resume` (a file, or a run directory) and `--ckpt`."""
+    resume = Path(resume)
+    if resume.is_file():
+        return resume
+    if not resume.exists():
+        raise UserError(f"--resume {resume} does not exist; pass a checkpoint file or a run folder")
+    name = BEST_FILE if ckpt == "best" else LATEST_FILE
+    # a run folder, its checkpoints/ folder, or the released zip's doubly nested folder
+    for candidate in (resume / CHECKPOINT_DIR / name, resume / name,
+                      resume / resume.name / CHECKPOINT_DIR / name):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no {name} in {resume / CHECKPOINT_DIR}; pass the run folder that holds "
+                    f"checkpoints/{name}, or the file itself")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint safely; returns it with `state_dict` keys free of `module.` prefixes."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(f"refused to load {path}: it holds {_blocked_global(error)}, which is "
+                        f"outside the checkpoint allow-list (tensors, numbers, numpy scalars); "
+                        f"re-save it as plain tensors") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError,
+            AttributeError, IndexError, TypeError) as error:
+        raise UserError(f"{path} is not a readable checkpoint ({type(error).__name__}); it may be "
+                        f"truncated; pass an intact checkpoint.pth.tar") from None
+    if isinstance(checkpoint, dict) and "state_dict" not in checkpoint and checkpoint and all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        checkpoint = {"state_dict": checkpoint}  # a bare state_dict
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{path} has no 'state_dict'; it is not a NetVLAD checkpoint")
+    checkpoint["state_dict"] = strip_parallel_prefix(checkpoint["state_dict"])
+    return checkpoint
+
+
+def _blocked_global(error: Exception) -> str:
+    """The 'module.name' torch's safe unpickler refused, from its message."""
+    for line in str(error).splitlines():
+        if "GLOBAL" in line:
+            words = line.split()
+            return f"the object {words[words.index('GLOBAL') + 1]}"
+    return "an object"
+
+
+def strip_parallel_prefix(state_dict: dict) -> dict:
+    """Drop DataParallel's `module.`: `encoder.module.0.weight` -> `encoder.0.weight`."""
+    out = {}
+    for key, value in state_dict.items():
+        parts = [part for part in key.split(".") if part != "module"]
+        out[".".join(parts)] = value
+    return out
+
+
+def infer_model_spec(state_dict: dict, pooling_hint: str | None = None) -> ModelSpec:
+    """Tell AlexNet from VGG16 by its conv layers, and K from `pool.centroids`."""
+    shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
+    if "encoder.28.weight" in shapes:
+        arch = "vgg16"
+    elif "encoder.10.weight" in shapes and "encoder.3.weight" in shapes:
+        arch = "alexnet"
+    else:
+        raise UserError("the checkpoint's state_dict has neither VGG16 (encoder.28) nor AlexNet "
+                        "(encoder.10) conv layers; it is not a NetVLAD checkpoint of this kind")
+    if "pool.conv.bias" in shapes:
+        raise UserError("the checkpoint has pool.conv.bias: it was trained with --vladv2, which "
+                        "is not supported; use a NetVLAD v1 checkpoint")
+    if "pool.centroids" in shapes:
+        num_clusters, dim = shapes["pool.centroids"]
+        if dim != ENCODER_DIMS[arch]:
+            raise UserError(f"the checkpoint's pool.centroids are {dim}-d but its {arch} encoder "
+                            f"gives {ENCODER_DIMS[arch]}-d features; the file is inconsistent")
+        return ModelSpec(arch, "netvlad", int(num_clusters))
+    return ModelSpec(arch, pooling_hint if pooling_hint in ("max", "avg") else "max", None)
+
+
+def check_spec(spec: ModelSpec, arch: str | None, num_clusters: int | None, path: Path) -> None:
+    """A clear error when the checkpoint disagrees with the --arch / --num-clusters asked for."""
+    if arch is not None and arch != spec.arch:
+        raise UserError(f"{path} holds a model of arch {spec.arch}, not {arch}; "
+                        f"pass --arch {spec.arch} or leave --arch out")
+    if num_clusters is not None and spec.num_clusters is not None \
+            and num_clusters != spec.num_clusters:
+        raise UserError(f"{path} holds a NetVLAD with K={spec.num_clusters}, not "
+                        f"{num_clusters}; pass --num-clusters {spec.num_clusters} or leave it out")
+
+
+def read_flags(checkpoint_path: Path) -> dict:
+    """flags.json beside the checkpoint, when present and readable."""
+    path = Path(checkpoint_path).parent / FLAGS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> Path:
+    """torch.save to a temporary name, then rename: never a half-written checkpoint."""
+    return write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))

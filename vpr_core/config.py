@@ -1,0 +1,177 @@
+"""Typed settings of each stage, validated once at the edge (`validate()` raises `UserError`)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .models import ARCHES, POOLINGS
+from .runtime import default_workers
+
+OPTIMIZERS = ("SGD", "ADAM")
+WEIGHT_CHOICES = ("imagenet", "none")
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """'HxW' -> (H, W); None or 'native' -> None (keep the images' own size)."""
+    if text is None or str(text).lower() == "native":
+        return None
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        height, width = (int(v) for v in text)
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+        if not match:
+            raise UserError(f"--image-size {text!r} is not HxW; write it like 480x640 or 'native'")
+        height, width = int(match.group(1)), int(match.group(2))
+    if height < 1 or width < 1:
+        raise UserError(f"--image-size {text!r} must be positive; write it like 480x640")
+    return height, width
+
+
+def format_image_size(size: tuple[int, int] | None) -> str:
+    return "native" if size is None else f"{size[0]}x{size[1]}"
+
+
+@dataclass
+class CommonConfig:
+    """Settings shared by clustering, training and evaluation."""
+
+    data_root: Path = Path("data")
+    dataset: str | None = None  # Pittsburgh layout: which <name>_<split>.mat when several
+    arch: str = "vgg16"
+    pooling: str = "netvlad"
+    num_clusters: int = 64
+    weights: str = "imagenet"  # 'imagenet', 'none' or a path to a weight file
+    image_size: tuple[int, int] | None = None  # (H, W); None keeps the native size
+    cache_dir: Path = Path("cache")
+    cache_batch_size: int = 24
+    workers: int = field(default_factory=default_workers)
+    device: str = "auto"
+    seed: int = 123
+    amp: bool = False  # bfloat16 autocast for forward passes
+    show_progress: bool = True
+
+    def validate(self):
+        self.data_root = Path(self.data_root).expanduser().absolute()
+        self.cache_dir = Path(self.cache_dir).expanduser().absolute()
+        self.image_size = parse_image_size(self.image_size)
+        if self.arch is not None and self.arch not in ARCHES:
+            raise UserError(f"unknown arch {self.arch!r}; use one of {', '.join(ARCHES)}")
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise UserError(f"unknown pooling {self.pooling!r}; use one of {', '.join(POOLINGS)}")
+        if self.num_clusters is not None:
+            _at_least(self.num_clusters, 1, "--num-clusters")
+        _at_least(self.cache_batch_size, 1, "--cache-batch-size")
+        _at_least(self.workers, 0, "--workers")
+        if self.weights not in WEIGHT_CHOICES and not Path(self.weights).is_file():
+            raise UserError(f"--weights {self.weights!r} is neither imagenet, none nor an existing "
+                            f"file; fix the path or pass none")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (paths as strings, image size as 'HxW')."""
+        out = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif item.name == "image_size":
+                value = format_image_size(value)
+            out[item.name] = value
+        return out
+
+
+@dataclass
+class ClusterConfig(CommonConfig):
+    split: str = "train"
+    num_descriptors: int = 50000  # the reference samples 500 images x 100 locations
+    descriptors_per_image: int = 100
+    kmeans_iterations: int = 100
+
+    def validate(self):
+        super().validate()
+        _at_least(self.num_descriptors, 1, "--num-descriptors")
+        _at_least(self.descriptors_per_image, 1, "--descriptors-per-image")
+        return self
+
+
+@dataclass
+class TrainConfig(CommonConfig):
+    run_dir: Path | None = None  # default: runs/<timestamp>_<arch>_<pooling>
+    resume: Path | None = None  # run directory or checkpoint file to continue
+    ckpt: str = "latest"
+    centroids: Path | None = None  # an existing centroid file instead of the cache's
+    train_split: str = "train"
+    val_split: str = "val"
+    epochs: int = 30
+    batch_size: int = 4  # queries per batch; each gives 1 positive and up to num_negatives
+    optim: str = "SGD"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    lr_step: float = 5
+    lr_gamma: float = 0.5
+    margin: float = 0.1  # applied as sqrt(margin) to L2 distances, as in the reference
+    num_negatives: int = 10
+    num_negative_samples: int = 1000
+    cache_refresh_rate: int = 1000  # queries between descriptor cache rebuilds; 0: once per epoch
+    eval_every: int = 1
+    patience: int = 10  # evaluations without a better Recall@5 before stopping; 0: never
+
+    def validate(self):
+        super().validate()
+        _at_least(self.epochs, 1, "--epochs")
+        _at_least(self.batch_size, 1, "--batch-size")
+        _at_least(self.num_negatives, 1, "--num-negatives")
+        _at_least(self.num_negative_samples, 1, "--num-negative-samples")
+        _at_least(self.cache_refresh_rate, 0, "--cache-refresh-rate")
+        _at_least(self.eval_every, 1, "--eval-every")
+        _at_least(self.patience, 0, "--patience")
+        for name in ("lr", "margin", "lr_step", "lr_gamma"):
+            if not float(getattr(self, name)) > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got "
+                                f"{getattr(self, name)}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise UserError("--momentum and --weight-decay must not be negative")
+        self.optim = str(self.optim).upper()
+        if self.optim not in OPTIMIZERS:
+            raise UserError(f"unknown --optim {self.optim!r}; use SGD or ADAM")
+        if self.ckpt not in ("latest", "best"):
+            raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")
+        for name in ("run_dir", "resume", "centroids"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)).expanduser().absolute())
+        return self
+
+
+@dataclass
+class EvalConfig(CommonConfig):
+    split: str = "val"
+    resume: Path | None = None  # checkpoint file or run directory; None evaluates untrained
+    ckpt: str = "latest"
+    centroids: Path | None = None
+    # None: taken from the checkpoint (or the defaults vgg16, netvlad, 64 without one)
+    arch: str | None = None
+    pooling: str | None = None
+    num_clusters: int | None = None
+
+    def validate(self):
+        if self.resume is None:
+            self.arch = self.arch or "vgg16"
+            self.pooling = self.pooling or "netvlad"
+            self.num_clusters = self.num_clusters or 64
+        super().validate()
+        if self.ckpt not in ("latest", "best"):
+            raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")
+        if self.resume is not None:
+            self.resume = Path(self.resume).expanduser().absolute()
+        if self.centroids is not None:
+            self.centroids = Path(self.centroids).expanduser().absolute()
+        return self
+
+
+def _at_least(value, minimum: int, flag: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise UserError(f"{flag} must be an integer of at least {minimum}, got {value!r}")

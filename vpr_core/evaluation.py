@@ -1,0 +1,91 @@
+"""Recall@N on a split, exactly as the reference computes it.
+
+faiss `IndexFlatL2` over the database descriptors, the top 20 for each query, a query counts
+as correct at N when one of its first N predictions is within `posDistThr` (25 m); queries
+with no positive at all stay in the denominator.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+import torch
+
+from .datasets import Split
+from .extraction import extract_descriptors
+
+RECALL_NS = (1, 5, 10, 20)
+
+
+@dataclass
+class EvalResult:
+    recalls: dict  # {N: fraction of queries correct at N}
+    dataset: str
+    split: str
+    num_queries: int
+    num_database: int
+    seconds: float = 0.0
+    predictions: np.ndarray | None = field(default=None, repr=False)  # [M, k] database indices
+    distances: np.ndarray | None = field(default=None, repr=False)  # [M, k] squared L2
+
+    def to_dict(self) -> dict:
+        out = {f"recall@{n}": float(r) for n, r in sorted(self.recalls.items())}
+        out.update(split=self.split, dataset=self.dataset, num_queries=self.num_queries,
+                   num_database=self.num_database, seconds=round(self.seconds, 3))
+        return out
+
+    def lines(self) -> list[str]:
+        """The reference's console lines, `Recall@N: 0.xxxx`."""
+        return [f"Recall@{n}: {r:.4f}" for n, r in sorted(self.recalls.items())]
+
+
+def search(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact L2 search: (squared distances [M, k], database indices [M, k]); -1 pads k > N."""
+    index = faiss.IndexFlatL2(database.shape[1])
+    index.add(np.ascontiguousarray(database, dtype=np.float32))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def recall_at_n(predictions: np.ndarray, positives: list, ns=RECALL_NS) -> dict:
+    """Fraction of queries with a positive among their first N predictions, for each N.
+
+    predictions [M, k] database indices (best first); positives: M arrays of database indices.
+    """
+    num_queries = len(predictions)
+    if num_queries == 0:
+        return {n: 0.0 for n in ns}
+    width = int(max(predictions.max(initial=0), max((p.max(initial=0) for p in positives),
+                                                     default=0))) + 1
+    # membership of (query, database) pairs, encoded as one integer each
+    wanted = np.concatenate([q * width + np.asarray(p, dtype=np.int64)
+                             for q, p in enumerate(positives)] + [np.empty(0, np.int64)])
+    pairs = np.arange(num_queries)[:, None] * width + predictions.astype(np.int64)
+    hits = np.isin(pairs, wanted) & (predictions >= 0)
+    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
+    return {n: float(np.mean(first_hit < n)) for n in ns}
+
+
+def evaluate_descriptors(database: np.ndarray, queries: np.ndarray, positives: list,
+                         ns=RECALL_NS) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(recalls, predictions [M, k], distances [M, k]) for descriptors of one split."""
+    k = min(max(ns), len(database))
+    distances, predictions = search(database, queries, k)
+    return recall_at_n(predictions, positives, ns), predictions, distances
+
+
+def evaluate(model: torch.nn.Module, split: Split, image_size: tuple[int, int], *,
+             batch_size: int, workers: int, device: torch.device, amp: bool = False,
+             show_progress: bool = False) -> EvalResult:
+    """Extract database then query descriptors with `model` and compute Recall@N."""
+    started = time.perf_counter()
+    descriptors = extract_descriptors(model, split.all_paths, image_size, batch_size=batch_size,
+                                      workers=workers, device=device, amp=amp,
+                                      show_progress=show_progress,
+                                      desc=f"eval {split.split}: descriptors")
+    database, queries = descriptors[:split.num_database], descriptors[split.num_database:]
+    recalls, predictions, distances = evaluate_descriptors(database, queries,
+                                                           split.eval_positives())
+    return EvalResult(recalls, split.dataset, split.split, split.num_queries, split.num_database,
+                      time.perf_counter() - started, predictions, distances)

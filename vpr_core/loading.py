@@ -1,0 +1,58 @@
+"""The model a stage starts from: fresh (encoder weights + centroids) or from a checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .checkpoints import ModelSpec, check_spec, infer_model_spec, load_checkpoint, read_flags
+from .clustering import cluster, read_centroids
+from .config import ClusterConfig, CommonConfig
+from .datasets import Split
+from .errors import UserError
+from .models import ENCODER_DIMS, PlaceModel, build_model
+
+
+def centroids_for(config: CommonConfig, train_split: Split, centroids: Path | None = None) -> Path:
+    """The centroid file to initialise NetVLAD: `centroids` if given, else the cache's (made
+    by clustering `train_split` when missing)."""
+    if centroids is not None:
+        if not Path(centroids).is_file():
+            raise UserError(f"--centroids {centroids} does not exist; pass an existing .hdf5 file "
+                            f"or leave it out to use the cache")
+        return Path(centroids)
+    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(CommonConfig)}
+    cluster_config = ClusterConfig(**shared, split=train_split.split)
+    return cluster(cluster_config, split=train_split).path
+
+
+def fresh_model(config: CommonConfig, train_split: Split, centroids: Path | None = None
+                ) -> tuple[PlaceModel, Path | None]:
+    """A model with `config.weights` and, for NetVLAD, initialised from the centroids."""
+    model = build_model(config.arch, config.pooling, config.num_clusters, config.weights)
+    if config.pooling != "netvlad":
+        return model, None
+    path = centroids_for(config, train_split, centroids)
+    found = read_centroids(path, config.num_clusters, ENCODER_DIMS[config.arch])
+    model.pool.init_params(found.centroids, found.descriptors)
+    return model, path
+
+
+def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int | None = None,
+                          pooling: str | None = None) -> tuple[PlaceModel, dict, ModelSpec]:
+    """(model with the checkpoint's weights, the checkpoint dict, what it holds).
+
+    `arch` / `num_clusters`, when given, must agree with the checkpoint. No backbone weights
+    are loaded from anywhere else: the checkpoint holds them.
+    """
+    checkpoint = load_checkpoint(path)
+    hint = pooling or read_flags(path).get("pooling")
+    spec = infer_model_spec(checkpoint["state_dict"], hint)
+    check_spec(spec, arch, num_clusters, path)
+    model = build_model(spec.arch, spec.pooling, spec.num_clusters or 1, weights="none")
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise UserError(f"{path} does not fit a {spec.arch} {spec.pooling} model ({first[:200]}); "
+                        f"pass a checkpoint of this project or of pytorch-NetVlad") from None
+    return model, checkpoint, spec

@@ -1,0 +1,171 @@
+"""Encoders (AlexNet, VGG16 cut at conv5) and the place-recognition model encoder -> pool."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models as tv_models
+
+from .errors import UserError
+from .netvlad import NetVLAD
+
+ARCHES = ("alexnet", "vgg16")
+POOLINGS = ("netvlad", "max", "avg")
+ENCODER_DIMS = {"alexnet": 256, "vgg16": 512}
+# How many of the cut feature layers stay trainable when starting from pretrained weights
+# (the reference freezes layers[:-5] of VGG16, i.e. up to conv4_3, and layers[:-1] of AlexNet).
+TRAINABLE_TAIL = {"alexnet": 1, "vgg16": 5}
+_TORCHVISION = {
+    "alexnet": (tv_models.alexnet, tv_models.AlexNet_Weights.IMAGENET1K_V1),
+    "vgg16": (tv_models.vgg16, tv_models.VGG16_Weights.IMAGENET1K_V1),
+}
+
+
+class L2Norm(nn.Module):
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, p=2, dim=self.dim)
+
+
+class PlaceModel(nn.Module):
+    """`encoder` (conv layers) then `pool`: images [N, 3, H, W] -> descriptors [N, out_dim]."""
+
+    def __init__(self, arch: str, encoder: nn.Sequential, pool: nn.Module, pooling: str):
+        super().__init__()
+        self.arch = arch
+        self.pooling = pooling
+        self.encoder = encoder
+        self.pool = pool
+
+    @property
+    def encoder_dim(self) -> int:
+        return ENCODER_DIMS[self.arch]
+
+    @property
+    def output_dim(self) -> int:
+        return self.pool.output_dim if isinstance(self.pool, NetVLAD) else self.encoder_dim
+
+    @property
+    def num_clusters(self) -> int | None:
+        return self.pool.num_clusters if isinstance(self.pool, NetVLAD) else None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.encoder(images))
+
+
+def check_arch(arch: str) -> str:
+    if arch not in ARCHES:
+        raise UserError(f"unknown arch {arch!r}; use one of {', '.join(ARCHES)}")
+    return arch
+
+
+def encoder_layers(arch: str) -> list[nn.Module]:
+    """The reference's cut: `features[:-2]`, ending at the last conv before its ReLU."""
+    constructor, _ = _TORCHVISION[check_arch(arch)]
+    return list(constructor(weights=None).features.children())[:-2]
+
+
+def build_encoder(arch: str, weights: str = "imagenet") -> nn.Sequential:
+    """Encoder of `arch` with `weights` 'imagenet', 'none' or a path to a local weight file.
+
+    With pretrained weights only the last conv layers train, as in the reference.
+    """
+    layers = encoder_layers(arch)
+    encoder = nn.Sequential(*layers)
+    if weights == "none":
+        return encoder
+    state = _imagenet_state(arch) if weights == "imagenet" else _file_state(arch, Path(weights))
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing:
+        raise UserError(f"--weights {weights} has no weights for {arch} layers "
+                        f"({', '.join(missing[:3])}...); pass weights of a {arch} model")
+    freeze_pretrained_layers(encoder, arch)
+    return encoder
+
+
+def freeze_pretrained_layers(encoder: nn.Sequential, arch: str) -> None:
+    """Freeze all but the last conv layer(s), as the reference does for pretrained encoders."""
+    for layer in list(encoder.children())[: -TRAINABLE_TAIL[arch]]:
+        for parameter in layer.parameters():
+            parameter.requires_grad = False
+
+
+def build_model(arch: str, pooling: str = "netvlad", num_clusters: int = 64,
+                weights: str = "imagenet") -> PlaceModel:
+    if pooling not in POOLINGS:
+        raise UserError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+    encoder = build_encoder(arch, weights)
+    dim = ENCODER_DIMS[arch]
+    if pooling == "netvlad":
+        if num_clusters < 1:
+            raise UserError(f"--num-clusters must be at least 1, got {num_clusters}")
+        pool: nn.Module = NetVLAD(num_clusters=num_clusters, dim=dim)
+    else:
+        adaptive = nn.AdaptiveMaxPool2d(1) if pooling == "max" else nn.AdaptiveAvgPool2d(1)
+        pool = nn.Sequential(adaptive, nn.Flatten(), L2Norm())
+    return PlaceModel(arch, encoder, pool, pooling)
+
+
+def feature_map_size(arch: str, image_size: tuple[int, int]) -> tuple[int, int]:
+    """(H', W') of the encoder's output for images of `image_size` (H, W).
+
+    Computed on the meta device, so no memory or time is spent. Raises `UserError` when the
+    images are too small for the encoder.
+    """
+    height, width = image_size
+    with torch.device("meta"):
+        encoder = nn.Sequential(*encoder_layers(arch))
+        try:
+            out = encoder(torch.empty(1, 3, height, width))
+        except RuntimeError:
+            out = None
+    if out is None or out.shape[-1] < 1 or out.shape[-2] < 1:
+        raise UserError(f"images of {height}x{width} are too small for the {arch} encoder; "
+                        f"pass a larger --image-size (at least 64x64 works for both encoders)")
+    return int(out.shape[-2]), int(out.shape[-1])
+
+
+def _imagenet_state(arch: str) -> dict:
+    _, weight_enum = _TORCHVISION[arch]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weight_enum.url).name
+    if not cached.is_file():
+        try:
+            weight_enum.get_state_dict(progress=True)
+        except Exception as error:  # no network: URLError, socket errors, HTTP errors
+            raise UserError(
+                f"ImageNet weights for {arch} are not in the torch cache ({cached}) and cannot be "
+                f"downloaded ({type(error).__name__}); pass --weights none, or --weights PATH to a "
+                f"local {Path(weight_enum.url).name}") from None
+    return _features_only(torch.load(cached, map_location="cpu", weights_only=True))
+
+
+def _file_state(arch: str, path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"--weights {path} does not exist; pass imagenet, none or an existing file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"--weights {path} is not a readable torch weight file "
+                        f"({type(error).__name__}); pass a torchvision {arch} state_dict") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a checkpoint of this project or of the reference
+    if not isinstance(state, dict):
+        raise UserError(f"--weights {path} does not hold a state_dict; pass a torchvision "
+                        f"{arch} state_dict")
+    return _features_only(state)
+
+
+def _features_only(state: dict) -> dict:
+    """Encoder keys 'N.weight' from torchvision ('features.N.*') or NetVLAD ('encoder.N.*') keys."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("features.", "encoder.module.", "encoder.", "module.features."):
+            if key.startswith(prefix):
+                out[key[len(prefix):]] = value
+                break
+    return out

@@ -1,0 +1,42 @@
+"""The `eval` stage as one function: a checkpoint (or the untrained model) on a split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoints import checkpoint_file
+from .config import EvalConfig
+from .datasets import open_split, resolve_image_size
+from .evaluation import EvalResult, evaluate
+from .loading import fresh_model, model_from_checkpoint
+from .models import feature_map_size
+from .runtime import resolve_device, seed_everything
+
+
+def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
+    """(Recall@N result, the checkpoint file evaluated or None for the untrained model).
+
+    A checkpoint brings its own weights: nothing is downloaded. Without one, the model is
+    built from `config.weights` and NetVLAD initialised from the train split's centroids.
+    """
+    config.validate()
+    split = open_split(config.data_root, config.split, config.dataset)
+    image_size = resolve_image_size(split, config.image_size)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    path = None
+    if config.resume is not None:
+        path = checkpoint_file(config.resume, config.ckpt)
+        model, _, spec = model_from_checkpoint(path, config.arch, config.num_clusters,
+                                               config.pooling)
+        config.arch, config.pooling, config.num_clusters = spec.arch, spec.pooling, \
+            spec.num_clusters
+    else:
+        feature_map_size(config.arch, image_size)
+        train_split = open_split(config.data_root, "train", config.dataset)
+        model, _ = fresh_model(config, train_split, config.centroids)
+    feature_map_size(model.arch, image_size)
+    result = evaluate(model.to(device), split, image_size, batch_size=config.cache_batch_size,
+                      workers=config.workers, device=device, amp=config.amp,
+                      show_progress=config.show_progress)
+    return result, path
+

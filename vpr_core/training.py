@@ -1,0 +1,395 @@
+"""NetVLAD training with triplet loss and hard-negative mining (the reference's `--mode=train`).
+
+Per epoch: the training queries are shuffled and cut into subsets of `cache_refresh_rate`;
+for each subset the database and the subset's queries are encoded, published to the `Miner`,
+each query is mined for a positive and hard negatives, and the model takes one SGD step per
+batch of `batch_size` queries. After each epoch the model is evaluated on the validation split
+and a checkpoint is written. Fixed reference bugs: the negative cache survives across subsets
+and epochs, subsets are shuffled, a batch (or a whole subset) without triplets is skipped,
+the average loss counts only real batches, and small datasets (fewer negatives than the
+sample size) work.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoints import (
+    BEST_FILE,
+    CHECKPOINT_DIR,
+    FLAGS_FILE,
+    LATEST_FILE,
+    checkpoint_file,
+    save_checkpoint,
+)
+from .config import TrainConfig, format_image_size
+from .datasets import Split, open_split, resolve_image_size
+from .datasets.images import load_image
+from .errors import UserError
+from .evaluation import evaluate
+from .extraction import extract_descriptors
+from .fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
+from .loading import fresh_model, model_from_checkpoint
+from .mining import CacheMissing, CandidateSampler, DescriptorCache, InProcessMiner, Miner, Triplet
+from .models import freeze_pretrained_layers
+from .runtime import autocast, progress, resolve_device, seed_everything
+
+MINING_CHUNK = 64  # queries per mining request
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    loss: float  # mean over batches that had triplets
+    recalls: dict  # validation Recall@N
+    triplets: int  # queries that gave a triplet
+    negatives: int  # negatives used in the loss
+    batches: int  # optimiser steps
+    skipped_batches: int  # batches with no triplet
+    lr: float
+    seconds: float  # training + validation wall time of this epoch
+    is_best: bool
+    checkpoint: Path
+
+    def metrics(self) -> dict:
+        out = {f"recall@{n}": float(r) for n, r in self.recalls.items()}
+        out.update(loss=self.loss, triplets=self.triplets, negatives=self.negatives,
+                   batches=self.batches, skipped_batches=self.skipped_batches, lr=self.lr,
+                   epoch_seconds=self.seconds)
+        return out
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_score: float
+    best_epoch: int
+    epochs: list = field(default_factory=list)
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return {"run_dir": str(self.run_dir), "best_recall@5": self.best_score,
+                "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "epochs": [{"epoch": e.epoch, **e.metrics()} for e in self.epochs]}
+
+
+class TrainingRun:
+    """One training run. Building it validates everything and writes nothing; then iterate
+    `epochs()`."""
+
+    def __init__(self, config: TrainConfig, miner: Miner | None = None, owner: str = "local"):
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        self.miner = miner or InProcessMiner(str(self.device))
+        self.owner = owner
+        self.train_split = open_split(config.data_root, config.train_split, config.dataset)
+        self.val_split = open_split(config.data_root, config.val_split, config.dataset)
+        self.image_size = resolve_image_size(self.train_split, config.image_size)
+        if config.image_size is None and self.val_split.native_size != self.image_size:
+            raise UserError(f"{config.val_split} images are {self.val_split.native_size}, "
+                            f"{config.train_split} images {self.image_size}; pass --image-size HxW")
+        self.start_epoch, self.best_score, self.best_epoch, self.not_improved = 0, 0.0, 0, 0
+        self.recalls: dict = {}
+        self._prepare_queries()
+        seed_everything(config.seed)
+        self._build_model()
+        self.run_dir = self._choose_run_dir()
+        self.refreshes = 0
+        self.stopped_early = False
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _prepare_queries(self) -> None:
+        positives = self.train_split.train_positives()
+        self.query_ids = np.array([q for q, p in enumerate(positives) if len(p)], dtype=np.int64)
+        if len(self.query_ids) == 0:
+            raise UserError(f"no {self.config.train_split} query has a database image within "
+                            f"{math.sqrt(self.train_split.nontriv_pos_dist_sq_thr):.0f} m; "
+                            f"check the UTM coordinates of the dataset")
+        self.sampler = CandidateSampler(positives, self.train_split.potential_negatives(),
+                                        self.config.num_negative_samples)
+
+    def _build_model(self) -> None:
+        config = self.config
+        self.resumed_from = None
+        if config.resume is not None:
+            path = checkpoint_file(config.resume, config.ckpt)
+            num_clusters = config.num_clusters if config.pooling == "netvlad" else None
+            self.model, checkpoint, _ = model_from_checkpoint(path, config.arch, num_clusters,
+                                                              config.pooling)
+            if config.weights != "none":
+                freeze_pretrained_layers(self.model.encoder, self.model.arch)
+            self.centroids_path = None
+            self.resumed_from = path
+        else:
+            self.model, self.centroids_path = fresh_model(config, self.train_split,
+                                                          config.centroids)
+            checkpoint = None
+        self.model.to(self.device)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if config.optim == "SGD":
+            self.optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
+                                             weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(trainable, lr=config.lr)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _restore(self, checkpoint: dict) -> None:
+        self.start_epoch = int(checkpoint.get("epoch", 0))
+        self.best_score = float(checkpoint.get("best_score", 0.0))
+        self.best_epoch = int(checkpoint.get("best_epoch", self.start_epoch))
+        self.not_improved = int(checkpoint.get("not_improved", 0))
+        self.recalls = {int(k): float(v) for k, v in checkpoint.get("recalls", {}).items()}
+        if checkpoint.get("optimizer"):
+            try:
+                self.optimizer.load_state_dict(checkpoint["optimizer"])
+            except (ValueError, KeyError):
+                pass  # another optimiser or parameter set: start it afresh
+        if isinstance(checkpoint.get("negative_cache"), torch.Tensor):
+            self.sampler.load_cache_state(checkpoint["negative_cache"])
+
+    def _choose_run_dir(self) -> Path:
+        if self.config.run_dir is not None:
+            return self.config.run_dir
+        if self.resumed_from is not None and self.resumed_from.parent.name == CHECKPOINT_DIR:
+            return self.resumed_from.parent.parent  # continue the run in its own folder
+        stamp = datetime.now().strftime("%b%d_%H-%M-%S")
+        return Path("runs").absolute() / f"{stamp}_{self.config.arch}_{self.config.pooling}"
+
+    # ---- the loop -----------------------------------------------------------------------
+    def epochs(self) -> Iterator[EpochResult]:
+        """Train epoch by epoch, yielding each epoch's result after its checkpoint is written."""
+        created = missing_ancestors(self.run_dir)
+        self._write_flags()
+        saved = False
+        try:
+            for epoch in range(self.start_epoch + 1, self.config.epochs + 1):
+                result = self._run_epoch(epoch)
+                saved = True
+                yield result
+                if self.config.patience and \
+                        self.not_improved > self.config.patience / self.config.eval_every:
+                    self.stopped_early = True
+                    break
+        except BaseException:
+            if created and not saved:  # leave no run folder without a checkpoint behind
+                remove_created(created + [self.run_dir / CHECKPOINT_DIR],
+                               (self.run_dir / CHECKPOINT_DIR / FLAGS_FILE,))
+            raise
+        finally:
+            self.miner.release(self.owner)
+
+    def run(self) -> TrainResult:
+        result = TrainResult(self.run_dir, self.best_score, self.best_epoch)
+        for epoch_result in self.epochs():
+            result.epochs.append(epoch_result)
+        result.best_score, result.best_epoch = self.best_score, self.best_epoch
+        result.stopped_early = self.stopped_early
+        return result
+
+    def learning_rate(self, epoch: int) -> float:
+        """The reference's StepLR, stepped with the epoch number before each epoch."""
+        if self.config.optim != "SGD":
+            return self.config.lr
+        return self.config.lr * self.config.lr_gamma ** math.floor(epoch / self.config.lr_step)
+
+    def _run_epoch(self, epoch: int) -> EpochResult:
+        started = time.perf_counter()
+        lr = self.learning_rate(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        stats = self._train_epoch(epoch)
+        evaluated = epoch % self.config.eval_every == 0 or epoch == self.config.epochs
+        is_best = False
+        if evaluated:
+            self.recalls = self._validate()
+            is_best = self.recalls[5] > self.best_score
+            if is_best:
+                self.best_score, self.best_epoch, self.not_improved = self.recalls[5], epoch, 0
+            else:
+                self.not_improved += 1
+        path = self._save(epoch, is_best)
+        return EpochResult(epoch=epoch, recalls=dict(self.recalls), lr=lr,
+                           seconds=time.perf_counter() - started, is_best=is_best,
+                           checkpoint=path, **stats)
+
+    def _train_epoch(self, epoch: int) -> dict:
+        config = self.config
+        rng = np.random.default_rng([config.seed, epoch])  # resumable: depends on the epoch only
+        order = rng.permutation(self.query_ids)
+        num_subsets = 1 if config.cache_refresh_rate == 0 else \
+            math.ceil(len(order) / config.cache_refresh_rate)
+        totals = {"loss_sum": 0.0, "triplets": 0, "negatives": 0, "batches": 0, "skipped": 0}
+        bar = progress(total=math.ceil(len(order) / config.batch_size),
+                       enabled=config.show_progress, desc=f"train epoch {epoch}", unit="batch")
+        for subset in np.array_split(order, num_subsets):
+            self._publish_cache(subset)
+            triplets = self._mine(subset, rng)
+            batches = [triplets[i:i + config.batch_size]
+                       for i in range(0, len(triplets), config.batch_size)]
+            self._train_batches(batches, totals, epoch, bar)
+        bar.close()
+        real = totals["batches"]
+        return {"loss": totals["loss_sum"] / real if real else 0.0, "triplets": totals["triplets"],
+                "negatives": totals["negatives"], "batches": real,
+                "skipped_batches": totals["skipped"]}
+
+    def _publish_cache(self, subset: np.ndarray) -> None:
+        """Encode the database and the subset's queries and hand them to the miner.
+
+        Only the subset's queries are encoded (the reference encodes all of them every time).
+        """
+        split = self.train_split
+        database = extract_descriptors(self.model, split.database_paths, self.image_size,
+                                       batch_size=self.config.cache_batch_size,
+                                       workers=self.config.workers, device=self.device,
+                                       amp=self.config.amp, show_progress=self.config.show_progress,
+                                       desc="cache: database")
+        ids = np.sort(subset)
+        queries = extract_descriptors(self.model, split.query_paths, self.image_size,
+                                      batch_size=self.config.cache_batch_size,
+                                      workers=self.config.workers, device=self.device,
+                                      indices=ids, amp=self.config.amp,
+                                      show_progress=self.config.show_progress,
+                                      desc="cache: queries")
+        self.refreshes += 1
+        self.cache = DescriptorCache(database, queries, ids)
+        self.miner.publish(self.owner, self.refreshes, self.cache)
+
+    def _mine(self, subset: np.ndarray, rng: np.random.Generator) -> list[Triplet | None]:
+        triplets: list[Triplet | None] = []
+        for start in range(0, len(subset), MINING_CHUNK):
+            request = self.sampler.request(subset[start:start + MINING_CHUNK], rng,
+                                           self.config.margin, self.config.num_negatives)
+            try:
+                found = self.miner.mine(self.owner, self.refreshes, request)
+            except CacheMissing:  # the mining service restarted and lost our cache
+                self.miner.publish(self.owner, self.refreshes, self.cache)
+                found = self.miner.mine(self.owner, self.refreshes, request)
+            self.sampler.remember(found)
+            triplets.extend(found)
+        return triplets
+
+    def _train_batches(self, batches: list, totals: dict, epoch: int, bar) -> None:
+        usable = [[t for t in batch if t is not None] for batch in batches]
+        totals["skipped"] += sum(1 for batch in usable if not batch)
+        bar.update(sum(1 for batch in usable if not batch))
+        usable = [batch for batch in usable if batch]
+        if not usable:
+            return
+        loader = DataLoader(_TripletImages(usable, self.train_split, self.image_size),
+                            batch_size=None, shuffle=False, num_workers=self.config.workers,
+                            pin_memory=self.device.type == "cuda")
+        self.model.train()
+        for number, (images, negative_counts, unreadable) in enumerate(loader, 1):
+            if unreadable:
+                raise UserError(f"image {unreadable} cannot be decoded; restore the file or "
+                                f"remove it from the dataset")
+            loss = self._step(images.to(self.device, non_blocking=True), negative_counts)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, batch {number}; "
+                                       f"lower --lr (now {self.config.lr:g}) or --margin")
+            totals["loss_sum"] += loss
+            totals["batches"] += 1
+            totals["triplets"] += len(negative_counts)
+            totals["negatives"] += int(negative_counts.sum())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    def _step(self, images: torch.Tensor, negative_counts: torch.Tensor) -> float:
+        """images [2B + sum(n), 3, H, W]: queries, positives, negatives. Returns the loss."""
+        batch = len(negative_counts)
+        with autocast(self.device, self.config.amp):
+            descriptors = self.model(images).float()
+        queries, positives, negatives = torch.split(
+            descriptors, [batch, batch, len(descriptors) - 2 * batch])
+        counts = negative_counts.to(self.device)
+        # the reference sums a triplet loss over every (query, negative) pair, then averages
+        loss = F.triplet_margin_loss(queries.repeat_interleave(counts, dim=0),
+                                     positives.repeat_interleave(counts, dim=0), negatives,
+                                     margin=math.sqrt(self.config.margin), p=2, reduction="sum")
+        loss = loss / counts.sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _validate(self) -> dict:
+        result = evaluate(self.model, self.val_split, self.image_size,
+                          batch_size=self.config.cache_batch_size, workers=self.config.workers,
+                          device=self.device, amp=self.config.amp,
+                          show_progress=self.config.show_progress)
+        return result.recalls
+
+    # ---- files --------------------------------------------------------------------------
+    def _write_flags(self) -> None:
+        flags = self.config.to_dict()
+        flags.update(image_size=format_image_size(self.image_size), run_dir=str(self.run_dir),
+                     dataset=self.train_split.dataset,
+                     centroids=str(self.centroids_path) if self.centroids_path else None)
+        write_json_atomic(self.run_dir / CHECKPOINT_DIR / FLAGS_FILE, flags)
+
+    def _save(self, epoch: int, is_best: bool) -> Path:
+        checkpoint = {
+            "epoch": epoch,
+            "state_dict": self.model.state_dict(),
+            "recalls": {n: float(r) for n, r in self.recalls.items()},
+            "best_score": float(self.best_score),
+            "optimizer": self.optimizer.state_dict(),
+            "parallel": False,
+            # read by this project only; the reference ignores extra keys
+            "best_epoch": self.best_epoch,
+            "not_improved": self.not_improved,
+            "negative_cache": self.sampler.cache_state(self.config.num_negatives),
+            "arch": self.model.arch,
+            "pooling": self.model.pooling,
+        }
+        folder = self.run_dir / CHECKPOINT_DIR
+        latest = save_checkpoint(folder / LATEST_FILE, checkpoint)
+        if is_best:
+            write_atomic(folder / BEST_FILE, lambda tmp: shutil.copyfile(latest, tmp))
+        return latest
+
+
+class _TripletImages(Dataset):
+    """Item i: the images of batch i [2B + sum(n), 3, H, W], negative counts [B], and the path
+    of an image that failed to decode ('' when all did)."""
+
+    def __init__(self, batches: list, split: Split, size: tuple[int, int]):
+        self.batches, self.split, self.size = batches, split, size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        batch = self.batches[index]
+        paths = ([self.split.query_paths[t.query] for t in batch]
+                 + [self.split.database_paths[t.positive] for t in batch]
+                 + [self.split.database_paths[n] for t in batch for n in t.negatives])
+        counts = torch.tensor([len(t.negatives) for t in batch], dtype=torch.int64)
+        images = []
+        for path in paths:
+            try:
+                images.append(load_image(path, self.size))
+            except (OSError, ValueError):
+                return None, counts, path  # reported by the main process, see ImageList
+        return torch.stack(images), counts, ""
+
+
+def train(config: TrainConfig, miner: Miner | None = None) -> TrainResult:
+    """Train with `config` (CLI `train`); returns the per-epoch results."""
+    return TrainingRun(config, miner).run()
