@@ -147,8 +147,9 @@ def run_train(args) -> None:
         stamp = datetime.now().strftime("%b%d_%H-%M-%S")
         fixed["run_dir"] = Path(args.runs_path).absolute() / f"{stamp}_{arch}_{pooling}"
     config = make_config(TrainConfig, args, restored, **fixed)
-    tracker = _tracker(args)
-    run = TrainingRun(config)
+    uri = _tracking_uri(args)
+    run = TrainingRun(config)  # validates everything before MLflow sees anything
+    tracker = _tracker(args, uri)
     print(f"training {config.arch} + {config.pooling} on {run.train_split.describe()}; "
           f"run folder {run.run_dir}", flush=True)
     epochs = []
@@ -176,11 +177,12 @@ def run_eval(args) -> None:
     restored = {k: v for k, v in restored.items()
                 if k in ("data_root", "dataset", "image_size", "pooling", "cache_dir")}
     config = make_config(EvalConfig, args, restored)
-    tracker = _tracker(args)
+    uri = _tracking_uri(args)
     result, checkpoint_path = evaluate_config(config)
     payload = result.to_dict()
     if checkpoint_path is not None:
         payload["checkpoint"] = str(checkpoint_path)
+    tracker = _tracker(args, uri)
     if tracker:
         payload["mlflow_run_id"] = tracker.log_evaluation(config, result, checkpoint_path)
     emit(args, payload, [f"{result.dataset} {result.split}: {result.num_queries} queries, "
@@ -193,12 +195,21 @@ def _restored_flags(resume, ckpt) -> dict:
     return read_flags(checkpoint_file(Path(resume).absolute(), ckpt or "latest"))
 
 
-def _tracker(args):
+def _tracking_uri(args) -> str | None:
+    """The checked tracking URI when the user asked for tracking (nothing is created yet)."""
     if getattr(args, "tracking_uri", None) is None and getattr(args, "experiment", None) is None:
+        return None
+    from .tracking import check_tracking_uri
+
+    return check_tracking_uri(args.tracking_uri)
+
+
+def _tracker(args, uri: str | None):
+    if uri is None:
         return None
     from .tracking import Tracker
 
-    return Tracker.connect(args.tracking_uri, args.experiment)
+    return Tracker.connect(uri, args.experiment)
 
 
 class _nothing:

@@ -1,10 +1,127 @@
-"""`python -m orchestrator sweep` flags (the sweep itself is in sweep.py)."""
+"""`python -m orchestrator sweep`: flags over an experiment spec, then the sweep (or, for an
+evaluation spec such as experiments/pretrained_vgg16.yaml, one tracked evaluation)."""
 from __future__ import annotations
+
+from pathlib import Path
+
+from vpr_core.errors import UserError
+
+from . import arguments
 
 
 def add_parser(verbs) -> None:
-    verbs.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow")
+    sweep = verbs.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow")
+    sweep.add_argument("--config", metavar="YAML",
+                       help="experiment spec (default: the embedded experiments/smoke.yaml)")
+    sweep.add_argument("--data-root", metavar="DIR", help="dataset root (either layout)")
+    sweep.add_argument("--dataset", help="Pittsburgh layout: which <name>_<split>.mat")
+    sweep.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
+    sweep.add_argument("--epochs", "--nEpochs", dest="epochs", type=int, help="epochs per trial")
+    sweep.add_argument("--arch", action="append", choices=("alexnet", "vgg16"),
+                       help="restrict the architectures searched (repeatable)")
+    sweep.add_argument("--weights", metavar="imagenet|none|PATH")
+    sweep.add_argument("--image-size", metavar="HxW")
+    sweep.add_argument("--seed", type=int, help="the search's seed (TPE)")
+    sweep.add_argument("--name", help="the sweep's name (default <spec>-<timestamp>)")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue an interrupted sweep (same --name/--storage; default: the "
+                            "latest of this spec)")
+    sweep.add_argument("--storage", metavar="DIR|URI",
+                       help="Tune's experiment state (default ./ray_results; shared storage on "
+                            "a multi-node cluster)")
+    sweep.add_argument("--ray-address", metavar="HOST:PORT", help="join an existing Ray cluster")
+    sweep.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float)
+    sweep.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float)
+    sweep.add_argument("--max-concurrent", dest="max_concurrent", type=int)
+    sweep.add_argument("--miner-memory-gb", dest="miner_memory_gb", type=float,
+                       help="memory budget of the shared mining service (default 40%% of RAM)")
+    sweep.add_argument("--cache-dir", metavar="DIR", help="centroid cache (default ./cache)")
+    arguments.add_tracking(sweep)
+    arguments.add_json(sweep)
+
+
+def apply_flags(spec, args):
+    """Command-line flags override the spec."""
+    for name in ("num_samples", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
+                 "miner_memory_gb", "experiment", "dataset"):
+        if getattr(args, name) is not None:
+            setattr(spec, name, getattr(args, name))
+    if args.seed is not None:
+        spec.seed = args.seed
+    if args.data_root is not None:
+        spec.data_root = Path(args.data_root).expanduser().absolute()
+    if args.tracking_uri is not None:
+        spec.tracking_uri = args.tracking_uri
+    if args.arch:
+        spec.space.archs = list(dict.fromkeys(args.arch))
+    for flag in ("epochs", "weights"):
+        if getattr(args, flag) is not None:
+            spec.train[flag] = getattr(args, flag)
+    if args.cache_dir is not None:
+        spec.train["cache_dir"] = str(Path(args.cache_dir).absolute())
+    if args.image_size is not None:
+        from vpr_core.config import parse_image_size
+
+        spec.train["image_size"] = parse_image_size(args.image_size)
+    return spec
 
 
 def run(args) -> None:
-    raise NotImplementedError
+    from .cli import emit
+    from .spec import load_spec
+
+    spec = apply_flags(load_spec(args.config), args)
+    if spec.evaluate is not None:
+        return run_evaluation(spec, args)
+    from .sweep import format_table, run_sweep
+
+    try:
+        result = run_sweep(spec, resume=args.resume, ray_address=args.ray_address,
+                           storage=args.storage, name=args.name)
+    finally:
+        from . import ray_cluster
+
+        ray_cluster.shutdown()
+    summary = result.to_dict()
+    lines = ["", *format_table(result), ""]
+    best = result.best
+    if best is not None:
+        recalls = "  ".join(f"R@{n} {best.recalls[n]:.4f}" for n in sorted(best.recalls))
+        lines.append(f"best: {best.arch} K={best.num_clusters} margin={best.margin:.3g} "
+                     f"lr={best.lr:.2g}  {recalls}  (trial {best.trial_id})")
+    lines.append(f"wall time {result.wall_seconds:.0f} s; trials trained for "
+                 f"{summary['trials_training_seconds']:.0f} s in all, "
+                 f"{summary['per_trial_overhead_seconds']:.0f} s overhead per trial")
+    if result.interrupted:
+        lines.append(f"interrupted: resume with `python -m orchestrator sweep --resume --name "
+                     f"{result.name} --storage {Path(result.experiment_path).parent}"
+                     f"{' --config ' + args.config if args.config else ''}`")
+    lines.append(f"open the runs: {summary['mlflow_ui']}")
+    emit(args, summary, lines)
+
+
+def run_evaluation(spec, args) -> None:
+    """An evaluation spec: evaluate its checkpoint and log one MLflow run."""
+    from vpr_core.config import EvalConfig
+    from vpr_core.pipeline import evaluate_config
+
+    from .cli import emit
+    from .tracking import Tracker, check_tracking_uri, ui_command
+
+    if spec.data_root is None:
+        raise UserError("an evaluation spec needs data.root (or --data-root)")
+    uri = check_tracking_uri(spec.tracking_uri)
+    settings = {k: v for k, v in spec.train.items()
+                if k in ("cache_batch_size", "amp", "image_size", "workers", "device")}
+    config = EvalConfig(data_root=spec.data_root, dataset=spec.dataset,
+                        split=spec.evaluate.get("split", "val"),
+                        resume=Path(spec.evaluate["checkpoint"]),
+                        ckpt=spec.evaluate.get("ckpt", "latest"),
+                        show_progress=not args.quiet, **settings).validate()
+    result, checkpoint = evaluate_config(config)
+    tracker = Tracker.connect(uri, spec.experiment or f"netvlad-{spec.name}")
+    run_id = tracker.log_evaluation(config, result, checkpoint, tags={"spec": spec.name})
+    payload = dict(result.to_dict(), checkpoint=str(checkpoint), mlflow_run_id=run_id,
+                   mlflow_ui=ui_command(uri))
+    emit(args, payload, [f"{spec.name}: {result.dataset} {result.split}, {checkpoint}"]
+         + result.lines() + [f"logged as MLflow run {run_id}; open: {ui_command(uri)}"])

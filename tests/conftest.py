@@ -28,3 +28,31 @@ def synth_folder_root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "folder"
     write_synthetic(SynthConfig(out=out, layout="folder", **SMALL))
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray for every test that needs it (starting Ray costs seconds)."""
+    import ray
+
+    from orchestrator.ray_cluster import QUIET_ENV
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    yield ray
+    ray.shutdown()
+
+
+TINY_SPEC = {
+    "name": "tiny",
+    "data": {"synthetic": {"places": 16, "queries": 16, "image_size": "48x64", "seed": 1}},
+    "search": {"num_samples": 3, "seed": 0,
+               "space": {"arch": ["alexnet", "vgg16"], "num_clusters": [4, 8],
+                         "margin": {"log_uniform": [0.05, 0.2]},
+                         "lr": {"log_uniform": [1.0e-4, 1.0e-3]}},
+               "scheduler": {"grace_period": 1, "reduction_factor": 2}},
+    "train": {"epochs": 2, "weights": "none"},
+}

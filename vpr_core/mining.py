@@ -216,7 +216,7 @@ class CandidateSampler:
         """The negative cache as an int64 tensor [Q, width], padded with -1 (for checkpoints)."""
         state = torch.full((len(self.negative_cache), width), -1, dtype=torch.int64)
         for q, negatives in enumerate(self.negative_cache):
-            state[q, :len(negatives)] = torch.from_numpy(negatives[:width])
+            state[q, :len(negatives)] = torch.tensor(negatives[:width], dtype=torch.int64)
         return state
 
     def load_cache_state(self, state: torch.Tensor) -> None:

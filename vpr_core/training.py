@@ -30,6 +30,7 @@ from .checkpoints import (
     FLAGS_FILE,
     LATEST_FILE,
     checkpoint_file,
+    read_flags,
     save_checkpoint,
 )
 from .config import TrainConfig, format_image_size
@@ -132,7 +133,8 @@ class TrainingRun:
                                                               config.pooling)
             if config.weights != "none":
                 freeze_pretrained_layers(self.model.encoder, self.model.arch)
-            self.centroids_path = None
+            initialised_from = read_flags(path).get("centroids")  # kept for the run's records
+            self.centroids_path = Path(initialised_from) if initialised_from else None
             self.resumed_from = path
         else:
             self.model, self.centroids_path = fresh_model(config, self.train_split,

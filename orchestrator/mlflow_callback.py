@@ -1,0 +1,188 @@
+"""A Ray Tune callback, run in the sweep's driver, that keeps one MLflow child run per trial.
+
+It looks a trial's run up by tags before creating one, so a restored sweep continues the same
+runs instead of duplicating them; it logs each epoch once (by step), the artifacts at the end
+(best checkpoint, flags.json, centroids, recall curve), and ends every run FINISHED, FAILED or
+KILLED. It also prints one progress line per trial epoch.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import time
+from pathlib import Path
+
+from ray import tune
+
+from .tracking import FAILED, FINISHED, KILLED, Tracker
+
+TRIAL_METRICS = ("recall@1", "recall@5", "recall@10", "recall@20", "loss", "triplets",
+                 "negatives", "batches", "skipped_batches", "lr", "epoch_seconds")
+SEARCHED = ("arch", "num_clusters", "margin", "lr")
+
+
+def _tolerant(hook):
+    """A tracking failure (a server hiccup) is reported, not allowed to end the sweep."""
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any MLflow client error
+            print(f"warning: MLflow logging failed in {hook.__name__} "
+                  f"({type(error).__name__}: {str(error).splitlines()[0][:200]})",
+                  file=sys.stderr, flush=True)
+    return wrapper
+
+
+class MlflowTrialLogger(tune.Callback):
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, sweep_name: str,
+                 fixed_params: dict, epochs: int, echo: bool = True):
+        self.uri, self.experiment = uri, experiment
+        self.parent_run_id, self.sweep_name = parent_run_id, sweep_name
+        self.fixed_params, self.epochs, self.echo = fixed_params, epochs, echo
+        self._reset()
+
+    def _reset(self) -> None:
+        self._tracker: Tracker | None = None
+        self.run_ids: dict[str, str] = {}
+        self.last_steps: dict[str, int] = {}
+        self.histories: dict[str, list] = {}
+        self.started: dict[str, float] = {}
+
+    # pickled with the sweep's state for Tuner.restore: keep settings, rebuild the rest
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k) for k in ("uri", "experiment", "parent_run_id",
+                                              "sweep_name", "fixed_params", "epochs", "echo")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(self.uri, self.experiment)
+        return self._tracker
+
+    # ---- Tune hooks ---------------------------------------------------------------------
+    @_tolerant
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_for(trial)
+
+    @_tolerant
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self._run_for(trial)
+
+    @_tolerant
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._run_for(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self.last_steps.get(trial.trial_id, 0):
+            return  # an epoch logged before a restore: logged once only
+        self.last_steps[trial.trial_id] = step
+        metrics = {k: result[k] for k in TRIAL_METRICS if k in result}
+        self.tracker.log_metrics(run_id, metrics, step=step)
+        self.histories.setdefault(trial.trial_id, []).append({"epoch": step, **metrics})
+        if self.echo:
+            self._print(trial, step, result)
+
+    @_tolerant
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, FINISHED)
+
+    @_tolerant
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, FAILED, error=_error_text(trial))
+
+    @_tolerant
+    def on_experiment_end(self, trials, **info):
+        # trials stopped by an interruption keep their runs, ended KILLED (resumable)
+        for trial in trials:
+            run_id = self.run_ids.get(trial.trial_id)
+            if run_id and self.tracker.status(run_id) == "RUNNING":
+                self.tracker.end(run_id, KILLED)
+
+    # ---- runs ---------------------------------------------------------------------------
+    def _run_for(self, trial) -> str:
+        if trial.trial_id in self.run_ids:
+            return self.run_ids[trial.trial_id]
+        tracker = self.tracker
+        params = dict(self.fixed_params, **{k: trial.config.get(k) for k in SEARCHED})
+        run_id = tracker.find_run(**{"mlflow.parentRunId": self.parent_run_id,
+                                     "trial_id": trial.trial_id})
+        if run_id is not None and not _same_params(tracker, run_id, params):
+            tracker.client.delete_run(run_id)  # a lost trial's run that reused this trial id
+            run_id = None
+        if run_id is None:
+            run_id = tracker.create_run(
+                _trial_label(trial), params,
+                {"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id,
+                 "sweep": self.sweep_name, "kind": "trial", "arch": trial.config.get("arch")})
+        else:
+            tracker.client.update_run(run_id, status="RUNNING")  # a resumed trial continues
+            self.histories[trial.trial_id] = tracker.history(run_id, TRIAL_METRICS)
+            self.last_steps[trial.trial_id] = tracker.last_step(run_id)
+        self.run_ids[trial.trial_id] = run_id
+        self.started[trial.trial_id] = time.time()
+        return run_id
+
+    def _finish(self, trial, status: str, error: str | None = None) -> None:
+        run_id = self._run_for(trial)
+        history = self.histories.get(trial.trial_id, [])
+        epochs_run = max((h["epoch"] for h in history), default=0)
+        if error:
+            reason = f"failed: {error}"
+        elif epochs_run < self.epochs:
+            reason = f"stopped early after epoch {epochs_run} (ASHA)"
+        else:
+            reason = "completed"
+        self.tracker.set_tags(run_id, {"stop_reason": reason, "epochs_run": epochs_run})
+        try:
+            self._log_artifacts(trial, run_id, history)
+        finally:
+            self.tracker.end(run_id, status)
+        if self.echo:
+            print(f"[{_trial_label(trial)}] {reason}", flush=True)
+
+    def _log_artifacts(self, trial, run_id: str, history: list) -> None:
+        centroids = (trial.last_result or {}).get("centroids") or None
+        title, arch = _trial_label(trial), trial.config.get("arch")
+        if trial.checkpoint is None:
+            self.tracker.log_run_files(run_id, None, centroids, history, arch, title)
+            return
+        with trial.checkpoint.as_directory() as folder:
+            self.tracker.log_run_files(run_id, Path(folder), centroids, history, arch, title)
+
+    def _print(self, trial, step: int, result: dict) -> None:
+        recalls = " ".join(f"R@{n} {result.get(f'recall@{n}', math.nan):.3f}"
+                           for n in (1, 5, 10, 20))
+        print(f"[{_trial_label(trial)}] epoch {step}/{self.epochs}: loss "
+              f"{result.get('loss', math.nan):.4f} {recalls} "
+              f"({result.get('epoch_seconds', math.nan):.0f} s)", flush=True)
+
+
+def _trial_label(trial) -> str:
+    c = trial.config
+    return (f"{trial.trial_id} {c.get('arch')} K={c.get('num_clusters')} "
+            f"margin={c.get('margin', math.nan):.3g} lr={c.get('lr', math.nan):.2g}")
+
+
+def _same_params(tracker: Tracker, run_id: str, params: dict) -> bool:
+    logged = tracker.client.get_run(run_id).data.params
+    return all(logged.get(k) == str(params[k]) for k in SEARCHED if k in params)
+
+
+def _error_text(trial) -> str:
+    """The last line of the trial's error (the exception and its message)."""
+    text = ""
+    try:
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text()
+    except OSError:
+        pass
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line or "Diverged" in line:
+            return line[:500]
+    return lines[-1][:500] if lines else "unknown error"

@@ -1,0 +1,56 @@
+"""Connecting to Ray: a local instance bound to loopback, or an existing cluster."""
+from __future__ import annotations
+
+import os
+import socket
+
+from vpr_core.errors import UserError
+
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0",
+             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+             "RAY_DEDUP_LOGS": "0"}
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> dict:
+    """Start or join Ray; returns the cluster's resources ({'CPU': .., 'GPU': ..})."""
+    import ray
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    runtime_env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
+    if address:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
+                     logging_level="warning")
+        except Exception as error:  # ConnectionError, RuntimeError, auth errors
+            raise UserError(f"cannot join the Ray cluster at {address} ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:160]}); check --ray-address") from None
+    else:
+        # a private local instance, listening on loopback only; trials print nothing worth
+        # reading (the driver prints their progress), so their output stays in Ray's logs
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 logging_level="warning", log_to_driver=False, _node_ip_address="127.0.0.1")
+    return ray.cluster_resources()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's long retries, when nothing answers at `address`."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except (OSError, ValueError):
+        raise UserError(f"nothing answers at --ray-address {address}; start the head with "
+                        f"`ray start --head --port PORT` or fix the address") from None
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,65 @@
+"""The Ray Tune trainable: one NetVLAD training trial through vpr_core, mining in the service.
+
+Reports once per epoch (Recall@1/5/10/20, loss, triplets, epoch time) with the checkpoint of
+that epoch in the reference's format; resumes from `tune.get_checkpoint()` after a failure or
+a restored sweep. A NaN loss raises, so the trial fails with its reason (Optuna is told FAIL,
+never a value).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from ray import tune
+
+from vpr_core.checkpoints import BEST_FILE, CHECKPOINT_DIR, FLAGS_FILE, LATEST_FILE
+from vpr_core.training import TrainingRun
+
+from .mining_service import RayMiner
+from .spec import SweepSpec
+
+
+def train_trial(config: dict, *, spec: SweepSpec, data_root: str, cache_dir: str,
+                service: str) -> None:
+    """Tune function trainable: `config` holds the sampled arch, num_clusters, margin, lr."""
+    context = tune.get_context()
+    # the run's working copy lives in the trial's local working directory; what persists is
+    # the checkpoint handed to Tune each epoch (into the sweep's storage)
+    run_dir = Path.cwd().absolute() / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    resume = _restore_checkpoint(run_dir)
+    train_config = spec.trial_config(
+        {name: config[name] for name in ("arch", "num_clusters", "margin", "lr")},
+        data_root=Path(data_root), cache_dir=Path(cache_dir), run_dir=run_dir,
+        resume=resume, workers=max(0, int(spec.cpus_per_trial) - 1))
+    run = TrainingRun(train_config, miner=RayMiner(service), owner=context.get_trial_id())
+    centroids = str(run.centroids_path or "")
+    try:
+        for result in run.epochs():
+            metrics = result.metrics()
+            metrics.update(epoch=result.epoch, best_recall_at_5=run.best_score,
+                           centroids=centroids)
+            with tempfile.TemporaryDirectory() as scratch:
+                _copy_run_files(run_dir / CHECKPOINT_DIR, Path(scratch))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(scratch))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _restore_checkpoint(run_dir: Path) -> Path | None:
+    """Put the checkpoint Tune hands back (if any) into the run folder; return its path."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    target = run_dir / CHECKPOINT_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as folder:
+        _copy_run_files(Path(folder), target)
+    return target / LATEST_FILE
+
+
+def _copy_run_files(source: Path, target: Path) -> None:
+    for name in (LATEST_FILE, BEST_FILE, FLAGS_FILE):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)

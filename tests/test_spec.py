@@ -1,0 +1,70 @@
+import pytest
+
+from orchestrator.spec import EXPERIMENTS_DIR, load_spec, spec_from_dict
+from orchestrator.sweep import first_points, plan_resources, search_space
+from vpr_core.errors import UserError
+
+
+@pytest.mark.parametrize("name", ["smoke", "pitts30k", "pretrained_vgg16"])
+def test_the_shipped_specs_load(name):
+    spec = load_spec(EXPERIMENTS_DIR / f"{name}.yaml").validate()
+    assert spec.name == name
+
+
+def test_smoke_is_the_embedded_default():
+    spec = load_spec(None)
+    assert spec.name == "smoke" and spec.data_root is None
+    assert set(spec.space.archs) == {"alexnet", "vgg16"} and spec.train["weights"] == "none"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"search": {"num_samples": 1}}, "fewer than the 2 architectures"),
+    ({"surprise": 1}, "unknown key(s) surprise"),
+    ({"train": {"epochs": 2, "colour": "red"}}, "unknown key(s) colour"),
+    ({"train": {"lr": 0.1}}, "unknown key(s) lr"),  # searched, not fixed
+    ({"train": {"epochs": 0}}, "--epochs"),
+    ({"search": {"space": {"arch": ["resnet"]}}}, "search.space.arch"),
+    ({"search": {"space": {"lr": {"log_uniform": [0.1, 0.01]}}}}, "search.space.lr"),
+    ({"search": {"metric": "accuracy"}}, "search.metric"),
+    ({"search": {"num_samples": "many"}}, "num_samples must be an integer"),
+    ({"resources": {"cpus_per_trial": 0}}, "cpus_per_trial"),
+])
+def test_bad_specs_are_one_clear_error(raw, message):
+    with pytest.raises(UserError) as caught:
+        spec_from_dict(raw, "spec.yaml").validate()
+    assert message in str(caught.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nsearch: [1, 2\ntrain: {}\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        load_spec(path)
+
+
+def test_every_architecture_is_in_the_first_points():
+    spec = spec_from_dict({"search": {"space": {"arch": ["alexnet", "vgg16"],
+                                                "num_clusters": [8, 16, 32],
+                                                "lr": {"log_uniform": [1e-3, 1e-2]}}}}, "s")
+    points = first_points(spec)
+    assert [p["arch"] for p in points] == ["alexnet", "vgg16"]
+    assert all(p["num_clusters"] == 16 and p["lr"] == 1e-3 and p["margin"] == 0.1
+               for p in points)
+    space = search_space(spec)
+    assert space["arch"].categories == ["alexnet", "vgg16"]
+    assert space["lr"].lower == 1e-3 and space["lr"].upper == 1e-2
+
+
+def test_concurrency_follows_the_resources():
+    spec = spec_from_dict({}, "s")
+    assert plan_resources(spec, {"CPU": 2}) == ({"cpu": 1, "gpu": 0.0}, 2, 0.0)
+    assert plan_resources(spec, {"CPU": 16, "GPU": 1}) == ({"cpu": 1, "gpu": 0.45}, 2, 0.1)
+    assert plan_resources(spec, {"CPU": 16, "GPU": 4})[1] == 8
+    spec.max_concurrent = 1
+    assert plan_resources(spec, {"CPU": 8})[1] == 1
+    spec.cpus_per_trial = 4
+    with pytest.raises(UserError, match="one trial needs 4"):
+        plan_resources(spec, {"CPU": 2})
+    spec.cpus_per_trial, spec.gpus_per_trial = 1, 0.5
+    with pytest.raises(UserError, match="no GPU"):
+        plan_resources(spec, {"CPU": 2})

@@ -1,0 +1,158 @@
+"""Sweeps end to end: real Ray, real Optuna, real MLflow sqlite, real faiss."""
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+
+from cli_helpers import REPO, run_cli
+from conftest import TINY_SPEC
+from orchestrator.spec import spec_from_dict
+from orchestrator.sweep import run_sweep
+
+
+def children_of(client, experiment_id, parent_id):
+    return client.search_runs([experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def artifact_paths(client, run_id, folder=""):
+    out = []
+    for item in client.list_artifacts(run_id, folder):
+        out += artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = copy.deepcopy(TINY_SPEC)
+    raw["search"]["space"]["num_clusters"] = [4]  # 3 trials, 2 archs: two share a centroid file
+    spec = spec_from_dict(raw, "tiny")
+    spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_sweep(spec, storage=str(tmp_path / "ray_results"), echo=False)
+    assert not result.interrupted and len(result.rows) == 3
+
+    client = MlflowClient(spec.tracking_uri)
+    experiment = client.get_experiment_by_name("netvlad-tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = children_of(client, experiment.experiment_id, parent.info.run_id)
+    assert len(children) == 3 and len(runs) == 4
+    assert {c.data.params["arch"] for c in children} == {"alexnet", "vgg16"}
+    assert all(r.info.status in ("FINISHED", "FAILED", "KILLED") for r in runs)
+    centroid_files = set()
+    for child in children:
+        params = child.data.params
+        assert {"arch", "num_clusters", "margin", "lr", "image_size", "dataset", "weights",
+                "seed"} <= set(params)
+        assert params["image_size"] == "48x64" and params["weights"] == "none"
+        assert child.data.tags["trial_id"] and child.data.tags.get("git_commit")
+        history = client.get_metric_history(child.info.run_id, "recall_at_5")
+        assert [m.step for m in history] == list(range(1, len(history) + 1)) and history
+        assert {"loss", "triplets", "epoch_seconds", "recall_at_1", "recall_at_20"} <= \
+            set(child.data.metrics)
+        paths = artifact_paths(client, child.info.run_id)
+        assert "checkpoints/model_best.pth.tar" in paths and "config/flags.json" in paths
+        assert "plots/recall_curve.png" in paths
+        centroid_files |= {p for p in paths if p.startswith("centroids/")}
+    # one clustering per (arch, K): two files for three trials, and nothing else in the cache
+    assert centroid_files == {"centroids/alexnet_synth_4_desc_cen.hdf5",
+                              "centroids/vgg16_synth_4_desc_cen.hdf5"}
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.hdf5"))
+    assert cached == ["alexnet_synth_4_desc_cen.hdf5", "vgg16_synth_4_desc_cen.hdf5"]
+    # one service served every trial
+    assert parent.data.metrics["miner_trials_served"] == 3
+    assert parent.data.metrics["miner_requests"] >= 3
+    assert result.best is not None and 0 < result.best.recalls[5] <= 1
+
+
+def write_tiny_spec(folder: Path, **changes) -> Path:
+    raw = copy.deepcopy(TINY_SPEC)
+    for key, value in changes.items():
+        section, name = key.split("__")
+        raw.setdefault(section, {})[name] = value
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path):
+    spec = write_tiny_spec(tmp_path, train__epochs=3, search__num_samples=3)
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
+    argv = [sys.executable, "-m", "orchestrator", "sweep", "--config", str(spec),
+            "--storage", str(tmp_path / "ray_results")]
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and "epoch 1/3" not in (tmp_path / "first.log").read_text():
+        time.sleep(1)
+    assert "epoch 1/3" in (tmp_path / "first.log").read_text()
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    first.wait()
+
+    done = run_cli("sweep", "--config", spec, "--resume", "--storage", tmp_path / "ray_results",
+                   "--json", "resumed.json", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "resumed.json").read_text())
+    # --resume without --name continues the latest sweep of this spec
+    assert summary["name"].startswith("tiny-") and not summary["interrupted"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("netvlad-tiny")
+    parent = summary["parent_run_id"]
+    children = children_of(client, experiment.experiment_id, parent)
+    trial_ids = [c.data.tags["trial_id"] for c in children]
+    assert len(trial_ids) == len(set(trial_ids)) == 3
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
+    for child in children:  # each epoch logged once, even for the trial that was cut
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "recall_at_5")]
+        assert steps == sorted(set(steps))
+    sweeps = [r for r in client.search_runs([experiment.experiment_id])
+              if r.data.tags.get("kind") == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_sweep_joins_a_separate_ray_head(tmp_path):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+         f"--temp-dir={tmp_path / 'ray'}" if len(str(tmp_path)) < 60 else "--disable-usage-stats"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        spec = write_tiny_spec(tmp_path, train__epochs=1, search__num_samples=2)
+        done = run_cli("sweep", "--config", spec, "--ray-address", f"127.0.0.1:{port}",
+                       "--json", "s.json", cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        summary = json.loads((tmp_path / "s.json").read_text())
+        assert len(summary["trials"]) == 2
+        assert {t["arch"] for t in summary["trials"]} == {"alexnet", "vgg16"}
+        assert all(t["status"] == "FINISHED" for t in summary["trials"])
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()

@@ -1,0 +1,96 @@
+"""MLflow tracking of `train`, `eval` and evaluation specs, in a real sqlite store."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from cli_helpers import run_main
+from orchestrator.tracking import check_tracking_uri, metric_key
+from test_checkpoints import save_like_2018
+from vpr_core.errors import UserError
+from vpr_core.models import build_model
+
+
+def test_tracking_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert check_tracking_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert check_tracking_uri("sqlite:///runs.db") == f"sqlite:///{tmp_path}/runs.db"
+    assert check_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert check_tracking_uri("http://mlflow.internal:5000") == "http://mlflow.internal:5000"
+    with pytest.raises(UserError, match="unknown scheme 'ftp'"):
+        check_tracking_uri("ftp://host/x")
+    with pytest.raises(UserError, match="no longer accepts file stores"):
+        check_tracking_uri("file:///tmp/mlruns")
+    assert metric_key("recall@5") == "recall_at_5"
+
+
+def only_run(uri, experiment):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def artifacts(client, run_id, folder=""):
+    out = []
+    for item in client.list_artifacts(run_id, folder):
+        out += artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return sorted(out)
+
+
+def test_train_with_tracking_logs_a_finished_run(synth_root, tmp_path, capsys, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    done = run_main(["train", "--data-root", synth_root, "--arch", "alexnet", "--num-clusters", 4,
+                     "--weights", "none", "--epochs", 2, "--run-dir", tmp_path / "run",
+                     "--quiet", "--tracking-uri", uri, "--experiment", "t"],
+                    capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    client, run = only_run(uri, "t")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["arch"] == "alexnet" and run.data.params["num_clusters"] == "4"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "recall_at_5")]
+    assert steps == [1, 2]
+    assert artifacts(client, run.info.run_id) == [
+        "centroids/alexnet_synth_4_desc_cen.hdf5", "checkpoints/model_best.pth.tar",
+        "config/flags.json", "plots/recall_curve.png"]
+
+
+def test_the_released_checkpoint_evaluates_as_an_experiment(synth_root, tmp_path, capsys,
+                                                            monkeypatch):
+    torch.manual_seed(0)
+    release = tmp_path / "vgg16_netvlad_checkpoint" / "checkpoints" / "checkpoint.pth.tar"
+    release.parent.mkdir(parents=True)
+    model = build_model("vgg16", "netvlad", 64, weights="none")
+    save_like_2018({"epoch": 30, "state_dict": model.state_dict(), "optimizer": {},
+                    "recalls": {5: np.float64(0.948)}, "best_score": np.float64(0.948),
+                    "parallel": False}, release)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    spec = tmp_path / "pretrained.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "pretrained_vgg16", "data": {"root": str(synth_root)},
+        "evaluate": {"checkpoint": str(release.parents[1]), "split": "val"},
+        "tracking": {"uri": uri, "experiment": "released"}}))
+    done = run_main(["sweep", "--config", spec, "--json", tmp_path / "e.json", "--quiet"],
+                    capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Recall@5:" in done.stdout and "mlflow ui --backend-store-uri" in done.stdout
+    client, run = only_run(uri, "released")
+    params, metrics = run.data.params, run.data.metrics
+    assert params["arch"] == "vgg16" and params["num_clusters"] == "64"
+    assert params["checkpoint"] == str(release) and params["split"] == "val"
+    import hashlib
+    assert params["checkpoint_sha256"] == hashlib.sha256(release.read_bytes()).hexdigest()
+    result = json.loads(Path(tmp_path / "e.json").read_text())
+    assert metrics["recall_at_5"] == pytest.approx(result["recall@5"])
+    assert run.info.status == "FINISHED"
+
+
+def test_a_bad_dataset_creates_no_store(tmp_path, capsys, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    done = run_main(["eval", "--data-root", tmp_path / "missing", "--arch", "alexnet",
+                     "--tracking-uri", uri], capsys, monkeypatch, tmp_path)
+    assert done.returncode == 2 and not (tmp_path / "m.db").exists()
