@@ -7,7 +7,11 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .style import RECALL_NS, arch_colour, percent_axis  # noqa: E402
+from .style import RECALL_NS, arch_colour, percent_axis, run_style  # noqa: E402
+
+RECALL_FIGURE_WIDTH = 8.0  # inches; 800 pixels at the 100 dpi `save` writes
+RECALL_FIGURE_HEIGHT = 4.5  # inches for the axes, plus a legend line per curve
+LEGEND_LINE_HEIGHT = 0.25  # inches
 
 
 def learning_curves(history: list[dict], title: str, arch: str | None = None):
@@ -30,6 +34,35 @@ def learning_curves(history: list[dict], title: str, arch: str | None = None):
         axis.xaxis.get_major_locator().set_params(integer=True)
     figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def recall_figure_size(num_curves: int) -> tuple[int, int]:
+    """(width, height) in pixels of `recall_at_n` with `num_curves` curves, as saved."""
+    height = RECALL_FIGURE_HEIGHT + LEGEND_LINE_HEIGHT * num_curves
+    return round(RECALL_FIGURE_WIDTH * 100), round(height * 100)
+
+
+def recall_at_n(curves, title: str):
+    """Recall@N against N (1, 5, 10, 20) of several runs on one chart.
+
+    `curves`: objects with `label` (legend text), `arch` (picks the colour) and `recalls`
+    ({N: fraction}). Runs of one architecture share its colour and differ by line style.
+    """
+    width, height = recall_figure_size(len(curves))
+    figure, axis = plt.subplots(figsize=(width / 100, height / 100), layout="constrained")
+    seen: dict[str, int] = {}
+    for curve in curves:
+        index = seen.get(curve.arch, 0)
+        seen[curve.arch] = index + 1
+        line, marker = run_style(index)
+        ns = sorted(curve.recalls)
+        axis.plot(ns, [curve.recalls[n] for n in ns], linestyle=line, marker=marker,
+                  color=arch_colour(curve.arch, len(seen)), label=curve.label)
+    axis.set(title=title, xlabel="N (top-N database matches)", ylabel="Recall@N",
+             xticks=list(RECALL_NS), xlim=(0, max(RECALL_NS) + 1))
+    percent_axis(axis)
+    axis.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize="small", frameon=False)
     return figure
 
 

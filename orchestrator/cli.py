@@ -64,6 +64,12 @@ def build_parser() -> arguments.OneLineParser:
 
     from . import sweep_cli  # the sweep's flags live beside the sweep
     sweep_cli.add_parser(verbs)
+
+    ui = verbs.add_parser("ui", help="open the MLflow UI on the tracked runs")
+    ui.add_argument("--tracking-uri", metavar="URI", help="default sqlite:///$PWD/mlflow.db")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
     return parser
 
 
@@ -220,7 +226,28 @@ class _nothing:
         return False
 
 
-VERBS = {"synth": run_synth, "cluster": run_cluster, "train": run_train, "eval": run_eval}
+def run_ui(args) -> None:
+    """`mlflow server` on the store, listening on loopback unless --host says otherwise."""
+    import subprocess
+
+    from .tracking import check_tracking_uri
+
+    uri = check_tracking_uri(args.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise UserError(f"no MLflow database at {uri[len('sqlite:///'):]}; run a sweep here "
+                        f"first or pass --tracking-uri")
+    if uri.startswith(("http://", "https://")):
+        raise UserError(f"{uri} is already a tracking server: open it in a browser")
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    if subprocess.call(command) not in (0, -2, 130):
+        raise UserError(f"mlflow server stopped with an error; is port {args.port} free? "
+                        f"pass --port")
+
+
+VERBS = {"synth": run_synth, "cluster": run_cluster, "train": run_train, "eval": run_eval,
+         "ui": run_ui}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,4 +266,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 1
     return 0

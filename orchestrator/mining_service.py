@@ -47,7 +47,8 @@ class MiningService:
 
     def publish(self, owner: str, version: int, database: np.ndarray, queries: np.ndarray,
                 query_ids: np.ndarray) -> int:
-        """Hold `owner`'s cache version `version` (replacing older ones). Returns its bytes."""
+        """Hold `owner`'s cache version `version`, replacing what the owner had (a restarted
+        trainer counts versions from 1 again, so the newest publish wins). Returns its bytes."""
         cache = DescriptorCache(database, queries, query_ids)
         with self.lock:
             held = sum(size for name, (_, size, _) in self.indexes.items() if name != owner)
@@ -59,9 +60,7 @@ class MiningService:
                 f"lower the concurrency, or use smaller images or fewer clusters")
         index = MiningIndex(cache, self.device)  # copies what it keeps
         with self.lock:
-            current = self.indexes.get(owner)
-            if current is None or current[0] <= version:
-                self.indexes[owner] = (version, cache.nbytes, index)
+            self.indexes[owner] = (version, cache.nbytes, index)
             self.served.add(owner)
         return cache.nbytes
 

@@ -18,7 +18,8 @@ from ray import tune
 from .tracking import FAILED, FINISHED, KILLED, Tracker
 
 TRIAL_METRICS = ("recall@1", "recall@5", "recall@10", "recall@20", "loss", "triplets",
-                 "negatives", "batches", "skipped_batches", "lr", "epoch_seconds")
+                 "negatives", "batches", "skipped_batches", "lr", "epoch_seconds",
+                 "caches_republished")
 SEARCHED = ("arch", "num_clusters", "margin", "lr")
 
 
@@ -49,6 +50,7 @@ class MlflowTrialLogger(tune.Callback):
         self.last_steps: dict[str, int] = {}
         self.histories: dict[str, list] = {}
         self.started: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
 
     # pickled with the sweep's state for Tuner.restore: keep settings, rebuild the rest
     def __getstate__(self) -> dict:
@@ -73,6 +75,16 @@ class MlflowTrialLogger(tune.Callback):
     @_tolerant
     def on_trial_restore(self, iteration, trials, trial, **info):
         self._run_for(trial)
+
+    @_tolerant
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """The trial's process died; Tune retries it from its last checkpoint."""
+        run_id = self._run_for(trial)
+        self.failures[trial.trial_id] = self.failures.get(trial.trial_id, 0) + 1
+        self.tracker.set_tags(run_id, {"worker_failures": self.failures[trial.trial_id]})
+        if self.echo:
+            print(f"[{_trial_label(trial)}] worker lost; retrying from its last checkpoint",
+                  flush=True)
 
     @_tolerant
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -21,7 +21,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
         return ray.cluster_resources()
     runtime_env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
     if address:
-        _check_reachable(address)
+        check_reachable(address)
         try:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
                      logging_level="warning")
@@ -31,12 +31,14 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
     else:
         # a private local instance, listening on loopback only; trials print nothing worth
         # reading (the driver prints their progress), so their output stays in Ray's logs
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+        # address="local": a new instance even when a stale cluster file points elsewhere
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 runtime_env=runtime_env,
                  logging_level="warning", log_to_driver=False, _node_ip_address="127.0.0.1")
     return ray.cluster_resources()
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """Fail in seconds, not after Ray's long retries, when nothing answers at `address`."""
     if address == "auto" or address.startswith("ray://"):
         return

@@ -29,7 +29,7 @@ SECTIONS = {
 }
 DATA_KEYS = {"root", "dataset", "synthetic"}
 SYNTHETIC_KEYS = {"places", "queries", "image_size", "seed"}
-SEARCH_KEYS = {"num_samples", "seed", "metric", "space", "scheduler"}
+SEARCH_KEYS = {"num_samples", "seed", "metric", "space", "scheduler", "start_with"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "miner_memory_gb",
                  "max_failures"}
@@ -57,6 +57,7 @@ class SweepSpec:
     seed: int = 0
     metric: str = "recall@5"
     space: SearchSpace = field(default_factory=SearchSpace)
+    start_with: list = field(default_factory=list)  # configurations tried first, in order
     grace_period: int = 1
     reduction_factor: int = 2
     train: dict = field(default_factory=dict)  # fixed TrainConfig settings
@@ -93,6 +94,8 @@ class SweepSpec:
             if not (0 < low <= high and math.isfinite(high)):
                 raise UserError(f"search.space.{name} must be a log-uniform range 0 < low <= "
                                 f"high, got {[low, high]}")
+        for point in self.start_with:
+            self._check_point(point)
         if self.metric not in METRICS:
             raise UserError(f"search.metric {self.metric!r} must be one of {', '.join(METRICS)}")
         if self.grace_period < 1 or self.reduction_factor < 2:
@@ -104,6 +107,18 @@ class SweepSpec:
                            "margin": self.space.margin[0], "lr": self.space.lr[0]},
                           data_root=Path("/"), cache_dir=Path("/"), run_dir=Path("/"))
         return self
+
+    def _check_point(self, point) -> None:
+        if not isinstance(point, dict) or set(point) != set(SEARCHED):
+            raise UserError(f"search.start_with entries need exactly {', '.join(SEARCHED)}; "
+                            f"got {point}")
+        space = self.space
+        inside = (point["arch"] in space.archs and point["num_clusters"] in space.num_clusters
+                  and space.margin[0] <= point["margin"] <= space.margin[1]
+                  and space.lr[0] <= point["lr"] <= space.lr[1])
+        if not inside:
+            raise UserError(f"search.start_with entry {point} lies outside the search space; "
+                            f"widen the space or change the entry")
 
     def trial_config(self, sampled: dict, **paths) -> TrainConfig:
         """The validated TrainConfig of one trial: fixed settings + sampled ones + paths."""
@@ -157,6 +172,7 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     spec.seed = _int(search.get("seed", spec.seed), "seed", source)
     spec.metric = search.get("metric", spec.metric)
     spec.space = _space(search.get("space") or {}, source)
+    spec.start_with = list(search.get("start_with") or [])
     scheduler = search.get("scheduler") or {}
     _known(scheduler, SCHEDULER_KEYS, f"{source}: search.scheduler")
     if scheduler.get("type", "asha") != "asha":

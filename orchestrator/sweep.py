@@ -144,14 +144,21 @@ def _log_or_fixed(tune, bounds):
 
 
 def first_points(spec: SweepSpec) -> list[dict]:
-    """One trial per architecture at the reference's settings (clamped into the space), so
-    every architecture is tried however few samples TPE gets."""
+    """The spec's `start_with`, else one trial per architecture at the reference's settings
+    (clamped into the space), so every architecture is tried however few samples TPE gets."""
     space = spec.space
-    clusters = sorted(space.num_clusters)[len(space.num_clusters) // 2]
-    margin = min(max(0.1, space.margin[0]), space.margin[1])
-    lr = min(max(1e-4, space.lr[0]), space.lr[1])
-    return [{"arch": arch, "num_clusters": clusters, "margin": margin, "lr": lr}
-            for arch in space.archs]
+    if spec.start_with:
+        points = [dict(point) for point in spec.start_with]
+    else:
+        clusters = sorted(space.num_clusters)[len(space.num_clusters) // 2]
+        margin = min(max(0.1, space.margin[0]), space.margin[1])
+        lr = min(max(1e-4, space.lr[0]), space.lr[1])
+        points = [{"arch": arch, "num_clusters": clusters, "margin": margin, "lr": lr}
+                  for arch in space.archs]
+    # a range with low == high is a constant, not a searched parameter
+    fixed = {name for name in ("margin", "lr")
+             if getattr(space, name)[0] == getattr(space, name)[1]}
+    return [{k: v for k, v in point.items() if k not in fixed} for point in points]
 
 
 def default_name(spec: SweepSpec) -> str:
@@ -169,11 +176,19 @@ def latest_name(storage: Path, spec: SweepSpec) -> str:
 
 def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None = None,
               storage: str | None = None, name: str | None = None, echo: bool = True,
-              num_cpus: int | None = None) -> SweepResult:
-    """Run (or resume) the sweep described by `spec`; returns the trials as MLflow holds them."""
+              num_cpus: int | None = None, callbacks: list | None = None) -> SweepResult:
+    """Run (or resume) the sweep described by `spec`; returns the trials as MLflow holds them.
+
+    Everything a user can get wrong is checked before anything is written: the spec, the
+    tracking URI, the Ray address, then the dataset. `callbacks` are extra Tune callbacks.
+    """
+    from . import ray_cluster
+
     spec.validate()
     started = time.perf_counter()
     uri = check_tracking_uri(spec.tracking_uri)
+    if ray_address:
+        ray_cluster.check_reachable(ray_address)
     experiment = spec.experiment or f"netvlad-{spec.name}"
     storage_path = Path(storage or "ray_results").expanduser().absolute() \
         if not str(storage or "").startswith(("s3://", "gs://")) else storage
@@ -192,7 +207,6 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from . import ray_cluster
     from .mining_service import ReleaseOnTrialEnd, start_service
     from .mlflow_callback import MlflowTrialLogger
     from .trainer import train_trial
@@ -235,7 +249,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None 
                                             reduction_factor=spec.reduction_factor)),
                 run_config=tune.RunConfig(
                     name=name, storage_path=str(storage_path),
-                    callbacks=[callback, ReleaseOnTrialEnd(f"miner-{name}")],
+                    callbacks=[callback, ReleaseOnTrialEnd(f"miner-{name}"),
+                               *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                     # the latest epoch is all a trial resumes from (a VGG16 checkpoint with
                     # its optimiser state is ~120 MB, so older ones are not kept)
@@ -316,7 +331,25 @@ def _finish(tracker: Tracker, parent: str, spec: SweepSpec, name: str, experimen
     tracker.log_metrics(parent, {"wall_seconds": wall, "trials": len(rows)}, 0)
     _log_table(tracker, parent, result)
     tracker.end(parent, KILLED if interrupted else FINISHED)
+    _log_report(tracker, parent)  # after the end, so the report shows the final status
     return result
+
+
+def _log_report(tracker: Tracker, parent: str) -> None:
+    """The sweep's HTML report (dashboards), logged to the parent run under `report/`."""
+    import sys
+    import tempfile
+
+    from dashboards.report import build_report
+
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            index = build_report(tracker.uri, tracker.experiment_name, Path(scratch) / "report",
+                                 parent_run_id=parent)
+            tracker.client.log_artifacts(parent, str(index.parent), "report")
+    except Exception as error:  # a report problem must not cost the sweep its results
+        print(f"warning: the sweep report could not be made ({type(error).__name__}: "
+              f"{str(error).splitlines()[0][:200]})", file=sys.stderr, flush=True)
 
 
 def _log_table(tracker: Tracker, parent: str, result: SweepResult) -> None:

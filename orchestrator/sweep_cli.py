@@ -98,6 +98,8 @@ def run(args) -> None:
                      f"{' --config ' + args.config if args.config else ''}`")
     lines.append(f"open the runs: {summary['mlflow_ui']}")
     emit(args, summary, lines)
+    if result.interrupted:
+        raise KeyboardInterrupt  # exit status 130, as for any interrupted command
 
 
 def run_evaluation(spec, args) -> None:

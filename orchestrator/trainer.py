@@ -14,16 +14,37 @@ from pathlib import Path
 from ray import tune
 
 from vpr_core.checkpoints import BEST_FILE, CHECKPOINT_DIR, FLAGS_FILE, LATEST_FILE
+from vpr_core.errors import UserError
 from vpr_core.training import TrainingRun
 
 from .mining_service import RayMiner
 from .spec import SweepSpec
 
 
+FAILURE_NOTE = "deterministic_failure.txt"
+
+
 def train_trial(config: dict, *, spec: SweepSpec, data_root: str, cache_dir: str,
                 service: str) -> None:
-    """Tune function trainable: `config` holds the sampled arch, num_clusters, margin, lr."""
+    """Tune function trainable: `config` holds the sampled arch, num_clusters, margin, lr.
+
+    A failure that would repeat (a NaN loss, an impossible setting) is noted in the trial's
+    folder, so that Tune's retries (meant for killed processes) end at once instead of
+    training again into the same failure.
+    """
     context = tune.get_context()
+    note = Path(context.get_trial_dir()) / FAILURE_NOTE
+    if note.is_file():
+        raise UserError(note.read_text().strip())
+    try:
+        _train(config, spec, data_root, cache_dir, service, context)
+    except UserError as error:  # TrainingDiverged is one
+        note.write_text(f"{type(error).__name__}: {error}\n")
+        raise
+
+
+def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, service: str,
+           context) -> None:
     # the run's working copy lives in the trial's local working directory; what persists is
     # the checkpoint handed to Tune each epoch (into the sweep's storage)
     run_dir = Path.cwd().absolute() / "run"

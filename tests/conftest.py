@@ -39,7 +39,7 @@ def ray_session(tmp_path_factory):
 
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
              object_store_memory=200 * 1024**2, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
     yield ray

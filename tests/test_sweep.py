@@ -73,6 +73,9 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     assert parent.data.metrics["miner_trials_served"] == 3
     assert parent.data.metrics["miner_requests"] >= 3
     assert result.best is not None and 0 < result.best.recalls[5] <= 1
+    report = artifact_paths(client, parent.info.run_id)
+    assert "report/index.html" in report and "sweep/trials.json" in report
+    assert any(p.startswith("report/") and p.endswith(".png") for p in report)
 
 
 def write_tiny_spec(folder: Path, **changes) -> Path:
@@ -112,7 +115,7 @@ def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path):
     children = children_of(client, experiment.experiment_id, parent)
     trial_ids = [c.data.tags["trial_id"] for c in children]
     assert len(trial_ids) == len(set(trial_ids)) == 3
-    assert all(c.info.status in ("FINISHED", "FAILED") for c in children)
+    assert all(c.info.status == "FINISHED" for c in children)
     for child in children:  # each epoch logged once, even for the trial that was cut
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "recall_at_5")]
         assert steps == sorted(set(steps))

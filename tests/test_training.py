@@ -111,3 +111,10 @@ def test_impossible_settings_are_refused_before_any_work(synth_root, tmp_path, s
     with pytest.raises(UserError, match=message):
         TrainingRun(train_config(synth_root, tmp_path, **setting))
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_bfloat16_autocast_trains(synth_root, tmp_path):
+    """--amp runs the forward passes in bfloat16 (here on the CPU; on a GPU the same code)."""
+    run = TrainingRun(train_config(synth_root, tmp_path, epochs=1, num_clusters=4, amp=True))
+    result = next(run.epochs())
+    assert result.triplets > 0 and 0 < result.loss < 1 and 0 <= result.recalls[5] <= 1

@@ -72,7 +72,11 @@ def load_checkpoint(path: Path) -> dict:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UserError(f"refused to load {path}: it holds {_blocked_global(error)}, which is "
+        blocked = _blocked_global(error)
+        if blocked is None:  # not a pickle at all (text, garbage)
+            raise UserError(f"{path} is not a readable checkpoint (UnpicklingError); it may be "
+                            f"truncated; pass an intact checkpoint.pth.tar") from None
+        raise UserError(f"refused to load {path}: it holds the object {blocked}, which is "
                         f"outside the checkpoint allow-list (tensors, numbers, numpy scalars); "
                         f"re-save it as plain tensors") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError,
@@ -88,13 +92,13 @@ def load_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def _blocked_global(error: Exception) -> str:
-    """The 'module.name' torch's safe unpickler refused, from its message."""
+def _blocked_global(error: Exception) -> str | None:
+    """The 'module.name' torch's safe unpickler refused, from its message (None: none was)."""
     for line in str(error).splitlines():
-        if "GLOBAL" in line:
-            words = line.split()
-            return f"the object {words[words.index('GLOBAL') + 1]}"
-    return "an object"
+        words = line.split()
+        if "GLOBAL" in words and words.index("GLOBAL") + 1 < len(words):
+            return words[words.index("GLOBAL") + 1]
+    return None
 
 
 def strip_parallel_prefix(state_dict: dict) -> dict:

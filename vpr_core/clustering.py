@@ -134,8 +134,9 @@ def kmeans(descriptors: np.ndarray, num_clusters: int, iterations: int, seed: in
         raise UserError(f"--num-clusters {num_clusters} is larger than the {len(descriptors)} "
                         f"local descriptors sampled; lower --num-clusters or use more or larger "
                         f"images")
+    # min_points_per_centroid only decides whether faiss prints a warning on stdout
     model = faiss.Kmeans(descriptors.shape[1], num_clusters, niter=iterations, verbose=False,
-                         seed=seed)
+                         seed=seed, min_points_per_centroid=1)
     model.train(np.ascontiguousarray(descriptors, dtype=np.float32))
     return np.asarray(model.centroids, dtype=np.float32)
 

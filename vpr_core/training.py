@@ -65,12 +65,13 @@ class EpochResult:
     seconds: float  # training + validation wall time of this epoch
     is_best: bool
     checkpoint: Path
+    republished: int = 0  # descriptor caches published again (the mining service restarted)
 
     def metrics(self) -> dict:
         out = {f"recall@{n}": float(r) for n, r in self.recalls.items()}
         out.update(loss=self.loss, triplets=self.triplets, negatives=self.negatives,
                    batches=self.batches, skipped_batches=self.skipped_batches, lr=self.lr,
-                   epoch_seconds=self.seconds)
+                   epoch_seconds=self.seconds, caches_republished=self.republished)
         return out
 
 
@@ -110,6 +111,8 @@ class TrainingRun:
         self._build_model()
         self.run_dir = self._choose_run_dir()
         self.refreshes = 0
+        self.epoch = self.start_epoch
+        self.republished = 0  # caches published again after the mining service lost them
         self.stopped_early = False
 
     # ---- set-up -------------------------------------------------------------------------
@@ -210,6 +213,7 @@ class TrainingRun:
         return self.config.lr * self.config.lr_gamma ** math.floor(epoch / self.config.lr_step)
 
     def _run_epoch(self, epoch: int) -> EpochResult:
+        self.epoch = epoch
         started = time.perf_counter()
         lr = self.learning_rate(epoch)
         for group in self.optimizer.param_groups:
@@ -227,7 +231,7 @@ class TrainingRun:
         path = self._save(epoch, is_best)
         return EpochResult(epoch=epoch, recalls=dict(self.recalls), lr=lr,
                            seconds=time.perf_counter() - started, is_best=is_best,
-                           checkpoint=path, **stats)
+                           checkpoint=path, republished=self.republished, **stats)
 
     def _train_epoch(self, epoch: int) -> dict:
         config = self.config
@@ -268,6 +272,10 @@ class TrainingRun:
                                       indices=ids, amp=self.config.amp,
                                       show_progress=self.config.show_progress,
                                       desc="cache: queries")
+        if not (np.isfinite(database).all() and np.isfinite(queries).all()):
+            # a diverged model gives NaN descriptors, which mine no triplet and so no NaN loss
+            raise TrainingDiverged(f"the descriptors became NaN or infinite in epoch "
+                                   f"{self.epoch}; lower --lr (now {self.config.lr:g})")
         self.refreshes += 1
         self.cache = DescriptorCache(database, queries, ids)
         self.miner.publish(self.owner, self.refreshes, self.cache)
@@ -280,6 +288,7 @@ class TrainingRun:
             try:
                 found = self.miner.mine(self.owner, self.refreshes, request)
             except CacheMissing:  # the mining service restarted and lost our cache
+                self.republished += 1
                 self.miner.publish(self.owner, self.refreshes, self.cache)
                 found = self.miner.mine(self.owner, self.refreshes, request)
             self.sampler.remember(found)
@@ -361,9 +370,14 @@ class TrainingRun:
             "pooling": self.model.pooling,
         }
         folder = self.run_dir / CHECKPOINT_DIR
-        latest = save_checkpoint(folder / LATEST_FILE, checkpoint)
-        if is_best:
-            write_atomic(folder / BEST_FILE, lambda tmp: shutil.copyfile(latest, tmp))
+        try:
+            latest = save_checkpoint(folder / LATEST_FILE, checkpoint)
+            if is_best:
+                write_atomic(folder / BEST_FILE, lambda tmp: shutil.copyfile(latest, tmp))
+        except OSError as error:  # a full disk, lost permissions: the old files are intact
+            raise UserError(f"cannot write the checkpoint of epoch {epoch} in {folder} "
+                            f"({error.strerror or error}); free disk space, then continue with "
+                            f"--resume {self.run_dir}") from None
         return latest
 
 

@@ -34,6 +34,8 @@ def dataset_names(root: Path, split: str) -> list[str]:
 
 def resolve_name(root: Path, split: str, dataset: str | None) -> tuple[str, str]:
     """(dataset name, split) for a request; the name is found when only one is present."""
+    if dataset == "pittsburgh":
+        dataset = None  # the reference's --dataset choice: "the Pittsburgh .mat files"
     if split in SPLIT_ALIASES and dataset is None:
         return SPLIT_ALIASES[split]
     if dataset is not None:

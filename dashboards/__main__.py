@@ -1,0 +1,6 @@
+"""`python -m dashboards <verb>`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""`compare`: Recall@N curves of chosen runs on one chart.
+
+The runs are, by default, the best trained run of each architecture in an experiment (by its
+best epoch's Recall@5) plus every evaluation run (the released VGG16 checkpoint beside the
+trained AlexNet); or the runs named with `--runs`; or recalls typed on the command line, as
+the old reference script took them, which needs no MLflow at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vpr_core.errors import UserError
+
+from .runs import DEFAULT_METRIC, RunRecord, RunStore
+from .style import RECALL_NS
+
+TRAINED_KINDS = ("trial", "training")
+
+
+@dataclass(frozen=True)
+class RecallCurve:
+    """One line of the chart: `recalls` is {N: fraction} for N in 1, 5, 10, 20."""
+
+    label: str
+    arch: str
+    recalls: dict
+    run_id: str | None = None
+    kind: str = "given"
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "arch": self.arch, "run_id": self.run_id, "kind": self.kind,
+                **{f"recall@{n}": r for n, r in sorted(self.recalls.items())}}
+
+
+def run_label(run: RunRecord, metric: str = DEFAULT_METRIC) -> str:
+    """Legend text: arch, K, margin, lr and the epoch for trained runs; arch, K, checkpoint
+    and split for evaluations."""
+    k = f"K={run.num_clusters}" if run.num_clusters is not None else "no NetVLAD"
+    if run.kind == "evaluation":
+        checkpoint = Path(run.params.get("checkpoint", "untrained")).name
+        where = " ".join(v for v in (run.params.get("dataset"), run.params.get("split")) if v)
+        return f"{run.arch} {k} checkpoint {checkpoint} ({where or 'evaluation'})"
+    margin, lr = run.float_param("margin"), run.float_param("lr")
+    settings = " ".join(f"{name}={value:.3g}" for name, value in (("margin", margin), ("lr", lr))
+                        if value is not None)
+    which = f"trial {run.tags['trial_id']}" if run.tags.get("trial_id") else f"run {run.name}"
+    epoch = run.best_step(metric).get("epoch")
+    return f"{run.arch} {k} {settings} ({which}, epoch {epoch})"
+
+
+def curve_of_run(run: RunRecord, metric: str = DEFAULT_METRIC) -> RecallCurve:
+    """The run's Recall@N: its best epoch's (by `metric`) for trained runs, its only step for
+    evaluations. A run that logged no recall is a `UserError`."""
+    recalls = run.best_recalls(metric)
+    if not recalls:
+        raise UserError(f"run {run.run_id} ({run.name}) logged no Recall@N; pass a run that "
+                        f"finished at least one epoch or evaluation")
+    return RecallCurve(run_label(run, metric), run.arch, recalls, run.run_id, run.kind)
+
+
+def best_per_arch(runs: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[RunRecord]:
+    """The trained run with the highest best-epoch `metric` of each architecture, in the
+    order the architectures first appear."""
+    best: dict[str, RunRecord] = {}
+    for run in runs:
+        score = run.best_step(metric).get(metric)
+        if run.kind in TRAINED_KINDS and score is not None:
+            held = best.get(run.arch)
+            if held is None or score > held.best_step(metric)[metric]:
+                best[run.arch] = run
+    return list(best.values())
+
+
+def default_curves(store: RunStore, experiment: str) -> list[RecallCurve]:
+    """Best trained run per architecture plus every evaluation run of `experiment`."""
+    runs = store.search(store.experiment_id(experiment))
+    chosen = best_per_arch(runs) + [r for r in runs if r.kind == "evaluation" and r.best_recalls()]
+    if not chosen:
+        raise UserError(f"experiment {experiment!r} has no trial, training or evaluation run "
+                        f"with Recall@N; pass --runs or another --experiment")
+    return [curve_of_run(run) for run in chosen]
+
+
+def given_curve(arch: str, values: list[float]) -> RecallCurve:
+    """Recall@1/5/10/20 typed by the user: fractions (0.68) or, when any is above 1, percent."""
+    flag = f"--{arch}-recalls"
+    if len(values) != len(RECALL_NS):
+        raise UserError(f"{flag} takes {len(RECALL_NS)} values (Recall@1, @5, @10, @20), got "
+                        f"{len(values)}; write e.g. {flag} 0.68 0.85 0.89 0.93")
+    scale = 100.0 if any(v > 1 for v in values) else 1.0
+    fractions = [v / scale for v in values]
+    if any(not 0 <= f <= 1 for f in fractions):
+        raise UserError(f"{flag} {' '.join(f'{v:g}' for v in values)}: recalls are fractions "
+                        f"in 0-1 or percentages in 0-100")
+    if any(later < earlier for earlier, later in zip(fractions, fractions[1:])):
+        raise UserError(f"{flag} {' '.join(f'{v:g}' for v in values)}: Recall@N cannot fall as "
+                        f"N grows; give them in the order Recall@1, @5, @10, @20")
+    return RecallCurve(f"{arch} (given recalls)", arch, dict(zip(RECALL_NS, fractions)))
+
+
+def compare(out: Path, *, tracking_uri: str | None = None, experiment: str | None = None,
+            run_ids: list[str] | None = None, given: dict | None = None,
+            log_to: str | None = None, title: str | None = None) -> dict:
+    """Draw the chart to `out` (PNG) and, with `log_to`, log it to that run under `plots/`.
+
+    `given`: {arch: [R@1, R@5, R@10, R@20]}; MLflow is opened only for `experiment`,
+    `run_ids` or `log_to`. Returns a summary: the file, its curves, the run logged to.
+    """
+    curves = [given_curve(arch, values) for arch, values in (given or {}).items()]
+    if not (curves or experiment or run_ids):
+        raise UserError("nothing to compare: pass --experiment NAME, --runs ID ..., or "
+                        "--alexnet-recalls / --vgg16-recalls")
+    store = RunStore(tracking_uri) if (experiment or run_ids or log_to) else None
+    if run_ids:
+        curves += [curve_of_run(store.run(run_id)) for run_id in run_ids]
+    elif experiment:
+        curves += default_curves(store, experiment)
+    if log_to:
+        store.run(log_to, with_history=False)  # an unknown run fails before anything is drawn
+    from .plots import recall_at_n, save
+
+    out = Path(out).absolute()
+    save(recall_at_n(curves, title or _title(experiment)), out)
+    if log_to:
+        store.log_file(log_to, out, "plots")
+    return {"out": str(out), "curves": [c.to_dict() for c in curves], "logged_to": log_to}
+
+
+def _title(experiment: str | None) -> str:
+    return f"Recall@N, {experiment}" if experiment else "Recall@N"
+

@@ -1,0 +1,164 @@
+"""Fault injection on real sweeps: killed workers, a killed mining service, Ctrl-C, a trial that
+fails deterministically, more trials than slots."""
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import ray
+import yaml
+from mlflow import MlflowClient
+from ray import tune
+
+from cli_helpers import REPO, run_cli
+from conftest import TINY_SPEC
+from orchestrator.mining_service import NAMESPACE, RayMiner, start_service
+from orchestrator.spec import spec_from_dict
+from orchestrator.sweep import run_sweep
+from vpr_core.config import TrainConfig
+from vpr_core.training import TrainingRun
+
+GOOD_ALEXNET = {"arch": "alexnet", "num_clusters": 4, "margin": 0.1, "lr": 1e-3}
+GOOD_VGG16 = {"arch": "vgg16", "num_clusters": 4, "margin": 0.1, "lr": 1e-4}
+DIVERGING = {"arch": "alexnet", "num_clusters": 4, "margin": 0.1, "lr": 1e6}  # NaN in epoch 1
+
+
+class Saboteur(tune.Callback):
+    """Kills the first trial's worker after its first epoch, and the mining service once the
+    second trial has reported, while the other trials are mid-epoch."""
+
+    def __init__(self, service_name):
+        self.service_name = service_name
+        self.killed_worker = self.killed_service = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if trial.config["lr"] == GOOD_ALEXNET["lr"] and result["epoch"] == 1 \
+                and not self.killed_worker:
+            self.killed_worker = True
+            os.kill(result["pid"], signal.SIGKILL)
+        if trial.config["arch"] == "vgg16" and not self.killed_service:
+            self.killed_service = True
+            actor = ray.get_actor(self.service_name, namespace=NAMESPACE)
+            os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
+
+
+def test_sweep_survives_a_killed_worker_a_killed_service_and_a_nan_trial(
+        ray_session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = copy.deepcopy(TINY_SPEC)
+    raw["search"].update(num_samples=3, start_with=[GOOD_ALEXNET, GOOD_VGG16, DIVERGING])
+    raw["search"]["space"].update(num_clusters=[4], margin=0.1,
+                                  lr={"log_uniform": [1e-4, 1e7]})
+    raw["search"]["scheduler"]["grace_period"] = 3  # no early stopping: every trial runs on
+    raw["train"].update(epochs=3, cache_refresh_rate=4)
+    spec = spec_from_dict(raw, "faults")
+    spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    saboteur = Saboteur("miner-faults")
+    result = run_sweep(spec, storage=str(tmp_path / "ray_results"), name="faults", echo=False,
+                       callbacks=[saboteur])
+    assert saboteur.killed_worker and saboteur.killed_service
+    assert not result.interrupted
+    rows = {row.lr: row for row in result.rows}
+    assert len(result.rows) == 3
+
+    client = MlflowClient(spec.tracking_uri)
+    killed = rows[GOOD_ALEXNET["lr"]]
+    assert killed.status == "FINISHED" and killed.epochs == 3
+    run = client.get_run(killed.run_id)
+    assert run.data.tags["worker_failures"] == "1"
+    steps = [m.step for m in client.get_metric_history(killed.run_id, "recall_at_5")]
+    assert steps == [1, 2, 3]  # continued from epoch 1's checkpoint, each epoch logged once
+
+    assert rows[GOOD_VGG16["lr"]].status == "FINISHED" and rows[GOOD_VGG16["lr"]].epochs == 3
+
+    diverged = rows[DIVERGING["lr"]]
+    assert diverged.status == "FAILED" and "TrainingDiverged" in diverged.reason
+    assert "lower --lr" in diverged.reason
+    assert diverged.epochs == 0  # no value ever reached Optuna or MLflow
+    table = "\n".join(__import__("orchestrator.sweep", fromlist=["x"]).format_table(result))
+    assert "failed: " in table
+    statuses = [r.info.status for r in client.search_runs(
+        [client.get_experiment_by_name("netvlad-tiny").experiment_id])]
+    assert "RUNNING" not in statuses and len(statuses) == 4
+
+
+class KillAfterFirstPublish(RayMiner):
+    """The service dies right after the trainer published: its next request finds nothing."""
+
+    killed = False
+
+    def publish(self, owner, version, cache):
+        super().publish(owner, version, cache)
+        if not self.killed:
+            type(self).killed = True
+            os.kill(ray.get(self.actor.pid.remote()), signal.SIGKILL)
+            time.sleep(0.5)
+
+
+def test_a_trainer_publishes_again_after_the_service_restarts(ray_session, synth_root, tmp_path):
+    actor = start_service(2**30, name="svc-republish")
+    run = TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
+                                  weights="none", epochs=1, cache_dir=tmp_path / "cache",
+                                  run_dir=tmp_path / "run", workers=0, show_progress=False),
+                      miner=KillAfterFirstPublish("svc-republish"), owner="trial-x")
+    results = list(run.epochs())
+    assert KillAfterFirstPublish.killed and run.republished == 1
+    assert results[0].triplets > 0 and results[0].metrics()["caches_republished"] == 1
+    ray.kill(actor)
+
+
+def test_more_trials_than_slots_all_accounted_for(ray_session, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = copy.deepcopy(TINY_SPEC)
+    raw["search"].update(num_samples=12)
+    raw["search"]["space"]["arch"] = ["alexnet"]
+    raw["train"]["epochs"] = 1
+    raw["resources"] = {"max_concurrent": 2}
+    spec = spec_from_dict(raw, "load")
+    spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = run_sweep(spec, storage=str(tmp_path / "ray_results"), echo=False)
+    assert result.concurrency == 2
+    assert len(result.rows) == 12 and len({r.trial_id for r in result.rows}) == 12
+    assert all(r.status == "FINISHED" and r.epochs == 1 and r.recalls for r in result.rows)
+
+
+def test_ctrl_c_stops_safely_and_the_sweep_resumes(tmp_path):
+    raw = copy.deepcopy(TINY_SPEC)
+    raw["train"]["epochs"] = 3
+    raw["search"]["scheduler"]["grace_period"] = 3
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "sweep", "--config", str(spec)],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and "epoch 1/3" not in log_path.read_text():
+            time.sleep(0.5)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        driver.wait(timeout=300)
+    output = log_path.read_text()
+    assert driver.returncode == 130, output[-3000:]
+    match = re.search(r"resume with `(python -m orchestrator sweep --resume [^`]+)`", output)
+    assert match, output[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.get_experiment_by_name("netvlad-tiny").experiment_id
+    runs = client.search_runs([experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert any(r.info.status == "KILLED" for r in runs if r.data.tags.get("kind") == "trial")
+    assert [r.info.status for r in runs if r.data.tags.get("kind") == "sweep"] == ["KILLED"]
+
+    done = run_cli(*match.group(1).split()[3:], "--json", "resumed.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "resumed.json").read_text())
+    runs = client.search_runs([experiment_id])
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(trials) == len({r.data.tags["trial_id"] for r in trials}) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len(summary["trials"]) == 3
