@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vpr_core.errors import UserError
+from vpr_core.errors import exit_status
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -26,7 +26,7 @@ def _common(parser, experiment: str | None = "optional") -> None:
                         help="MLflow store the runs are in (default sqlite:///<cwd>/mlflow.db)")
     if experiment:
         parser.add_argument("--experiment", metavar="NAME", required=experiment == "required",
-                            help="MLflow experiment name (e.g. netvlad-<sweep spec name>)")
+                            help="MLflow experiment name (default: the one of the latest sweep)")
     parser.add_argument("--json", metavar="FILE", help="also write a summary of what was drawn")
 
 
@@ -40,7 +40,8 @@ def build_parser() -> OneLineParser:
     _common(compare, experiment=None)
     chosen = compare.add_mutually_exclusive_group()
     chosen.add_argument("--experiment", metavar="NAME",
-                        help="best trial per architecture plus every evaluation run of NAME")
+                        help="best trial per architecture plus every evaluation run of NAME "
+                             "(default: the experiment of the latest sweep)")
     chosen.add_argument("--runs", nargs="+", metavar="RUN_ID", help="these MLflow runs")
     for arch in ("alexnet", "vgg16"):
         compare.add_argument(f"--{arch}-recalls", f"--{arch}_recalls", dest=f"{arch}_recalls",
@@ -53,7 +54,7 @@ def build_parser() -> OneLineParser:
     compare.add_argument("--title", help="chart title (default Recall@N, <experiment>)")
 
     report = verbs.add_parser("report", help="static HTML report of a sweep")
-    _common(report, experiment="required")
+    _common(report)
     which = report.add_mutually_exclusive_group()
     which.add_argument("--sweep", metavar="NAME", help="the latest sweep of this name")
     which.add_argument("--parent", metavar="RUN_ID", help="the sweep with this parent run")
@@ -134,7 +135,8 @@ VERBS = {"compare": run_compare, "report": run_report, "retrievals": run_retriev
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def command() -> None:
         args = build_parser().parse_args(argv)
         summary, lines = VERBS[args.verb](args)
         if args.json:
@@ -143,10 +145,5 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomic(Path(args.json).absolute(), summary)
         for line in lines:
             print(line, flush=True)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
+
+    return exit_status(command)

@@ -108,10 +108,12 @@ def compare(out: Path, *, tracking_uri: str | None = None, experiment: str | Non
     `run_ids` or `log_to`. Returns a summary: the file, its curves, the run logged to.
     """
     curves = [given_curve(arch, values) for arch, values in (given or {}).items()]
-    if not (curves or experiment or run_ids):
-        raise UserError("nothing to compare: pass --experiment NAME, --runs ID ..., or "
-                        "--alexnet-recalls / --vgg16-recalls")
-    store = RunStore(tracking_uri) if (experiment or run_ids or log_to) else None
+    store = None
+    if not (curves or experiment or run_ids):  # nothing named: the latest sweep's experiment
+        store = RunStore(tracking_uri)
+        experiment = store.latest_sweep_experiment()
+    if store is None and (experiment or run_ids or log_to):
+        store = RunStore(tracking_uri)
     if run_ids:
         curves += [curve_of_run(store.run(run_id)) for run_id in run_ids]
     elif experiment:

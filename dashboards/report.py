@@ -86,7 +86,7 @@ def trial_row(run: RunRecord, metric: str, link: str | None) -> TrialRow:
         link=link)
 
 
-def build_report(tracking_uri: str | None, experiment: str, out_dir: str | Path,
+def build_report(tracking_uri: str | None, experiment: str | None, out_dir: str | Path,
                  parent_run_id: str | None = None, mlflow_url: str | None = None,
                  sweep: str | None = None) -> Path:
     """Write the report of one sweep to `out_dir`; returns the path of its index.html.
@@ -99,7 +99,7 @@ def build_report(tracking_uri: str | None, experiment: str, out_dir: str | Path,
                              sweep)["index"])
 
 
-def write_report(tracking_uri: str | None, experiment: str, out_dir: str | Path,
+def write_report(tracking_uri: str | None, experiment: str | None, out_dir: str | Path,
                  parent_run_id: str | None = None, mlflow_url: str | None = None,
                  sweep: str | None = None) -> dict:
     """`build_report`, returning a summary: index path, sweep, trials, pictures, notes."""
@@ -109,6 +109,7 @@ def write_report(tracking_uri: str | None, experiment: str, out_dir: str | Path,
         raise UserError(f"--mlflow-url {mlflow_url} is not an http(s):// address; write it "
                         f"like http://127.0.0.1:5000")
     store = RunStore(tracking_uri)
+    experiment = experiment or store.latest_sweep_experiment()
     experiment_id = store.experiment_id(experiment)
     parent = sweep_parent(store, experiment_id, sweep, parent_run_id)
     trials = trials_of(store, parent)

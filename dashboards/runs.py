@@ -8,52 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from vpr_core.errors import UserError
+from vpr_core.tracking_uri import check_tracking_uri, metric_key
 
 from .style import RECALL_NS
 
-SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 RECALL_NAMES = tuple(f"recall@{n}" for n in RECALL_NS)
 CURVE_METRICS = RECALL_NAMES + ("loss", "epoch_seconds")
 DEFAULT_METRIC = "recall@5"
 
 
-def metric_key(name: str) -> str:
-    """MLflow's name for a metric: 'recall@5' -> 'recall_at_5' (MLflow refuses '@')."""
-    return name.replace("@", "_at_")
 
 
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path.cwd().absolute() / 'mlflow.db'}"
 
 
-def check_tracking_uri(uri: str | None) -> str:
-    """An absolute tracking URI to read from, or a `UserError` naming the fix.
-
-    The orchestrator's rules, plus one for reading: a sqlite database must already exist
-    (opening a missing one would create an empty store).
-    """
-    uri = uri or default_tracking_uri()
-    scheme = urlparse(uri).scheme.split("+")[0]
-    if scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
-        if not path or path == ":memory:":
-            raise UserError(f"--tracking-uri {uri} names no database file; write "
-                            f"sqlite:////absolute/path/mlflow.db")
-        path = Path(path).absolute()
-        if not path.is_file():
-            raise UserError(f"no MLflow database at {path}; pass the --tracking-uri the runs "
-                            f"were logged to (sqlite:////abs/mlflow.db or http://host:port)")
-        return f"sqlite:///{path}"
-    if scheme in ("file", ""):
-        raise UserError(f"--tracking-uri {uri}: MLflow no longer reads file stores; use "
-                        f"sqlite:///{Path('mlflow.db').absolute()} or an http:// server")
-    if scheme not in SCHEMES:
-        raise UserError(f"--tracking-uri {uri} has the unknown scheme '{scheme}'; use sqlite:///"
-                        f"PATH, http(s)://HOST:PORT, postgresql://, mysql:// or databricks")
-    return uri
 
 
 @dataclass
@@ -118,7 +87,7 @@ class RunStore:
     def __init__(self, uri: str | None):
         from mlflow import MlflowClient
 
-        self.uri = check_tracking_uri(uri)
+        self.uri = check_tracking_uri(uri, must_exist=True)
         self.client = self._call("the store", MlflowClient, tracking_uri=self.uri)
 
     def _call(self, what: str, function, *args, **kwargs):
@@ -143,6 +112,18 @@ class RunStore:
             raise UserError(f"no experiment named {name!r} in {self.uri}; pass --experiment "
                             f"with one of: {', '.join(names) or '(none)'}")
         return found.experiment_id
+
+    def latest_sweep_experiment(self) -> str:
+        """The name of the experiment holding the most recent sweep (the default to show)."""
+        experiments = self._call("experiments", self.client.search_experiments)
+        ids = [e.experiment_id for e in experiments]
+        runs = self._call("runs", self.client.search_runs, ids, filter_string="tags.kind = "
+                          "'sweep'", order_by=["attributes.start_time DESC"],
+                          max_results=1) if ids else []
+        if not runs:
+            raise UserError(f"no sweep in {self.uri}; run `python -m orchestrator sweep` first "
+                            f"or pass --experiment")
+        return next(e.name for e in experiments if e.experiment_id == runs[0].info.experiment_id)
 
     def run(self, run_id: str, with_history: bool = True) -> RunRecord:
         """The run `run_id` (a `UserError` when the store does not hold it)."""

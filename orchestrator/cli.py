@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from vpr_core.errors import UserError
+from vpr_core.errors import UserError, exit_status
 from vpr_core.fileio import write_json_atomic
 
 from . import arguments
@@ -205,7 +205,7 @@ def _tracking_uri(args) -> str | None:
     """The checked tracking URI when the user asked for tracking (nothing is created yet)."""
     if getattr(args, "tracking_uri", None) is None and getattr(args, "experiment", None) is None:
         return None
-    from .tracking import check_tracking_uri
+    from vpr_core.tracking_uri import check_tracking_uri
 
     return check_tracking_uri(args.tracking_uri)
 
@@ -230,12 +230,9 @@ def run_ui(args) -> None:
     """`mlflow server` on the store, listening on loopback unless --host says otherwise."""
     import subprocess
 
-    from .tracking import check_tracking_uri
+    from vpr_core.tracking_uri import check_tracking_uri
 
-    uri = check_tracking_uri(args.tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise UserError(f"no MLflow database at {uri[len('sqlite:///'):]}; run a sweep here "
-                        f"first or pass --tracking-uri")
+    uri = check_tracking_uri(args.tracking_uri, must_exist=True)
     if uri.startswith(("http://", "https://")):
         raise UserError(f"{uri} is already a tracking server: open it in a browser")
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
@@ -252,7 +249,8 @@ VERBS = {"synth": run_synth, "cluster": run_cluster, "train": run_train, "eval":
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+
+    def command() -> None:
         args = build_parser().parse_args(translate_mode(argv))
         if args.verb == "sweep":
             from . import sweep_cli
@@ -260,12 +258,5 @@ def main(argv: list[str] | None = None) -> int:
             sweep_cli.run(args)
         else:
             VERBS[args.verb](args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        return 1
-    return 0
+
+    return exit_status(command)

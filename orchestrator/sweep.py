@@ -19,7 +19,9 @@ from vpr_core.errors import UserError
 from vpr_core.synthetic import SynthConfig, write_synthetic
 
 from .spec import SweepSpec
-from .tracking import FINISHED, KILLED, Tracker, check_tracking_uri, ui_command
+from vpr_core.tracking_uri import check_tracking_uri
+
+from .tracking import FINISHED, KILLED, Tracker, ui_command
 
 SERVICE_GPU_SHARE = 0.1  # of one GPU, for the mining service's torch index
 TRIAL_GPU_SHARE = 0.45  # two trials and the service fill one GPU

@@ -108,7 +108,9 @@ def run_evaluation(spec, args) -> None:
     from vpr_core.pipeline import evaluate_config
 
     from .cli import emit
-    from .tracking import Tracker, check_tracking_uri, ui_command
+    from vpr_core.tracking_uri import check_tracking_uri
+
+    from .tracking import Tracker, ui_command
 
     if spec.data_root is None:
         raise UserError("an evaluation spec needs data.root (or --data-root)")

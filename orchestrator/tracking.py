@@ -13,45 +13,19 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 from vpr_core.errors import UserError
+from vpr_core.tracking_uri import check_tracking_uri, metric_key
 
 DEFAULT_EXPERIMENT = "netvlad"
-SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 # one status per run at its end; RUNNING is never left behind
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
 
-def metric_key(name: str) -> str:
-    """MLflow's name for a metric: 'recall@5' -> 'recall_at_5' (MLflow refuses '@')."""
-    return name.replace("@", "_at_")
 
 
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path.cwd().absolute() / 'mlflow.db'}"
 
 
-def check_tracking_uri(uri: str | None) -> str:
-    """An absolute tracking URI MLflow accepts, or a `UserError` naming the fix."""
-    if uri is None:
-        return default_tracking_uri()
-    scheme = urlparse(uri).scheme.split("+")[0]
-    if scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
-        if not path:
-            raise UserError(f"--tracking-uri {uri} has no database path; write "
-                            f"sqlite:////absolute/path/mlflow.db")
-        if path != ":memory:" and not Path(path).is_absolute():
-            path = str(Path(path).absolute())  # trials run in other working directories
-        return f"sqlite:///{path}"
-    if scheme in ("file", ""):
-        raise UserError(f"--tracking-uri {uri}: MLflow no longer accepts file stores; use "
-                        f"sqlite:///{Path('mlflow.db').absolute()} or an http:// server")
-    if scheme not in SCHEMES:
-        raise UserError(f"--tracking-uri {uri} has the unknown scheme '{scheme}'; use sqlite:///"
-                        f"PATH, http(s)://HOST:PORT, postgresql://, mysql:// or databricks")
-    return uri
 
 
 def ui_command(uri: str) -> str:

@@ -12,6 +12,7 @@ import yaml
 from scipy.io import loadmat, savemat
 
 from cli_helpers import InProcess, assert_user_error, run_main, tree
+from test_datasets import cells
 from vpr_core.models import build_model
 
 NO_WEIGHTS = ["--arch", "alexnet", "--num-clusters", "4", "--weights", "none", "--quiet"]
@@ -34,13 +35,6 @@ def damage_mat(root, split="val", **changes):
         else:
             fields[key] = value
     savemat(str(path), {"dbStruct": fields})
-
-
-def cells(names):
-    array = np.empty((len(names), 1), dtype=object)
-    for i, name in enumerate(names):
-        array[i, 0] = name
-    return array
 
 
 def folder_layout(root, synth_root, database=True, queries=True, bad_name=False):

@@ -174,6 +174,20 @@ def test_compare_picks_the_best_trial_per_arch_and_the_evaluations(store, tmp_pa
     assert png_size(tmp_path / "new" / "c.png") == recall_figure_size(3)
 
 
+def test_without_experiment_the_latest_sweep_is_shown(store, tmp_path, capsys, monkeypatch):
+    """`report --out report/` and `compare --out cmp.png` right after a sweep, as the README
+    shows them: the experiment of the latest sweep is the default."""
+    done = dash(["compare", "--tracking-uri", store["uri"], "--out", tmp_path / "c.png",
+                 "--json", tmp_path / "c.json"], capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads((tmp_path / "c.json").read_text())["curves"]) == 3
+    done = dash(["report", "--tracking-uri", store["uri"], "--out", tmp_path / "r",
+                 "--json", tmp_path / "r.json"], capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["experiment"] == EXPERIMENT and summary["parent_run_id"] == store["parent"]
+
+
 def test_compare_chosen_runs_and_log_to_a_run(store, tmp_path, capsys, monkeypatch):
     from mlflow import MlflowClient
 
@@ -431,7 +445,7 @@ def test_user_mistakes_are_one_line_and_write_nothing(store, checkpoint, tmp_pat
          "is not in the MLflow store"),
         (["compare", "--alexnet-recalls", 0.68, 0.85, 0.89, "--out", "c.png"],
          "takes 4 values"),
-        (["compare", "--out", "c.png"], "nothing to compare"),
+        (["compare", "--out", "c.png"], "no MLflow database"),
         (["compare", "--tracking-uri", uri, "--runs", trials["a1b2c_00003"], "--out", "c.png"],
          "logged no Recall@N"),
         (["retrievals", "--resume", checkpoint, "--data-root", tmp_path, "--top-k", 30,
@@ -441,7 +455,7 @@ def test_user_mistakes_are_one_line_and_write_nothing(store, checkpoint, tmp_pat
         (report + ["--parent", trials["a1b2c_00000"]], "is not a sweep"),
         (report + ["--mlflow-url", "127.0.0.1:5000"], "not an http(s):// address"),
         (["report", "--tracking-uri", "file:///tmp/mlruns", "--experiment", EXPERIMENT,
-          "--out", "r"], "no longer reads file stores"),
+          "--out", "r"], "no longer accepts file stores"),
     ]
     before = tree(tmp_path)
     for argv, needle in mistakes:

@@ -9,7 +9,7 @@ import yaml
 from mlflow import MlflowClient
 
 from cli_helpers import run_main
-from orchestrator.tracking import check_tracking_uri, metric_key
+from vpr_core.tracking_uri import check_tracking_uri, metric_key
 from test_checkpoints import save_like_2018
 from vpr_core.errors import UserError
 from vpr_core.models import build_model
