@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternating runs of each; the medians are compared")
     args = parser.parse_args()
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as scratch:
@@ -73,13 +76,18 @@ def main() -> None:
         size = resolve_image_size(split, None)
         model = build_model(args.arch, "netvlad", args.num_clusters, weights="none").to(device)
         model.eval()
-        eval_rate = eval_path(model, split, size, args.batch_size, args.workers, device)
-        bare_rate = bare_forward(model, len(split.all_paths), args.batch_size, size, device)
+        eval_rates, bare_rates = [], []
+        for _ in range(args.repeats):  # alternate, so that machine noise hits both alike
+            eval_rates.append(eval_path(model, split, size, args.batch_size, args.workers,
+                                        device))
+            bare_rates.append(bare_forward(model, len(split.all_paths), args.batch_size, size,
+                                           device))
+        eval_rate, bare_rate = statistics.median(eval_rates), statistics.median(bare_rates)
     print(json.dumps({
         "benchmark": "extraction_throughput", "arch": args.arch, "device": str(device),
         "image_size": f"{size[0]}x{size[1]}", "images": len(split.all_paths),
         "batch_size": args.batch_size, "workers": args.workers,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
         "eval_path_images_per_s": round(eval_rate, 2),
         "bare_forward_images_per_s": round(bare_rate, 2),
         "ratio": round(eval_rate / bare_rate, 3)}))
