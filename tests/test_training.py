@@ -118,3 +118,11 @@ def test_bfloat16_autocast_trains(synth_root, tmp_path):
     run = TrainingRun(train_config(synth_root, tmp_path, epochs=1, num_clusters=4, amp=True))
     result = next(run.epochs())
     assert result.triplets > 0 and 0 < result.loss < 1 and 0 <= result.recalls[5] <= 1
+
+
+def test_adam_keeps_its_learning_rate(synth_root, tmp_path):
+    run = TrainingRun(train_config(synth_root, tmp_path, epochs=1, num_clusters=4, optim="adam",
+                                   lr=1e-3))
+    assert isinstance(run.optimizer, torch.optim.Adam)
+    assert [run.learning_rate(e) for e in (1, 5, 10)] == [1e-3, 1e-3, 1e-3]
+    assert next(run.epochs()).batches > 0

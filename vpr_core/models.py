@@ -80,7 +80,11 @@ def build_encoder(arch: str, weights: str = "imagenet") -> nn.Sequential:
     if weights == "none":
         return encoder
     state = _imagenet_state(arch) if weights == "imagenet" else _file_state(arch, Path(weights))
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    try:
+        missing, _ = encoder.load_state_dict(state, strict=False)
+    except RuntimeError:  # tensors of other shapes: another architecture's weights
+        raise UserError(f"--weights {weights} does not fit the {arch} encoder (its tensors have "
+                        f"other shapes); pass weights of a {arch} model") from None
     if missing:
         raise UserError(f"--weights {weights} has no weights for {arch} layers "
                         f"({', '.join(missing[:3])}...); pass weights of a {arch} model")

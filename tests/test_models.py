@@ -1,0 +1,61 @@
+import urllib.error
+
+import pytest
+import torch
+from torchvision import models as tv_models
+
+from vpr_core import models
+from vpr_core.checkpoints import save_checkpoint
+from vpr_core.errors import UserError
+from vpr_core.loading import model_from_checkpoint
+from vpr_core.models import build_model, feature_map_size
+
+
+def test_encoders_are_cut_like_the_reference():
+    vgg = build_model("vgg16", "netvlad", 8, weights="none")
+    assert len(vgg.encoder) == 29 and isinstance(vgg.encoder[28], torch.nn.Conv2d)  # conv5_3
+    alexnet = build_model("alexnet", "netvlad", 8, weights="none")
+    assert len(alexnet.encoder) == 11 and isinstance(alexnet.encoder[10], torch.nn.Conv2d)
+    assert vgg.output_dim == 8 * 512 and alexnet.output_dim == 8 * 256
+    assert feature_map_size("vgg16", (480, 640)) == (30, 40)  # stride 16, as in the reference
+
+
+def test_a_local_weight_file_loads_and_freezes_like_pretrained(tmp_path):
+    torch.manual_seed(0)
+    reference = tv_models.alexnet(weights=None)
+    path = tmp_path / "alexnet.pth"
+    torch.save(reference.state_dict(), path)  # torchvision's format: features.N.*, classifier.*
+    model = build_model("alexnet", "netvlad", 4, weights=str(path))
+    assert torch.equal(model.encoder[10].weight, reference.features[10].weight)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["encoder.10.weight", "encoder.10.bias", "pool.centroids",
+                         "pool.conv.weight"]  # the reference's trainable set for AlexNet
+    with pytest.raises(UserError, match="does not fit the vgg16 encoder"):
+        build_model("vgg16", "netvlad", 4, weights=str(path))
+
+
+def test_imagenet_weights_offline_are_one_clear_error(tmp_path, monkeypatch):
+    """No network here, so the download is made to fail as it does offline (not attempted)."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_models.WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(UserError, match="--weights none, or --weights PATH") as caught:
+        models.build_encoder("vgg16", "imagenet")
+    assert "vgg16-397923af.pth" in str(caught.value)
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_max_and_avg_pooling_checkpoints_round_trip(tmp_path, pooling):
+    model = build_model("alexnet", pooling, weights="none")
+    images = torch.randn(2, 3, 64, 64)
+    out = model(images)
+    assert out.shape == (2, 256) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    path = tmp_path / "checkpoints" / "checkpoint.pth.tar"
+    save_checkpoint(path, {"epoch": 1, "state_dict": model.state_dict()})
+    (path.parent / "flags.json").write_text(f'{{"pooling": "{pooling}"}}')
+    loaded, _, spec = model_from_checkpoint(path)
+    assert spec.pooling == pooling and spec.num_clusters is None
+    assert torch.allclose(loaded(images), out)
