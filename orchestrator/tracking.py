@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 import tempfile
 import time
@@ -228,7 +227,3 @@ def training_params(config, dataset: str, image_size) -> dict:
 def _size(size) -> str:
     return "native" if size is None else f"{size[0]}x{size[1]}"
 
-
-def environment_for_trials(uri: str) -> dict:
-    """Variables trial processes need so that MLflow never writes beside them by accident."""
-    return {"MLFLOW_TRACKING_URI": uri, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
