@@ -6,6 +6,7 @@ is a `UserError`: one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from datetime import datetime
@@ -143,7 +144,7 @@ def run_cluster(args) -> None:
 
 def run_train(args) -> None:
     from vpr_core.config import TrainConfig
-    from vpr_core.training import TrainingRun
+    from vpr_core.training import TrainingRun, TrainResult
 
     restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
     fixed = {}
@@ -159,7 +160,7 @@ def run_train(args) -> None:
     print(f"training {config.arch} + {config.pooling} on {run.train_split.describe()}; "
           f"run folder {run.run_dir}", flush=True)
     epochs = []
-    with (tracker.train_run(run) if tracker else _nothing()) as log:
+    with (tracker.train_run(run) if tracker else contextlib.nullcontext()) as log:
         for result in run.epochs():
             epochs.append(result)
             recalls = "  ".join(f"R@{n} {r:.4f}" for n, r in sorted(result.recalls.items()))
@@ -168,9 +169,8 @@ def run_train(args) -> None:
                   f"[{result.triplets} triplets, {result.seconds:.1f} s]{best}", flush=True)
             if log:
                 log(result)
-    summary = {"run_dir": str(run.run_dir), "best_recall@5": run.best_score,
-               "best_epoch": run.best_epoch, "stopped_early": run.stopped_early,
-               "epochs": [{"epoch": e.epoch, **e.metrics()} for e in epochs]}
+    summary = TrainResult(run.run_dir, run.best_score, run.best_epoch, epochs,
+                          run.stopped_early).to_dict()
     emit(args, summary, [f"=> Best Recall@5: {run.best_score:.4f} (epoch {run.best_epoch}); "
                          f"checkpoints in {run.run_dir / 'checkpoints'}"])
 
@@ -216,14 +216,6 @@ def _tracker(args, uri: str | None):
     from .tracking import Tracker
 
     return Tracker.connect(uri, args.experiment)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def run_ui(args) -> None:

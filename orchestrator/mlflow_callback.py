@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import math
 import sys
-import time
 from pathlib import Path
 
 from ray import tune
+
+from dashboards.runs import RunStore
 
 from .tracking import FAILED, FINISHED, KILLED, Tracker
 
@@ -47,9 +48,7 @@ class MlflowTrialLogger(tune.Callback):
     def _reset(self) -> None:
         self._tracker: Tracker | None = None
         self.run_ids: dict[str, str] = {}
-        self.last_steps: dict[str, int] = {}
         self.histories: dict[str, list] = {}
-        self.started: dict[str, float] = {}
         self.failures: dict[str, int] = {}
 
     # pickled with the sweep's state for Tuner.restore: keep settings, rebuild the rest
@@ -90,12 +89,12 @@ class MlflowTrialLogger(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_for(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= self.last_steps.get(trial.trial_id, 0):
+        history = self.histories.setdefault(trial.trial_id, [])
+        if step <= max((h["epoch"] for h in history), default=0):
             return  # an epoch logged before a restore: logged once only
-        self.last_steps[trial.trial_id] = step
         metrics = {k: result[k] for k in TRIAL_METRICS if k in result}
         self.tracker.log_metrics(run_id, metrics, step=step)
-        self.histories.setdefault(trial.trial_id, []).append({"epoch": step, **metrics})
+        history.append({"epoch": step, **metrics})
         if self.echo:
             self._print(trial, step, result)
 
@@ -133,10 +132,8 @@ class MlflowTrialLogger(tune.Callback):
                  "sweep": self.sweep_name, "kind": "trial", "arch": trial.config.get("arch")})
         else:
             tracker.client.update_run(run_id, status="RUNNING")  # a resumed trial continues
-            self.histories[trial.trial_id] = tracker.history(run_id, TRIAL_METRICS)
-            self.last_steps[trial.trial_id] = tracker.last_step(run_id)
+            self.histories[trial.trial_id] = RunStore(self.uri).history(run_id, TRIAL_METRICS)
         self.run_ids[trial.trial_id] = run_id
-        self.started[trial.trial_id] = time.time()
         return run_id
 
     def _finish(self, trial, status: str, error: str | None = None) -> None:

@@ -366,26 +366,25 @@ def _log_table(tracker: Tracker, parent: str, result: SweepResult) -> None:
 
 def trial_rows(tracker: Tracker, parent: str, metric: str) -> list[TrialRow]:
     """The sweep's trials as MLflow holds them: params, best epoch by `metric`, status."""
-    runs = tracker.client.search_runs([tracker.experiment_id],
-                                      filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
-                                      order_by=["attributes.start_time ASC"], max_results=10000)
+    from dashboards.runs import RunStore, trials_of
+
+    store = RunStore(tracker.uri)
     rows = []
-    for run in runs:
-        by_step = tracker.history(run.info.run_id, ("recall@1", "recall@5", "recall@10",
-                                                     "recall@20", "epoch_seconds"))
-        best = max(by_step, key=lambda m: m.get(metric, -1.0), default={})
-        params, tags = run.data.params, run.data.tags
-        end = run.info.end_time or int(time.time() * 1000)
+    for run in trials_of(store, store.run(parent, with_history=False)):
+        end_ms = run.end_ms or int(time.time() * 1000)
         rows.append(TrialRow(
-            trial_id=tags.get("trial_id", ""), arch=params.get("arch", "?"),
-            num_clusters=int(float(params.get("num_clusters", 0))),
-            margin=float(params.get("margin", "nan")), lr=float(params.get("lr", "nan")),
-            recalls={n: best[f"recall@{n}"] for n in (1, 5, 10, 20) if f"recall@{n}" in best},
-            epochs=len(by_step), status=run.info.status, reason=tags.get("stop_reason", ""),
-            seconds=(end - run.info.start_time) / 1000.0,
-            training_seconds=sum(m.get("epoch_seconds", 0.0) for m in by_step),
-            run_id=run.info.run_id))
+            trial_id=run.tags.get("trial_id", ""), arch=run.arch,
+            num_clusters=run.num_clusters or 0,
+            margin=_or_nan(run.float_param("margin")), lr=_or_nan(run.float_param("lr")),
+            recalls=run.best_recalls(metric), epochs=len(run.history), status=run.status,
+            reason=run.tags.get("stop_reason", ""), seconds=(end_ms - run.start_ms) / 1000.0,
+            training_seconds=sum(h.get("epoch_seconds", 0.0) for h in run.history),
+            run_id=run.run_id))
     return rows
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def format_table(result: SweepResult) -> list[str]:

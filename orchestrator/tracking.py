@@ -143,18 +143,6 @@ class Tracker:
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
-    def last_step(self, run_id: str, metric: str = "recall@5") -> int:
-        history = self.client.get_metric_history(run_id, metric_key(metric))
-        return max((m.step for m in history), default=0)
-
-    def history(self, run_id: str, names) -> list[dict]:
-        """Per-step values of the metrics `names` (as we name them), oldest step first."""
-        by_step: dict[int, dict] = {}
-        for name in names:
-            for point in self.client.get_metric_history(run_id, metric_key(name)):
-                by_step.setdefault(point.step, {"epoch": point.step})[name] = point.value
-        return [by_step[step] for step in sorted(by_step)]
-
     # ---- stages -------------------------------------------------------------------------
     def log_evaluation(self, config, result, checkpoint: Path | None, tags: dict | None = None
                        ) -> str:

@@ -111,7 +111,6 @@ class TrainingRun:
         self._build_model()
         self.run_dir = self._choose_run_dir()
         self.refreshes = 0
-        self.epoch = self.start_epoch
         self.republished = 0  # caches published again after the mining service lost them
         self.stopped_early = False
 
@@ -213,7 +212,6 @@ class TrainingRun:
         return self.config.lr * self.config.lr_gamma ** math.floor(epoch / self.config.lr_step)
 
     def _run_epoch(self, epoch: int) -> EpochResult:
-        self.epoch = epoch
         started = time.perf_counter()
         lr = self.learning_rate(epoch)
         for group in self.optimizer.param_groups:
@@ -243,7 +241,7 @@ class TrainingRun:
         bar = progress(total=math.ceil(len(order) / config.batch_size),
                        enabled=config.show_progress, desc=f"train epoch {epoch}", unit="batch")
         for subset in np.array_split(order, num_subsets):
-            self._publish_cache(subset)
+            self._publish_cache(subset, epoch)
             triplets = self._mine(subset, rng)
             batches = [triplets[i:i + config.batch_size]
                        for i in range(0, len(triplets), config.batch_size)]
@@ -254,7 +252,7 @@ class TrainingRun:
                 "negatives": totals["negatives"], "batches": real,
                 "skipped_batches": totals["skipped"]}
 
-    def _publish_cache(self, subset: np.ndarray) -> None:
+    def _publish_cache(self, subset: np.ndarray, epoch: int) -> None:
         """Encode the database and the subset's queries and hand them to the miner.
 
         Only the subset's queries are encoded (the reference encodes all of them every time).
@@ -275,7 +273,7 @@ class TrainingRun:
         if not (np.isfinite(database).all() and np.isfinite(queries).all()):
             # a diverged model gives NaN descriptors, which mine no triplet and so no NaN loss
             raise TrainingDiverged(f"the descriptors became NaN or infinite in epoch "
-                                   f"{self.epoch}; lower --lr (now {self.config.lr:g})")
+                                   f"{epoch}; lower --lr (now {self.config.lr:g})")
         self.refreshes += 1
         self.cache = DescriptorCache(database, queries, ids)
         self.miner.publish(self.owner, self.refreshes, self.cache)
