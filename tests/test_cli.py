@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from cli_helpers import InProcess, assert_user_error, run_cli, run_main, tree
+from cli_helpers import assert_user_error, run_cli, tree
 
 from vpr_core.models import build_model
 
@@ -65,53 +65,6 @@ def test_both_layouts_give_identical_recalls(tmp_path, synth_root, synth_folder_
     keys = ("recall@1", "recall@5", "recall@10", "recall@20", "num_queries", "num_database")
     assert [recalls[0][k] for k in keys] == [recalls[1][k] for k in keys]
     assert 0 < recalls[0]["recall@20"]
-
-
-def bad_inputs(root, tmp_path):
-    """(name, argv, words the error line must contain)"""
-    wrong_k = tmp_path / "k8.pth.tar"
-    torch.save({"state_dict": build_model("alexnet", "netvlad", 8, "none").state_dict()}, wrong_k)
-    not_ckpt = tmp_path / "notes.pth.tar"
-    not_ckpt.write_text("hello")
-    common = ["--arch", "alexnet", "--weights", "none", "--quiet"]
-    return [
-        ("missing root", ["cluster", "--data-root", tmp_path / "nope", *common],
-         ["does not exist"]),
-        ("root without dataset", ["cluster", "--data-root", tmp_path, *common], ["no dataset"]),
-        ("K < 1", ["cluster", "--data-root", root, "--num-clusters", 0, *common],
-         ["--num-clusters"]),
-        ("image too small", ["cluster", "--data-root", root, "--image-size", "16x16", *common],
-         ["too small"]),
-        ("bad image size", ["cluster", "--data-root", root, "--image-size", "big", *common],
-         ["HxW"]),
-        ("unknown arch", ["cluster", "--data-root", root, "--arch", "resnet"], ["resnet"]),
-        ("zero lr", ["train", "--data-root", root, "--lr", 0, *common], ["--lr"]),
-        ("wrong arch", ["eval", "--data-root", root, "--resume", wrong_k, "--arch", "vgg16",
-                        "--quiet"], ["alexnet", "--arch"]),
-        ("wrong K", ["eval", "--data-root", root, "--resume", wrong_k, "--num-clusters", 16,
-                     "--quiet"], ["K=8"]),
-        ("not a checkpoint", ["eval", "--data-root", root, "--resume", not_ckpt, "--quiet"],
-         ["not a readable checkpoint"]),
-        ("missing checkpoint", ["eval", "--data-root", root, "--resume", tmp_path / "x.pth"],
-         ["does not exist"]),
-        ("unknown split", ["eval", "--data-root", root, "--split", "dev", *common], ["dev"]),
-        ("unknown flag", ["train", "--data-root", root, "--bogus"], ["--bogus"]),
-    ]
-
-
-def test_user_mistakes_are_one_line_exit_2_and_write_nothing(tmp_path, synth_root, capsys,
-                                                            monkeypatch):
-    work = tmp_path / "work"
-    work.mkdir()
-    for name, argv, needles in bad_inputs(synth_root, tmp_path):
-        before = tree(work)
-        try:
-            done = run_main(argv, capsys, monkeypatch, work)
-        except SystemExit as exit_:  # argparse's own exit, after printing its one line
-            out, err = capsys.readouterr()
-            done = InProcess(exit_.code, out, err)
-        assert_user_error(done, *needles)
-        assert tree(work) == before, name
 
 
 def test_a_user_mistake_in_a_fresh_interpreter(tmp_path):
