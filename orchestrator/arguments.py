@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vpr_core.image_feed import DECODE_CHOICES
 from vpr_core.models import ARCHES, POOLINGS
+from vpr_core.runtime import PRECISIONS
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -63,8 +65,16 @@ def add_runtime(parser) -> None:
     group.add_argument("--nocuda", dest="device", action="store_const", const="cpu",
                        help="same as --device cpu")
     group.add_argument("--seed", type=int, help="random seed (default 123)")
-    group.add_argument("--amp", action="store_const", const=True,
-                       help="bfloat16 autocast for forward passes (GPU)")
+    group.add_argument("--precision", choices=PRECISIONS,
+                       help="forward passes in float32 or bfloat16 autocast (default: bf16 on "
+                            "CUDA, fp32 on the CPU)")
+    group.add_argument("--amp", dest="precision", action="store_const", const="bf16",
+                       help="same as --precision bf16")
+    group.add_argument("--decode", choices=DECODE_CHOICES,
+                       help="where JPEGs are decoded (default auto: on the GPU with CUDA)")
+    group.add_argument("--image-store-gb", dest="image_store_gb", type=float, metavar="GB",
+                       help="budget of the decoded-image store under --cache-dir, 0: off "
+                            "(default: 8 when images are decoded on the CPU, else off)")
 
 
 def add_tracking(parser) -> None:

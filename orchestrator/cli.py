@@ -19,7 +19,7 @@ from . import arguments
 
 # flags.json keys that are not restored on --resume: they belong to the new invocation
 NOT_RESTORED = {"resume", "ckpt", "epochs", "run_dir", "show_progress", "device", "workers",
-                "cache_batch_size", "centroids"}
+                "cache_batch_size", "centroids", "precision", "decode", "image_store_gb"}
 
 
 def build_parser() -> arguments.OneLineParser:
@@ -170,7 +170,7 @@ def run_train(args) -> None:
             if log:
                 log(result)
     summary = TrainResult(run.run_dir, run.best_score, run.best_epoch, epochs,
-                          run.stopped_early).to_dict()
+                          run.stopped_early, config.precision).to_dict()
     emit(args, summary, [f"=> Best Recall@5: {run.best_score:.4f} (epoch {run.best_epoch}); "
                          f"checkpoints in {run.run_dir / 'checkpoints'}"])
 

@@ -180,6 +180,8 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     spec.grace_period = _int(scheduler.get("grace_period", 1), "grace_period", source)
     spec.reduction_factor = _int(scheduler.get("reduction_factor", 2), "reduction_factor", source)
     spec.train = dict(raw.get("train") or {})
+    if "amp" in spec.train:  # specs written before --precision
+        spec.train.setdefault("precision", "bf16" if spec.train.pop("amp") else "fp32")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     _known(spec.train, fields - PER_TRIAL, f"{source}: train")
     if "image_size" in spec.train:

@@ -219,8 +219,8 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None 
     resources = ray_cluster.connect(ray_address, num_cpus=num_cpus)
     per_trial, concurrency, service_gpu = plan_resources(spec, resources)
     tracker = Tracker.connect(uri, experiment)
-    parent = _parent_run(tracker, spec, name, _fixed_params(spec, data_root, dataset, image_size),
-                         resume)
+    fixed = _fixed_params(spec, data_root, dataset, image_size, per_trial["gpu"] > 0)
+    parent = _parent_run(tracker, spec, name, fixed, resume)
     # the driver owns the service: keep the handle, or Ray ends the actor
     service = start_service(miner_budget_bytes(spec), num_gpus=service_gpu, name=f"miner-{name}")
     trainable = tune.with_resources(
@@ -237,9 +237,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None 
                                        resume_unfinished=True, resume_errored=False,
                                        param_space=search_space(spec))
         else:
-            callback = MlflowTrialLogger(uri, experiment, parent, name,
-                                         _fixed_params(spec, data_root, dataset, image_size),
-                                         spec.epochs, echo)
+            callback = MlflowTrialLogger(uri, experiment, parent, name, fixed, spec.epochs, echo)
             tuner = tune.Tuner(
                 trainable, param_space=search_space(spec),
                 tune_config=tune.TuneConfig(
@@ -281,9 +279,10 @@ def _log_service_stats(tracker: Tracker, parent: str, service) -> None:
                                  "miner_trials_served": stats["owners_served"]}, 0)
 
 
-def _fixed_params(spec: SweepSpec, data_root: Path, dataset: str, size) -> dict:
+def _fixed_params(spec: SweepSpec, data_root: Path, dataset: str, size, on_gpu: bool) -> dict:
     train = spec.train
-    return {"dataset": dataset, "data_root": str(data_root),
+    precision = train.get("precision") or ("bf16" if on_gpu else "fp32")
+    return {"dataset": dataset, "data_root": str(data_root), "precision": precision,
             "weights": train.get("weights", "imagenet"), "seed": train.get("seed", 123),
             "image_size": "mixed" if size is None else f"{size[0]}x{size[1]}",
             "epochs": spec.epochs, "batch_size": train.get("batch_size", 4),

@@ -116,7 +116,8 @@ def run_evaluation(spec, args) -> None:
         raise UserError("an evaluation spec needs data.root (or --data-root)")
     uri = check_tracking_uri(spec.tracking_uri)
     settings = {k: v for k, v in spec.train.items()
-                if k in ("cache_batch_size", "amp", "image_size", "workers", "device")}
+                if k in ("cache_batch_size", "precision", "decode", "image_store_gb", "image_size",
+                         "workers", "device")}
     config = EvalConfig(data_root=spec.data_root, dataset=spec.dataset,
                         split=spec.evaluate.get("split", "val"),
                         resume=Path(spec.evaluate["checkpoint"]),

@@ -153,7 +153,8 @@ class Tracker:
                   "pooling": config.pooling, "split": result.split, "dataset": result.dataset,
                   "data_root": str(config.data_root), "num_queries": result.num_queries,
                   "num_database": result.num_database,
-                  "image_size": _size(config.image_size), "weights": config.weights}
+                  "image_size": _size(config.image_size), "weights": config.weights,
+                  "precision": config.precision}
         name = f"eval-{config.arch}-{result.dataset}-{result.split}"
         run_id = self.create_run(name, params, {"kind": "evaluation", **(tags or {})})
         self.log_metrics(run_id, {f"recall@{n}": r for n, r in result.recalls.items()}, step=0)
@@ -209,7 +210,7 @@ def training_params(config, dataset: str, image_size) -> dict:
             "dataset": dataset, "data_root": str(config.data_root), "weights": config.weights,
             "seed": config.seed, "pooling": config.pooling,
             "cache_refresh_rate": config.cache_refresh_rate,
-            "num_negatives": config.num_negatives}
+            "num_negatives": config.num_negatives, "precision": config.precision}
 
 
 def _size(size) -> str:

@@ -379,12 +379,12 @@ def independent_true_positives(checkpoint: Path, synth_root: Path, queries: list
     """True-positive matches among the top-k of `queries`, from vpr_core alone."""
     from vpr_core.datasets import open_split
     from vpr_core.evaluation import evaluate
+    from vpr_core.image_feed import ImageFeed
     from vpr_core.loading import model_from_checkpoint
 
     model, _, _ = model_from_checkpoint(checkpoint)
     split = open_split(synth_root, "val")
-    result = evaluate(model, split, (64, 80), batch_size=24, workers=0,
-                      device=torch.device("cpu"))
+    result = evaluate(model, ImageFeed(split, (64, 80), torch.device("cpu")), batch_size=24)
     positives = split.eval_positives()
     return int(sum(np.isin(result.predictions[q, :k], positives[q]).sum() for q in queries))
 

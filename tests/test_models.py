@@ -20,6 +20,19 @@ def test_encoders_are_cut_like_the_reference():
     assert feature_map_size("vgg16", (480, 640)) == (30, 40)  # stride 16, as in the reference
 
 
+@pytest.mark.parametrize("arch", ["alexnet", "vgg16"])
+def test_encoders_are_torchvisions_features_layer_for_layer(arch):
+    """The same layers, shapes and initialisation as torchvision's `features[:-2]`."""
+    ours = torch.nn.Sequential(*models.encoder_layers(arch))
+    theirs = getattr(tv_models, arch)(weights=None).features[:-2]
+    assert [repr(layer) for layer in ours] == [repr(layer) for layer in theirs]
+    for (name, mine), (_, reference) in zip(ours.state_dict().items(),
+                                            theirs.state_dict().items()):
+        assert mine.shape == reference.shape, name
+        assert abs(float(mine.std()) - float(reference.std())) < 0.1 * float(reference.std()) \
+            + 1e-6, name  # the same initial distribution
+
+
 def test_a_local_weight_file_loads_and_freezes_like_pretrained(tmp_path):
     torch.manual_seed(0)
     reference = tv_models.alexnet(weights=None)
@@ -41,7 +54,7 @@ def test_imagenet_weights_offline_are_one_clear_error(tmp_path, monkeypatch):
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("Temporary failure in name resolution")
 
-    monkeypatch.setattr(tv_models.WeightsEnum, "get_state_dict", offline)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(UserError, match="--weights none, or --weights PATH") as caught:
         models.build_encoder("vgg16", "imagenet")
     assert "vgg16-397923af.pth" in str(caught.value)

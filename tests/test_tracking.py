@@ -46,12 +46,18 @@ def test_train_with_tracking_logs_a_finished_run(synth_root, tmp_path, capsys, m
     uri = f"sqlite:///{tmp_path}/m.db"
     done = run_main(["train", "--data-root", synth_root, "--arch", "alexnet", "--num-clusters", 4,
                      "--weights", "none", "--epochs", 2, "--run-dir", tmp_path / "run",
-                     "--quiet", "--tracking-uri", uri, "--experiment", "t"],
+                     "--quiet", "--tracking-uri", uri, "--experiment", "t", "--amp",
+                     "--json", tmp_path / "t.json"],
                     capsys, monkeypatch, tmp_path)
     assert done.returncode == 0, done.stderr
     client, run = only_run(uri, "t")
     assert run.info.status == "FINISHED"
     assert run.data.params["arch"] == "alexnet" and run.data.params["num_clusters"] == "4"
+    # --amp is --precision bf16, recorded wherever the run's settings are
+    assert run.data.params["precision"] == "bf16"
+    assert json.loads((tmp_path / "t.json").read_text())["precision"] == "bf16"
+    flags = json.loads((tmp_path / "run" / "checkpoints" / "flags.json").read_text())
+    assert flags["precision"] == "bf16" and flags["decode"] == "auto"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "recall_at_5")]
     assert steps == [1, 2]
     assert artifacts(client, run.info.run_id) == [
@@ -82,6 +88,7 @@ def test_the_released_checkpoint_evaluates_as_an_experiment(synth_root, tmp_path
     params, metrics = run.data.params, run.data.metrics
     assert params["arch"] == "vgg16" and params["num_clusters"] == "64"
     assert params["checkpoint"] == str(release) and params["split"] == "val"
+    assert params["precision"] == "fp32"  # the default on a CPU
     import hashlib
     assert params["checkpoint_sha256"] == hashlib.sha256(release.read_bytes()).hexdigest()
     result = json.loads(Path(tmp_path / "e.json").read_text())

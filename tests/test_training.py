@@ -1,6 +1,7 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +11,9 @@ from vpr_core.config import ClusterConfig, TrainConfig
 from vpr_core.datasets import open_split
 from vpr_core.errors import UserError
 from vpr_core.evaluation import evaluate
+from vpr_core.image_feed import ImageFeed
 from vpr_core.synthetic import SynthConfig, write_synthetic
+from vpr_core.mining import Triplet
 from vpr_core.training import TrainingRun
 
 
@@ -35,8 +38,8 @@ def test_training_raises_recall_over_the_untrained_model(street, tmp_path):
     test = open_split(street, "test")
 
     def recall_at_5():
-        return evaluate(run.model, test, run.image_size, batch_size=24, workers=0,
-                        device=run.device).recalls[5]
+        feed = ImageFeed(test, run.image_size, run.device)
+        return evaluate(run.model, feed, batch_size=24).recalls[5]
 
     before = recall_at_5()
     results = list(run.epochs())
@@ -114,10 +117,32 @@ def test_impossible_settings_are_refused_before_any_work(synth_root, tmp_path, s
 
 
 def test_bfloat16_autocast_trains(synth_root, tmp_path):
-    """--amp runs the forward passes in bfloat16 (here on the CPU; on a GPU the same code)."""
-    run = TrainingRun(train_config(synth_root, tmp_path, epochs=1, num_clusters=4, amp=True))
+    """--precision bf16 runs the convolutions in bfloat16 (here on the CPU; on a GPU the same
+    code), with NetVLAD and the loss in float32."""
+    run = TrainingRun(train_config(synth_root, tmp_path, epochs=1, num_clusters=4,
+                                   precision="bf16"))
+    seen = set()
+    run.model.encoder[0].register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+    run.model.pool.register_forward_hook(lambda m, i, out: seen.add(("pool", out.dtype)))
     result = next(run.epochs())
+    assert seen == {torch.bfloat16, ("pool", torch.float32)}
     assert result.triplets > 0 and 0 < result.loss < 1 and 0 <= result.recalls[5] <= 1
+
+
+def test_padded_batches_train_as_unpadded_ones(synth_root, tmp_path):
+    """On CUDA batches are padded to a multiple of 8 images; the padding is left out of the
+    loss, so the same epoch gives the same loss and weights (here forced on the CPU)."""
+    results = []
+    for multiple in (1, 8):
+        run = TrainingRun(train_config(synth_root, tmp_path / str(multiple), epochs=1,
+                                       num_clusters=4))
+        run.batch_multiple = multiple
+        results.append((next(run.epochs()).loss, run.model.pool.centroids.detach().clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-6)
+    padded = run._images_of([Triplet(query=0, positive=1, negatives=np.array([2, 3, 4]))])
+    assert padded == [run.train_feed.query_index(0), 1, 2, 3, 4] + \
+        [run.train_feed.query_index(0)] * 3
 
 
 def test_adam_keeps_its_learning_rate(synth_root, tmp_path):

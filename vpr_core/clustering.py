@@ -16,9 +16,10 @@ from .config import ClusterConfig, format_image_size
 from .datasets import Split, open_split, resolve_image_size
 from .errors import UserError
 from .extraction import extract_descriptors
+from .image_feed import ImageFeed
 from .fileio import file_lock, missing_ancestors, remove_created, write_atomic
 from .models import ENCODER_DIMS, L2Norm, build_encoder, feature_map_size
-from .runtime import resolve_device, seed_everything
+from .runtime import prepare_model, resolve_device, seed_everything
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def sample_local_descriptors(config: ClusterConfig, split: Split, image_size: tu
                                         config.num_descriptors, config.descriptors_per_image)
     rng = np.random.default_rng(config.seed)
     chosen = np.sort(rng.choice(split.num_database, num_images, replace=False))
-    encoder = torch.nn.Sequential(build_encoder(config.arch, config.weights), L2Norm()).to(device)
+    encoder = prepare_model(torch.nn.Sequential(build_encoder(config.arch, config.weights),
+                                                L2Norm()), device)
 
     def local_samples(images: torch.Tensor) -> torch.Tensor:
         features = encoder(images).flatten(2).transpose(1, 2)  # [B, H'W', D]
@@ -120,11 +122,10 @@ def sample_local_descriptors(config: ClusterConfig, split: Split, image_size: tu
         rows = torch.gather(features, 1, picks[:, :, None].expand(-1, -1, features.shape[2]))
         return rows.reshape(len(features), -1)  # [B, per_image * D]
 
-    flat = extract_descriptors(encoder, split.database_paths, image_size,
-                               batch_size=config.cache_batch_size, workers=config.workers,
-                               device=device, indices=chosen, amp=config.amp,
-                               show_progress=config.show_progress, desc="cluster: descriptors",
-                               forward=local_samples)
+    feed = ImageFeed.for_config(config, split, image_size, device)
+    flat = extract_descriptors(encoder, feed, chosen, batch_size=config.cache_batch_size,
+                               precision=config.precision, show_progress=config.show_progress,
+                               desc="cluster: descriptors", forward=local_samples)
     return flat.reshape(-1, ENCODER_DIMS[config.arch])
 
 

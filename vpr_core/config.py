@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .image_feed import decodes_on_gpu
 from .models import ARCHES, POOLINGS
-from .runtime import default_workers
+from .runtime import default_workers, resolve_device, resolve_precision
 
 OPTIMIZERS = ("SGD", "ADAM")
 WEIGHT_CHOICES = ("imagenet", "none")
@@ -50,7 +51,9 @@ class CommonConfig:
     workers: int = field(default_factory=default_workers)
     device: str = "auto"
     seed: int = 123
-    amp: bool = False  # bfloat16 autocast for forward passes
+    precision: str | None = None  # 'fp32' or 'bf16'; None: bf16 on CUDA, fp32 on the CPU
+    decode: str = "auto"  # where JPEGs are decoded: 'cpu', 'gpu' or 'auto' (GPU on CUDA)
+    image_store_gb: float | None = None  # decoded-image store budget; None: 8 on CPU decoding
     show_progress: bool = True
 
     def validate(self):
@@ -65,6 +68,12 @@ class CommonConfig:
             _at_least(self.num_clusters, 1, "--num-clusters")
         _at_least(self.cache_batch_size, 1, "--cache-batch-size")
         _at_least(self.workers, 0, "--workers")
+        device = resolve_device(self.device)
+        self.precision = resolve_precision(self.precision, device)
+        decodes_on_gpu(self.decode, device)  # checks --decode against the device
+        if self.image_store_gb is not None and not float(self.image_store_gb) >= 0:
+            raise UserError(f"--image-store-gb must be 0 (off) or more, got "
+                            f"{self.image_store_gb}")
         if self.weights not in WEIGHT_CHOICES and not Path(self.weights).is_file():
             raise UserError(f"--weights {self.weights!r} is neither imagenet, none nor an existing "
                             f"file; fix the path or pass none")

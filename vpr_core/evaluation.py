@@ -13,8 +13,8 @@ import faiss
 import numpy as np
 import torch
 
-from .datasets import Split
 from .extraction import extract_descriptors
+from .image_feed import ImageFeed
 
 RECALL_NS = (1, 5, 10, 20)
 
@@ -29,11 +29,13 @@ class EvalResult:
     seconds: float = 0.0
     predictions: np.ndarray | None = field(default=None, repr=False)  # [M, k] database indices
     distances: np.ndarray | None = field(default=None, repr=False)  # [M, k] squared L2
+    precision: str = "fp32"  # of the forward passes that made the descriptors
 
     def to_dict(self) -> dict:
         out = {f"recall@{n}": float(r) for n, r in sorted(self.recalls.items())}
         out.update(split=self.split, dataset=self.dataset, num_queries=self.num_queries,
-                   num_database=self.num_database, seconds=round(self.seconds, 3))
+                   num_database=self.num_database, seconds=round(self.seconds, 3),
+                   precision=self.precision)
         return out
 
     def lines(self) -> list[str]:
@@ -75,17 +77,17 @@ def evaluate_descriptors(database: np.ndarray, queries: np.ndarray, positives: l
     return recall_at_n(predictions, positives, ns), predictions, distances
 
 
-def evaluate(model: torch.nn.Module, split: Split, image_size: tuple[int, int], *,
-             batch_size: int, workers: int, device: torch.device, amp: bool = False,
-             show_progress: bool = False) -> EvalResult:
-    """Extract database then query descriptors with `model` and compute Recall@N."""
+def evaluate(model: torch.nn.Module, feed: ImageFeed, *, batch_size: int,
+             precision: str = "fp32", show_progress: bool = False) -> EvalResult:
+    """Extract database then query descriptors of the feed's split and compute Recall@N."""
     started = time.perf_counter()
-    descriptors = extract_descriptors(model, split.all_paths, image_size, batch_size=batch_size,
-                                      workers=workers, device=device, amp=amp,
+    split = feed.split
+    descriptors = extract_descriptors(model, feed, range(len(split.all_paths)),
+                                      batch_size=batch_size, precision=precision,
                                       show_progress=show_progress,
                                       desc=f"eval {split.split}: descriptors")
     database, queries = descriptors[:split.num_database], descriptors[split.num_database:]
     recalls, predictions, distances = evaluate_descriptors(database, queries,
                                                            split.eval_positives())
     return EvalResult(recalls, split.dataset, split.split, split.num_queries, split.num_database,
-                      time.perf_counter() - started, predictions, distances)
+                      time.perf_counter() - started, predictions, distances, precision)

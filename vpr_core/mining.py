@@ -27,7 +27,8 @@ class CacheMissing(RuntimeError):
 
 @dataclass(frozen=True)
 class DescriptorCache:
-    """database [N, D] float32; queries [Q, D] float32 for training-query ids `query_ids` [Q]."""
+    """database [N, D]; queries [Q, D] for training-query ids `query_ids` [Q]; float32, or
+    float16 (half the bytes; rankers compute in float32)."""
 
     database: np.ndarray
     queries: np.ndarray
@@ -148,12 +149,16 @@ class TorchRanker:
 
     def __init__(self, database: np.ndarray, device: str):
         self.device = torch.device(device)
-        self.database = torch.as_tensor(np.array(database, dtype=np.float32), device=self.device)
+        self.database = self._upload(database)
         self.sq_norms = (self.database * self.database).sum(dim=1)
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        """float32 on the device; a float16 cache travels as float16 and widens there."""
+        return torch.from_numpy(np.array(array)).to(self.device).float()
 
     @torch.no_grad()
     def rank(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q = torch.as_tensor(np.array(queries, dtype=np.float32), device=self.device)
+        q = self._upload(queries)
         sq = (q * q).sum(dim=1, keepdim=True) + self.sq_norms[None] - 2.0 * q @ self.database.T
         sq_sorted, order = torch.sort(sq.clamp_min_(0.0), dim=1, stable=True)
         return sq_sorted.cpu().numpy(), order.cpu().numpy()

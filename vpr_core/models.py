@@ -6,7 +6,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models as tv_models
 
 from .errors import UserError
 from .netvlad import NetVLAD
@@ -17,9 +16,20 @@ ENCODER_DIMS = {"alexnet": 256, "vgg16": 512}
 # How many of the cut feature layers stay trainable when starting from pretrained weights
 # (the reference freezes layers[:-5] of VGG16, i.e. up to conv4_3, and layers[:-1] of AlexNet).
 TRAINABLE_TAIL = {"alexnet": 1, "vgg16": 5}
-_TORCHVISION = {
-    "alexnet": (tv_models.alexnet, tv_models.AlexNet_Weights.IMAGENET1K_V1),
-    "vgg16": (tv_models.vgg16, tv_models.VGG16_Weights.IMAGENET1K_V1),
+# torchvision's ImageNet weights (IMAGENET1K_V1), the reference's starting point
+IMAGENET_URLS = {
+    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+}
+# torchvision's `features` layouts: (out_channels, kernel, stride, padding) per conv, "M" for
+# max-pooling (AlexNet: 3x3 stride 2; VGG: 2x2 stride 2); a ReLU follows every conv.
+FEATURE_LAYOUTS = {
+    "alexnet": [(64, 11, 4, 2), "M", (192, 5, 1, 2), "M", (384, 3, 1, 1), (256, 3, 1, 1),
+                (256, 3, 1, 1), "M"],
+    "vgg16": [(64, 3, 1, 1), (64, 3, 1, 1), "M", (128, 3, 1, 1), (128, 3, 1, 1), "M",
+              (256, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1), "M", (512, 3, 1, 1),
+              (512, 3, 1, 1), (512, 3, 1, 1), "M", (512, 3, 1, 1), (512, 3, 1, 1),
+              (512, 3, 1, 1), "M"],
 }
 
 
@@ -65,9 +75,27 @@ def check_arch(arch: str) -> str:
 
 
 def encoder_layers(arch: str) -> list[nn.Module]:
-    """The reference's cut: `features[:-2]`, ending at the last conv before its ReLU."""
-    constructor, _ = _TORCHVISION[check_arch(arch)]
-    return list(constructor(weights=None).features.children())[:-2]
+    """The reference's cut: `features[:-2]`, ending at the last conv before its ReLU.
+
+    The layers are torchvision's AlexNet / VGG16 `features` with torchvision's initialisation
+    (PyTorch's default for AlexNet; He-normal, fan-out, zero bias for VGG), built here so
+    that neither torchvision nor the classifier (most of the weights) is built for nothing.
+    """
+    layers: list[nn.Module] = []
+    channels = 3
+    pool = 3 if check_arch(arch) == "alexnet" else 2
+    for item in FEATURE_LAYOUTS[arch]:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=pool, stride=2))
+            continue
+        out, kernel, stride, padding = item
+        conv = nn.Conv2d(channels, out, kernel_size=kernel, stride=stride, padding=padding)
+        if arch == "vgg16":
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU(inplace=True)]
+        channels = out
+    return layers[:-2]
 
 
 def build_encoder(arch: str, weights: str = "imagenet") -> nn.Sequential:
@@ -135,16 +163,17 @@ def feature_map_size(arch: str, image_size: tuple[int, int]) -> tuple[int, int]:
 
 
 def _imagenet_state(arch: str) -> dict:
-    _, weight_enum = _TORCHVISION[arch]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weight_enum.url).name
+    url = IMAGENET_URLS[arch]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     if not cached.is_file():
         try:
-            weight_enum.get_state_dict(progress=True)
+            torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True,
+                                               weights_only=True)
         except Exception as error:  # no network: URLError, socket errors, HTTP errors
             raise UserError(
                 f"ImageNet weights for {arch} are not in the torch cache ({cached}) and cannot be "
                 f"downloaded ({type(error).__name__}); pass --weights none, or --weights PATH to a "
-                f"local {Path(weight_enum.url).name}") from None
+                f"local {Path(url).name}") from None
     return _features_only(torch.load(cached, map_location="cpu", weights_only=True))
 
 

@@ -49,15 +49,21 @@ class NetVLAD(nn.Module):
         self.conv.weight = nn.Parameter(weight)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """features [N, D, H, W] -> descriptors [N, K*D]."""
+        """features [N, D, H, W] -> descriptors [N, K*D], float32.
+
+        Under bf16 autocast the two matrix products (soft assignment, aggregation) run in bf16
+        and everything else in float32: the normalisations, the softmax and the residuals.
+        """
         n, d = features.shape[:2]
+        features = features.float()
         if self.normalize_input:
             features = F.normalize(features, p=2, dim=1)
-        assignment = F.softmax(self.conv(features).view(n, self.num_clusters, -1), dim=1)  # [N,K,L]
+        logits = self.conv(features).float().view(n, self.num_clusters, -1)
+        assignment = F.softmax(logits, dim=1)  # [N, K, L]
         flat = features.view(n, d, -1)  # [N, D, L]
         # sum_l a[k,l] (x[l] - c[k]) = sum_l a[k,l] x[l] - c[k] sum_l a[k,l], for all k at once
-        vlad = torch.bmm(assignment, flat.transpose(1, 2))  # [N, K, D]
-        vlad = vlad - assignment.sum(dim=2, keepdim=True) * self.centroids.to(vlad.dtype)
+        vlad = torch.bmm(assignment, flat.transpose(1, 2)).float()  # [N, K, D]
+        vlad = vlad - assignment.sum(dim=2, keepdim=True) * self.centroids.float()
         vlad = F.normalize(vlad, p=2, dim=2)  # intra-normalisation
         vlad = vlad.reshape(n, -1)
         return F.normalize(vlad, p=2, dim=1)

@@ -7,9 +7,10 @@ from .checkpoints import checkpoint_file
 from .config import EvalConfig
 from .datasets import open_split, resolve_image_size
 from .evaluation import EvalResult, evaluate
+from .image_feed import ImageFeed
 from .loading import fresh_model, model_from_checkpoint
 from .models import feature_map_size
-from .runtime import resolve_device, seed_everything
+from .runtime import prepare_model, resolve_device, seed_everything
 
 
 def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
@@ -35,8 +36,8 @@ def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
         train_split = open_split(config.data_root, "train", config.dataset)
         model, _ = fresh_model(config, train_split, config.centroids)
     feature_map_size(model.arch, image_size)
-    result = evaluate(model.to(device), split, image_size, batch_size=config.cache_batch_size,
-                      workers=config.workers, device=device, amp=config.amp,
-                      show_progress=config.show_progress)
+    feed = ImageFeed.for_config(config, split, image_size, device)
+    result = evaluate(prepare_model(model, device), feed, batch_size=config.cache_batch_size,
+                      precision=config.precision, show_progress=config.show_progress)
     return result, path
 

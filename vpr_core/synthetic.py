@@ -114,7 +114,7 @@ class _Street:
             image = _noise(image, rng)
             q_names.append(self._save(root, split, "queries", i, along, image, config))
         if config.layout == "pittsburgh":
-            _write_dbstruct(root / "datasets" / f"{config.name}_{split}.mat", split, db_names,
+            write_dbstruct(root / "datasets" / f"{config.name}_{split}.mat", split, db_names,
                             self.utm(db_along), q_names, self.utm(q_along))
         return {"database": len(db_names), "queries": len(q_names)}
 
@@ -231,7 +231,7 @@ def _noise(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(array.clip(0, 255).astype(np.uint8))
 
 
-def _write_dbstruct(path: Path, split: str, db_names: list[str], db_utm: np.ndarray,
+def write_dbstruct(path: Path, split: str, db_names: list[str], db_utm: np.ndarray,
                     q_names: list[str], q_utm: np.ndarray) -> None:
     """A dbStruct with the ten fields of the real Pittsburgh files, in their order."""
 

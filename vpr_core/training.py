@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
 from .checkpoints import (
     BEST_FILE,
@@ -34,18 +33,31 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .config import TrainConfig, format_image_size
-from .datasets import Split, open_split, resolve_image_size
-from .datasets.images import load_image
+from .datasets import open_split, resolve_image_size
 from .errors import UserError
 from .evaluation import evaluate
 from .extraction import extract_descriptors
 from .fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
+from .image_feed import ImageFeed
 from .loading import fresh_model, model_from_checkpoint
 from .mining import CacheMissing, CandidateSampler, DescriptorCache, InProcessMiner, Miner, Triplet
 from .models import freeze_pretrained_layers
-from .runtime import autocast, progress, resolve_device, seed_everything
+from .runtime import (
+    StageClock,
+    autocast,
+    prepare_model,
+    progress,
+    resolve_device,
+    seed_everything,
+    to_device,
+)
 
 MINING_CHUNK = 64  # queries per mining request
+CACHE_DTYPE = np.float16  # descriptor caches for mining: half the bytes, the same triplets
+# On CUDA a training batch is padded (with repeats of its first image, left out of the loss)
+# to a multiple of this many images: batches of 12 to 48 images would otherwise make cuDNN's
+# autotuner search again for each of 37 shapes.
+CUDA_BATCH_MULTIPLE = 8
 
 
 class TrainingDiverged(UserError):
@@ -66,12 +78,15 @@ class EpochResult:
     is_best: bool
     checkpoint: Path
     republished: int = 0  # descriptor caches published again (the mining service restarted)
+    # seconds per stage: cache_refresh, mining, training_steps, validation
+    stage_seconds: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
         out = {f"recall@{n}": float(r) for n, r in self.recalls.items()}
         out.update(loss=self.loss, triplets=self.triplets, negatives=self.negatives,
                    batches=self.batches, skipped_batches=self.skipped_batches, lr=self.lr,
                    epoch_seconds=self.seconds, caches_republished=self.republished)
+        out.update({f"seconds_{stage}": s for stage, s in self.stage_seconds.items()})
         return out
 
 
@@ -82,10 +97,12 @@ class TrainResult:
     best_epoch: int
     epochs: list = field(default_factory=list)
     stopped_early: bool = False
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return {"run_dir": str(self.run_dir), "best_recall@5": self.best_score,
                 "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "precision": self.precision,
                 "epochs": [{"epoch": e.epoch, **e.metrics()} for e in self.epochs]}
 
 
@@ -104,6 +121,12 @@ class TrainingRun:
         if config.image_size is None and self.val_split.native_size != self.image_size:
             raise UserError(f"{config.val_split} images are {self.val_split.native_size}, "
                             f"{config.train_split} images {self.image_size}; pass --image-size HxW")
+        self.train_feed = ImageFeed.for_config(config, self.train_split, self.image_size,
+                                               self.device)
+        self.val_feed = ImageFeed.for_config(config, self.val_split, self.image_size,
+                                             self.device)
+        self.clock = StageClock(self.device)
+        self.batch_multiple = CUDA_BATCH_MULTIPLE if self.device.type == "cuda" else 1
         self.start_epoch, self.best_score, self.best_epoch, self.not_improved = 0, 0.0, 0, 0
         self.recalls: dict = {}
         self._prepare_queries()
@@ -142,7 +165,7 @@ class TrainingRun:
             self.model, self.centroids_path = fresh_model(config, self.train_split,
                                                           config.centroids)
             checkpoint = None
-        self.model.to(self.device)
+        self.model = prepare_model(self.model, self.device)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if config.optim == "SGD":
             self.optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
@@ -198,7 +221,8 @@ class TrainingRun:
             self.miner.release(self.owner)
 
     def run(self) -> TrainResult:
-        result = TrainResult(self.run_dir, self.best_score, self.best_epoch)
+        result = TrainResult(self.run_dir, self.best_score, self.best_epoch,
+                             precision=self.config.precision)
         for epoch_result in self.epochs():
             result.epochs.append(epoch_result)
         result.best_score, result.best_epoch = self.best_score, self.best_epoch
@@ -220,7 +244,8 @@ class TrainingRun:
         evaluated = epoch % self.config.eval_every == 0 or epoch == self.config.epochs
         is_best = False
         if evaluated:
-            self.recalls = self._validate()
+            with self.clock("validation"):
+                self.recalls = self._validate()
             is_best = self.recalls[5] > self.best_score
             if is_best:
                 self.best_score, self.best_epoch, self.not_improved = self.recalls[5], epoch, 0
@@ -229,7 +254,8 @@ class TrainingRun:
         path = self._save(epoch, is_best)
         return EpochResult(epoch=epoch, recalls=dict(self.recalls), lr=lr,
                            seconds=time.perf_counter() - started, is_best=is_best,
-                           checkpoint=path, republished=self.republished, **stats)
+                           checkpoint=path, republished=self.republished,
+                           stage_seconds=self.clock.take(), **stats)
 
     def _train_epoch(self, epoch: int) -> dict:
         config = self.config
@@ -241,11 +267,14 @@ class TrainingRun:
         bar = progress(total=math.ceil(len(order) / config.batch_size),
                        enabled=config.show_progress, desc=f"train epoch {epoch}", unit="batch")
         for subset in np.array_split(order, num_subsets):
-            self._publish_cache(subset, epoch)
-            triplets = self._mine(subset, rng)
+            with self.clock("cache_refresh"):
+                self._publish_cache(subset, epoch)
+            with self.clock("mining"):
+                triplets = self._mine(subset, rng)
             batches = [triplets[i:i + config.batch_size]
                        for i in range(0, len(triplets), config.batch_size)]
-            self._train_batches(batches, totals, epoch, bar)
+            with self.clock("training_steps"):
+                self._train_batches(batches, totals, epoch, bar)
         bar.close()
         real = totals["batches"]
         return {"loss": totals["loss_sum"] / real if real else 0.0, "triplets": totals["triplets"],
@@ -256,20 +285,17 @@ class TrainingRun:
         """Encode the database and the subset's queries and hand them to the miner.
 
         Only the subset's queries are encoded (the reference encodes all of them every time).
+        The cache is float16: half the bytes in the mining service, the same triplets (see
+        `python -m benchmarks mine`).
         """
-        split = self.train_split
-        database = extract_descriptors(self.model, split.database_paths, self.image_size,
-                                       batch_size=self.config.cache_batch_size,
-                                       workers=self.config.workers, device=self.device,
-                                       amp=self.config.amp, show_progress=self.config.show_progress,
-                                       desc="cache: database")
+        feed, config = self.train_feed, self.config
         ids = np.sort(subset)
-        queries = extract_descriptors(self.model, split.query_paths, self.image_size,
-                                      batch_size=self.config.cache_batch_size,
-                                      workers=self.config.workers, device=self.device,
-                                      indices=ids, amp=self.config.amp,
-                                      show_progress=self.config.show_progress,
-                                      desc="cache: queries")
+        settings = dict(batch_size=config.cache_batch_size, precision=config.precision,
+                        dtype=CACHE_DTYPE, show_progress=config.show_progress)
+        database = extract_descriptors(self.model, feed, range(self.train_split.num_database),
+                                       desc="cache: database", **settings)
+        queries = extract_descriptors(self.model, feed, [feed.query_index(q) for q in ids],
+                                      desc="cache: queries", **settings)
         if not (np.isfinite(database).all() and np.isfinite(queries).all()):
             # a diverged model gives NaN descriptors, which mine no triplet and so no NaN loss
             raise TrainingDiverged(f"the descriptors became NaN or infinite in epoch "
@@ -298,49 +324,60 @@ class TrainingRun:
         totals["skipped"] += sum(1 for batch in usable if not batch)
         bar.update(sum(1 for batch in usable if not batch))
         usable = [batch for batch in usable if batch]
-        if not usable:
-            return
-        loader = DataLoader(_TripletImages(usable, self.train_split, self.image_size),
-                            batch_size=None, shuffle=False, num_workers=self.config.workers,
-                            pin_memory=self.device.type == "cuda")
         self.model.train()
-        for number, (images, negative_counts, unreadable) in enumerate(loader, 1):
-            if unreadable:
-                raise UserError(f"image {unreadable} cannot be decoded; restore the file or "
-                                f"remove it from the dataset")
-            loss = self._step(images.to(self.device, non_blocking=True), negative_counts)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, batch {number}; "
-                                       f"lower --lr (now {self.config.lr:g}) or --margin")
-            totals["loss_sum"] += loss
-            totals["batches"] += 1
-            totals["triplets"] += len(negative_counts)
-            totals["negatives"] += int(negative_counts.sum())
+        losses = []  # on the device: read once per subset, not once per step
+        for batch, images in zip(usable, self.train_feed.batches(map(self._images_of, usable))):
+            counts = [len(t.negatives) for t in batch]
+            losses.append(self._step(images, counts))
+            totals["triplets"] += len(counts)
+            totals["negatives"] += sum(counts)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            if bar.n % 50 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
+        if not losses:
+            return
+        values = torch.stack(losses).cpu()
+        if not bool(torch.isfinite(values).all()):
+            first = int((~torch.isfinite(values)).nonzero()[0])
+            raise TrainingDiverged(
+                f"the loss became {float(values[first])} at epoch {epoch}, batch "
+                f"{totals['batches'] + first + 1}; lower --lr (now {self.config.lr:g}) or "
+                f"--margin")
+        totals["loss_sum"] += float(values.sum())
+        totals["batches"] += len(values)
 
-    def _step(self, images: torch.Tensor, negative_counts: torch.Tensor) -> float:
-        """images [2B + sum(n), 3, H, W]: queries, positives, negatives. Returns the loss."""
-        batch = len(negative_counts)
-        with autocast(self.device, self.config.amp):
-            descriptors = self.model(images).float()
-        queries, positives, negatives = torch.split(
-            descriptors, [batch, batch, len(descriptors) - 2 * batch])
-        counts = negative_counts.to(self.device)
+    def _images_of(self, batch: list[Triplet]) -> list[int]:
+        """Feed indices of a batch's images: queries, then positives, then negatives (then,
+        on CUDA, padding; see `CUDA_BATCH_MULTIPLE`)."""
+        indices = ([self.train_feed.query_index(t.query) for t in batch]
+                   + [t.positive for t in batch]
+                   + [int(n) for t in batch for n in t.negatives])
+        return indices + indices[:1] * (-len(indices) % self.batch_multiple)
+
+    def _step(self, images: torch.Tensor, negative_counts: list[int]) -> torch.Tensor:
+        """images [2B + sum(n) (+ padding), 3, H, W]: queries, positives, negatives.
+
+        Returns the loss as a device scalar: reading it would make the host wait.
+        """
+        batch, total = len(negative_counts), sum(negative_counts)
+        with autocast(self.device, self.config.precision):
+            descriptors = self.model(images)
+        queries, positives, negatives = torch.split(descriptors[:2 * batch + total].float(),
+                                                    [batch, batch, total])
+        counts = to_device(torch.tensor(negative_counts), self.device)
         # the reference sums a triplet loss over every (query, negative) pair, then averages
-        loss = F.triplet_margin_loss(queries.repeat_interleave(counts, dim=0),
-                                     positives.repeat_interleave(counts, dim=0), negatives,
-                                     margin=math.sqrt(self.config.margin), p=2, reduction="sum")
-        loss = loss / counts.sum()
+        loss = F.triplet_margin_loss(
+            queries.repeat_interleave(counts, dim=0, output_size=total),
+            positives.repeat_interleave(counts, dim=0, output_size=total), negatives,
+            margin=math.sqrt(self.config.margin), p=2, reduction="sum") / total
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def _validate(self) -> dict:
-        result = evaluate(self.model, self.val_split, self.image_size,
-                          batch_size=self.config.cache_batch_size, workers=self.config.workers,
-                          device=self.device, amp=self.config.amp,
+        result = evaluate(self.model, self.val_feed, batch_size=self.config.cache_batch_size,
+                          precision=self.config.precision,
                           show_progress=self.config.show_progress)
         return result.recalls
 
@@ -377,31 +414,6 @@ class TrainingRun:
                             f"({error.strerror or error}); free disk space, then continue with "
                             f"--resume {self.run_dir}") from None
         return latest
-
-
-class _TripletImages(Dataset):
-    """Item i: the images of batch i [2B + sum(n), 3, H, W], negative counts [B], and the path
-    of an image that failed to decode ('' when all did)."""
-
-    def __init__(self, batches: list, split: Split, size: tuple[int, int]):
-        self.batches, self.split, self.size = batches, split, size
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: int):
-        batch = self.batches[index]
-        paths = ([self.split.query_paths[t.query] for t in batch]
-                 + [self.split.database_paths[t.positive] for t in batch]
-                 + [self.split.database_paths[n] for t in batch for n in t.negatives])
-        counts = torch.tensor([len(t.negatives) for t in batch], dtype=torch.int64)
-        images = []
-        for path in paths:
-            try:
-                images.append(load_image(path, self.size))
-            except (OSError, ValueError):
-                return None, counts, path  # reported by the main process, see ImageList
-        return torch.stack(images), counts, ""
 
 
 def train(config: TrainConfig, miner: Miner | None = None) -> TrainResult:

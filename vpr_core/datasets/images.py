@@ -1,13 +1,11 @@
-"""Image files: validation of headers up front and loading into normalised tensors."""
+"""Image files: validation of headers up front, and decoding into uint8 pixels."""
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
+import numpy as np
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
-from torchvision.transforms import functional as TF
 
 from ..errors import UserError
 
@@ -47,41 +45,26 @@ def _probe(path: str):
         return f"cannot be read ({error})"
 
 
-def load_image(path: str, size: tuple[int, int] | None) -> torch.Tensor:
-    """[3, H, W] float tensor, resized to `size` (H, W) when given, ImageNet-normalised."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if size is not None and (image.height, image.width) != tuple(size):
-            image = image.resize((size[1], size[0]), Image.BILINEAR)
-        tensor = TF.to_tensor(image)
-    return TF.normalize(tensor, IMAGENET_MEAN, IMAGENET_STD)
+def decode_file(source, size: tuple[int, int] | None) -> np.ndarray:
+    """uint8 pixels [H, W, 3] of an image file (a path or a file object), RGB, resized to
+    `size` (H, W) when given. Raises `UnreadableImage` when the file does not decode.
 
-
-class ImageList(Dataset):
-    """Images by index, for caching descriptors. Item: (image [3, H, W], index, ok).
-
-    A file that fails to decode gives `ok=False` and a zero image instead of an exception, so
-    the error reaches the main process as data (a DataLoader worker's exception arrives wrapped
-    in a traceback) and `raise_unreadable` turns it into one clear line.
+    This is the reference's image (PIL, bilinear resize in uint8) before `ToTensor` and
+    `Normalize`, which happen on the device: see `vpr_core.image_feed`.
     """
-
-    def __init__(self, paths, size: tuple[int, int]):
-        self.paths = list(paths)
-        self.size = tuple(size)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            return load_image(self.paths[index], self.size), index, True
-        except (OSError, ValueError, UnidentifiedImageError):
-            return torch.zeros(3, *self.size), index, False
+    try:
+        with Image.open(source) as image:
+            image = image.convert("RGB")
+            if size is not None and (image.height, image.width) != tuple(size):
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            return np.array(image)  # writable: torch shares its memory
+    except (OSError, ValueError, UnidentifiedImageError) as error:
+        raise UnreadableImage(str(getattr(source, "name", source))) from error
 
 
-def raise_unreadable(paths, indices, ok) -> None:
-    """Raise `UserError` for the first item of a batch whose image did not decode."""
-    for index, good in zip(indices.tolist(), ok.tolist()):
-        if not good:
-            raise UserError(f"image {paths[index]} cannot be decoded; restore the file or "
-                            f"remove it from the dataset")
+class UnreadableImage(UserError):
+    """An image file that does not decode."""
+
+    def __init__(self, path: str):
+        super().__init__(f"image {path} cannot be decoded; restore the file or remove it from "
+                         f"the dataset")
