@@ -1,0 +1,83 @@
+"""What every benchmark shares: JSON-line output, alternating repeats, timing, memory."""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def emit(record: dict) -> dict:
+    """Print one JSON line (flushed at once, so a killed run keeps what it measured)."""
+    print(json.dumps(record, default=_plain), flush=True)
+    return record
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def machine(device: torch.device) -> dict:
+    """Where the numbers come from."""
+    info = {"host_cpus": _cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], object], device: torch.device) -> float:
+    """Seconds `function()` takes, device work included."""
+    synchronize(device)
+    started = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def alternate(functions: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Run each function `repeats` times, in turn, and return the median of what each returns.
+
+    Alternating means a slow moment of the machine hits every side alike.
+    """
+    results: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            results[name].append(function())
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def peak_host_memory_gb() -> float:
+    """The largest resident set this process has had, in GiB."""
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return kilobytes * scale / 2**30
+
+
+def peak_gpu_memory_gb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 3) if denominator else None

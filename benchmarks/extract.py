@@ -1,0 +1,170 @@
+"""`python -m benchmarks extract`: the eval path against a bare forward pass of the same model.
+
+The eval path is `extract_descriptors` over an `ImageFeed`: JPEG files (or the decoded store)
+in, descriptors on the host out. The bare forward runs the same model on a random batch already
+on the device, in the same precision and memory format. Their ratio says how much of the
+machine's compute the eval path keeps busy. Also measured: the image path alone (loading,
+decoding and normalising, no model), the eval path without the decoded store when the store is
+on, and with `--variants` the bare forward in other precisions, layouts and batch sizes
+(`--compile` adds torch.compile). Without `--data-root` a dataset is generated.
+
+    python -m benchmarks extract --arch vgg16 --images 2148 --size 480x640 --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vpr_core.config import parse_image_size
+from vpr_core.datasets import open_split, resolve_image_size
+from vpr_core.extraction import extract_descriptors
+from vpr_core.image_feed import ImageFeed, chunks, decodes_on_gpu, store_budget_bytes
+from vpr_core.models import build_model
+from vpr_core.runtime import (
+    autocast,
+    default_workers,
+    prepare_model,
+    resolve_device,
+    resolve_precision,
+)
+
+from .common import alternate, emit, machine, ratio, timed
+from .datagen import write_dataset
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks extract",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", help="dataset to read (default: a generated one)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--images", type=int, default=480,
+                        help="generated dataset: images in all (half database, half queries)")
+    parser.add_argument("--size", default="240x320", help="generated dataset: HxW")
+    parser.add_argument("--arch", default="vgg16")
+    parser.add_argument("--num-clusters", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument("--decode", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--image-store-gb", type=float)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", action="store_true",
+                        help="also the bare forward in fp32/bf16 x NCHW/channels-last x batch")
+    parser.add_argument("--compile", action="store_true", help="with --variants: torch.compile")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.data_root) if args.data_root else Path(scratch) / "data"
+        if not args.data_root:
+            size = parse_image_size(args.size)
+            write_dataset(root, args.images // 2, args.images - args.images // 2, size,
+                          splits=(args.split,))
+        split = open_split(root, args.split)
+        size = resolve_image_size(split, None)
+        model = prepare_model(build_model(args.arch, "netvlad", args.num_clusters, "none"),
+                              device).eval()
+        gpu = decodes_on_gpu(args.decode, device)
+        feed = ImageFeed(split, size, device, workers=args.workers, gpu_decode=gpu,
+                         store_budget=store_budget_bytes(args.image_store_gb, gpu),
+                         cache_dir=Path(scratch) / "cache")
+        started = time.perf_counter()
+        uses_store = feed.store() is not None  # built here, outside the timed runs
+        store_seconds = time.perf_counter() - started
+        sides = {"eval_path": lambda: _eval_rate(model, feed, args.batch_size, precision),
+                 "bare_forward": lambda: _bare_rate(model, len(split.all_paths),
+                                                    args.batch_size, size, device, precision),
+                 "image_path": lambda: _image_rate(feed, args.batch_size)}
+        if uses_store:
+            no_store = ImageFeed(split, size, device, workers=args.workers, gpu_decode=gpu)
+            sides["eval_path_without_store"] = lambda: _eval_rate(model, no_store,
+                                                                  args.batch_size, precision)
+        for side in sides.values():
+            side()  # warm-up: cuDNN's autotuner, the page cache, lazy initialisation
+        rates = alternate(sides, args.repeats)
+        emit({"benchmark": "extract", **machine(device), "arch": args.arch,
+              "num_clusters": args.num_clusters, "image_size": f"{size[0]}x{size[1]}",
+              "images": len(split.all_paths), "batch_size": args.batch_size,
+              "workers": args.workers, "precision": precision,
+              "memory_format": "channels_last" if device.type == "cuda" else "nchw",
+              "decode": "gpu" if gpu else "cpu", "image_store": uses_store,
+              "image_store_build_seconds": round(store_seconds, 2) if uses_store else None,
+              "repeats": args.repeats,
+              **{f"{name}_images_per_s": round(rate, 1) for name, rate in rates.items()},
+              "ratio_eval_to_bare": ratio(rates["eval_path"], rates["bare_forward"]),
+              "ratio_store_to_decode": ratio(rates["eval_path"],
+                                             rates.get("eval_path_without_store", 0))})
+        if args.variants:
+            forward_variants(model, args, size, device)
+
+
+def _eval_rate(model, feed: ImageFeed, batch_size: int, precision: str) -> float:
+    count = len(feed.paths)
+    seconds = timed(lambda: extract_descriptors(model, feed, range(count),
+                                                batch_size=batch_size, precision=precision),
+                    feed.device)
+    return count / seconds
+
+
+def _image_rate(feed: ImageFeed, batch_size: int) -> float:
+    """Images per second of the image path alone: files to normalised device batches."""
+    groups = chunks(range(len(feed.paths)), batch_size)
+    seconds = timed(lambda: [None for _ in feed.batches(groups)], feed.device)
+    return len(feed.paths) / seconds
+
+
+@torch.no_grad()
+def _bare_rate(forward, count: int, batch: int, size, device, precision: str,
+               channels_last: bool | None = None) -> float:
+    """Images per second of `forward` on one random batch already on the device."""
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    images = torch.randn(batch, 3, *size, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    steps = -(-count // batch)
+
+    def run(repeat: int) -> None:
+        with autocast(device, precision):
+            for _ in range(repeat):
+                forward(images)
+
+    run(1)  # warm-up: cuDNN's autotuner meets this shape here
+    return steps * batch / timed(lambda: run(steps), device)
+
+
+def forward_variants(model, args, size, device) -> None:
+    """The bare forward in each precision, memory layout and batch size (and compiled)."""
+    count = 512
+    for precision in ("fp32", "bf16"):
+        for channels_last in (False, True):
+            model.to(memory_format=torch.channels_last if channels_last
+                     else torch.contiguous_format)
+            for batch in sorted({args.batch_size, 32, 64, 128}):
+                rate = _bare_rate(model, count, batch, size, device, precision, channels_last)
+                emit({"benchmark": "extract_variant", "arch": args.arch, "precision": precision,
+                      "memory_format": "channels_last" if channels_last else "nchw",
+                      "batch_size": batch, "compiled": False,
+                      "bare_forward_images_per_s": round(rate, 1)})
+    model.to(memory_format=torch.channels_last if device.type == "cuda"
+             else torch.contiguous_format)
+    if args.compile:
+        compiled = torch.compile(model)
+        started = time.perf_counter()
+        with contextlib.suppress(Exception), torch.no_grad(), autocast(device, "bf16"):
+            compiled(torch.randn(args.batch_size, 3, *size, device=device))
+        warm = time.perf_counter() - started
+        rate = _bare_rate(compiled, count, args.batch_size, size, device, "bf16")
+        emit({"benchmark": "extract_variant", "arch": args.arch, "precision": "bf16",
+              "memory_format": "channels_last" if device.type == "cuda" else "nchw",
+              "batch_size": args.batch_size, "compiled": True,
+              "compile_seconds": round(warm, 1), "bare_forward_images_per_s": round(rate, 1)})

@@ -1,0 +1,170 @@
+"""`python -m benchmarks train`: training speed, against the reference and against the machine.
+
+On one dataset and one set of settings (by default the reference's, on 2 x 1,072 training
+images of 128x256 with 358 + 358 for validation, AlexNet, K=16):
+
+- this project: clustering, the start-up of a `TrainingRun`, each epoch timed per stage;
+- the reference-style loop (`benchmarks/reference_loop.py`: float32, one image read per item,
+  an HDF5 cache of the whole training set per refresh, per-query kNN fits): clustering and
+  the same epochs;
+- train-step throughput: triplet batches per second inside the epoch (images loaded, forward,
+  loss, backward, step) against the same steps on random images already on the device, of
+  the mean batch size the epoch had.
+
+    python -m benchmarks train --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vpr_core.clustering import cluster
+from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
+from vpr_core.runtime import default_workers, resolve_device, resolve_precision
+from vpr_core.training import TrainingRun
+
+from .common import emit, machine, peak_gpu_memory_gb, peak_host_memory_gb, ratio, timed
+from .datagen import write_dataset
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", help="dataset (default: generated, 2 x 1,072 + val)")
+    parser.add_argument("--database", type=int, default=1072)
+    parser.add_argument("--queries", type=int, default=1072)
+    parser.add_argument("--val", type=int, default=358, help="generated: val images of each kind")
+    parser.add_argument("--size", default="128x256", help="generated dataset: HxW")
+    parser.add_argument("--arch", default="alexnet")
+    parser.add_argument("--num-clusters", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="epochs of each side (the cluster + 2 epochs comparison: 2)")
+    parser.add_argument("--weights", default="none")
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument("--decode", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--image-store-gb", type=float,
+                        help="decoded-image store budget (default: the product's; 0: off)")
+    parser.add_argument("--skip-reference", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        root = Path(args.data_root) if args.data_root else scratch / "data"
+        if not args.data_root:
+            write_dataset(root, args.database, args.queries, parse_image_size(args.size),
+                          splits=("train", "val"),
+                          split_sizes={"val": (args.val, args.val)})
+        settings = dict(data_root=root, arch=args.arch, num_clusters=args.num_clusters,
+                        weights=args.weights, workers=args.workers, device=args.device,
+                        precision=precision, decode=args.decode,
+                        image_store_gb=args.image_store_gb, show_progress=False)
+        ours = ours_run(settings, args.epochs, scratch)
+        ours["cli_seconds_outside_epochs"] = cli_overhead(settings, scratch)
+        emit({"benchmark": "train", "side": "this_project", **machine(device), **ours})
+        if args.skip_reference:
+            return
+        from .reference_loop import reference_run
+
+        reference = reference_run(root, arch=args.arch, num_clusters=args.num_clusters,
+                                  epochs=args.epochs, device=device, weights=args.weights,
+                                  threads=args.workers, workdir=scratch / "reference")
+        emit({"benchmark": "train", "side": "reference_loop", **machine(device), **reference})
+        total_ours = ours["cluster_seconds"] + sum(e["seconds"] for e in ours["epochs"])
+        total_reference = reference["cluster_seconds"] + sum(
+            e["seconds"] for e in reference["epochs"])
+        epoch_ours = min(e["seconds"] for e in ours["epochs"])
+        epoch_reference = min(e["seconds"] for e in reference["epochs"])
+        emit({"benchmark": "train", "side": "summary", "arch": args.arch,
+              "device": str(device), "precision": precision, "epochs": args.epochs,
+              "cluster_plus_epochs_seconds": round(total_ours, 2),
+              "reference_cluster_plus_epochs_seconds": round(total_reference, 2),
+              "speedup_cluster_plus_epochs": ratio(total_reference, total_ours),
+              "best_epoch_seconds": round(epoch_ours, 2),
+              "reference_best_epoch_seconds": round(epoch_reference, 2),
+              "speedup_epoch": ratio(epoch_reference, epoch_ours),
+              "train_step_ratio_to_bare": ours["train_step_ratio_to_bare"],
+              "startup_seconds": ours["startup_seconds"],
+              "cli_seconds_outside_epochs": ours["cli_seconds_outside_epochs"]})
+
+
+def cli_overhead(settings: dict, scratch: Path) -> float:
+    """Seconds `python -m orchestrator train --epochs 1` spends outside its epoch (imports,
+    device start, dataset checks, model building; the centroids are already clustered)."""
+    flags = ["train", "--data-root", settings["data_root"], "--arch", settings["arch"],
+             "--num-clusters", settings["num_clusters"], "--weights", settings["weights"],
+             "--workers", settings["workers"], "--device", settings["device"],
+             "--precision", settings["precision"], "--decode", settings["decode"],
+             "--cache-dir", scratch / "cache",
+             "--epochs", 1, "--run-dir", scratch / "cli_run", "--json", scratch / "cli.json",
+             "--quiet"]
+    if settings["image_store_gb"] is not None:
+        flags += ["--image-store-gb", settings["image_store_gb"]]
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "orchestrator", *map(str, flags)], check=True,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    epoch = json.loads((scratch / "cli.json").read_text())["epochs"][0]["epoch_seconds"]
+    return round(wall - epoch, 2)
+
+
+def ours_run(settings: dict, epochs: int, scratch: Path) -> dict:
+    """Clustering, start-up and epochs of a `TrainingRun`; then bare steps on its model."""
+    cache = scratch / "cache"
+    cluster_seconds = timed(lambda: cluster(ClusterConfig(**settings, cache_dir=cache)),
+                            torch.device("cpu"))
+    started = time.perf_counter()
+    run = TrainingRun(TrainConfig(**settings, cache_dir=cache, run_dir=scratch / "run",
+                                  epochs=epochs))
+    startup = time.perf_counter() - started
+    results = list(run.epochs())
+    last = results[-1]
+    steps_per_s = last.batches / last.stage_seconds["training_steps"]
+    images_per_batch = (2 * last.triplets + last.negatives) / max(1, last.batches)
+    bare_per_s = bare_steps_per_s(run, last.triplets / max(1, last.batches), images_per_batch,
+                                  last.batches)
+    return {"arch": run.config.arch, "precision": run.config.precision,
+            "decode": "gpu" if run.train_feed.gpu_decode else "cpu",
+            "image_store": run.train_feed.store() is not None,
+            "image_size": f"{run.image_size[0]}x{run.image_size[1]}",
+            "workers": run.config.workers, "cluster_seconds": round(cluster_seconds, 2),
+            "startup_seconds": round(startup, 2),
+            "epochs": [{"epoch": r.epoch, "seconds": round(r.seconds, 2),
+                        **{k: round(v, 2) for k, v in r.stage_seconds.items()},
+                        "loss": round(r.loss, 4), "batches": r.batches,
+                        **{f"recall@{n}": v for n, v in r.recalls.items()}} for r in results],
+            "train_steps_per_s": round(steps_per_s, 2),
+            "bare_steps_per_s": round(bare_per_s, 2),
+            "images_per_batch": round(images_per_batch, 1),
+            "train_step_ratio_to_bare": ratio(steps_per_s, bare_per_s),
+            "peak_host_memory_gb": round(peak_host_memory_gb(), 2),
+            "peak_gpu_memory_gb": peak_gpu_memory_gb(run.device)}
+
+
+def bare_steps_per_s(run: TrainingRun, queries: float, images: float, steps: int) -> float:
+    """Training steps per second on random images already on the device: the same model,
+    loss, backward and optimiser step as an epoch's, without loading or mining."""
+    batch = max(1, round(queries))
+    negatives = max(1, round(images) - 2 * batch)
+    counts = [negatives // batch + (1 if b < negatives % batch else 0) for b in range(batch)]
+    images = torch.randn(2 * batch + negatives, 3, *run.image_size, device=run.device)
+    images = images.contiguous(memory_format=run.train_feed.memory_format)
+    state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.model.train()
+    run._step(images, counts)  # warm-up
+    seconds = timed(lambda: [run._step(images, counts) for _ in range(steps)], run.device)
+    run.model.load_state_dict(state)
+    return steps / seconds
