@@ -2,7 +2,8 @@
 # The GPU measurements of the image path, bf16 training and the Pitts30k-size epoch in one call
 # on a machine with one NVIDIA GPU, ending in one table. Run from the repository root:
 #
-#     bash benchmarks/device_check.sh          (about 7 minutes on an H200)
+#     bash benchmarks/device_check.sh          (about 7 minutes on an H200; COMPILE=1 adds
+#                                              torch.compile to the forward variants)
 #
 # The machine needs python3 with CUDA torch + torchvision, h5py and scipy. faiss is installed
 # from a carried wheel when missing (put faiss_cpu-*.whl for that python under .whl/, e.g.
@@ -40,8 +41,8 @@ python3 -c "import torch, torchvision as tv; print('torch', torch.__version__, '
 echo "== $(date +%T) GPU tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py >"$OUT/tests.log" 2>&1
 tail -n 15 "$OUT/tests.log"
-step 90 extract "${extract[@]}" --arch vgg16 --batch-size 32 --workers 8 --device "$DEVICE" \
-    --repeats 2 --variants ${COMPILE:+--compile}
+step 150 extract "${extract[@]}" --arch vgg16 --batch-size 32 --workers 8 --device "$DEVICE" \
+    --repeats 2 --variants --other-paths ${COMPILE:+--compile}
 [ -n "${MINE:-}" ] && step 120 mine --reference-queries 10
 step 100 train "${train[@]}" --device "$DEVICE" --workers 8
 step 330 epoch "${epoch[@]}" --device "$DEVICE" --workers 8 --progress

@@ -28,6 +28,7 @@ from vpr_core.models import build_model
 from vpr_core.runtime import (
     autocast,
     default_workers,
+    memory_format,
     prepare_model,
     resolve_device,
     resolve_precision,
@@ -57,6 +58,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--variants", action="store_true",
                         help="also the bare forward in fp32/bf16 x NCHW/channels-last x batch")
     parser.add_argument("--compile", action="store_true", help="with --variants: torch.compile")
+    parser.add_argument("--other-paths", action="store_true",
+                        help="on CUDA, also the eval path with the other image paths: JPEGs "
+                             "decoded by CPU threads, and the decoded store")
     return parser.parse_args(argv)
 
 
@@ -73,11 +77,12 @@ def main(argv: list[str]) -> None:
         split = open_split(root, args.split)
         size = resolve_image_size(split, None)
         model = prepare_model(build_model(args.arch, "netvlad", args.num_clusters, "none"),
-                              device).eval()
+                              device, precision).eval()
         gpu = decodes_on_gpu(args.decode, device)
+        layout = memory_format(device, precision)
         feed = ImageFeed(split, size, device, workers=args.workers, gpu_decode=gpu,
                          store_budget=store_budget_bytes(args.image_store_gb, gpu),
-                         cache_dir=Path(scratch) / "cache")
+                         cache_dir=Path(scratch) / "cache", memory_format=layout)
         started = time.perf_counter()
         uses_store = feed.store() is not None  # built here, outside the timed runs
         store_seconds = time.perf_counter() - started
@@ -86,9 +91,13 @@ def main(argv: list[str]) -> None:
                                                     args.batch_size, size, device, precision),
                  "image_path": lambda: _image_rate(feed, args.batch_size)}
         if uses_store:
-            no_store = ImageFeed(split, size, device, workers=args.workers, gpu_decode=gpu)
+            no_store = ImageFeed(split, size, device, workers=args.workers, gpu_decode=gpu,
+                                 memory_format=layout)
             sides["eval_path_without_store"] = lambda: _eval_rate(model, no_store,
                                                                   args.batch_size, precision)
+        if args.other_paths and device.type == "cuda":
+            sides.update(other_paths(model, split, size, device, args, precision,
+                                     Path(scratch) / "cache"))
         for side in sides.values():
             side()  # warm-up: cuDNN's autotuner, the page cache, lazy initialisation
         rates = alternate(sides, args.repeats)
@@ -96,7 +105,7 @@ def main(argv: list[str]) -> None:
               "num_clusters": args.num_clusters, "image_size": f"{size[0]}x{size[1]}",
               "images": len(split.all_paths), "batch_size": args.batch_size,
               "workers": args.workers, "precision": precision,
-              "memory_format": "channels_last" if device.type == "cuda" else "nchw",
+              "memory_format": "channels_last" if layout == torch.channels_last else "nchw",
               "decode": "gpu" if gpu else "cpu", "image_store": uses_store,
               "image_store_build_seconds": round(store_seconds, 2) if uses_store else None,
               "repeats": args.repeats,
@@ -106,6 +115,16 @@ def main(argv: list[str]) -> None:
                                              rates.get("eval_path_without_store", 0))})
         if args.variants:
             forward_variants(model, args, size, device)
+
+
+def other_paths(model, split, size, device, args, precision: str, cache: Path) -> dict:
+    """Eval-path sides for the image paths the product does not take by default on CUDA."""
+    by_cpu = ImageFeed(split, size, device, workers=args.workers)
+    stored = ImageFeed(split, size, device, workers=args.workers, store_budget=10**12,
+                       cache_dir=cache)
+    stored.store()  # built before timing
+    return {"eval_path_cpu_decode": lambda: _eval_rate(model, by_cpu, args.batch_size, precision),
+            "eval_path_store": lambda: _eval_rate(model, stored, args.batch_size, precision)}
 
 
 def _eval_rate(model, feed: ImageFeed, batch_size: int, precision: str) -> float:
@@ -127,7 +146,8 @@ def _image_rate(feed: ImageFeed, batch_size: int) -> float:
 def _bare_rate(forward, count: int, batch: int, size, device, precision: str,
                channels_last: bool | None = None) -> float:
     """Images per second of `forward` on one random batch already on the device."""
-    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    if channels_last is None:
+        channels_last = memory_format(device, precision) == torch.channels_last
     images = torch.randn(batch, 3, *size, device=device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -155,8 +175,7 @@ def forward_variants(model, args, size, device) -> None:
                       "memory_format": "channels_last" if channels_last else "nchw",
                       "batch_size": batch, "compiled": False,
                       "bare_forward_images_per_s": round(rate, 1)})
-    model.to(memory_format=torch.channels_last if device.type == "cuda"
-             else torch.contiguous_format)
+    model.to(memory_format=memory_format(device, "bf16"))
     if args.compile:
         compiled = torch.compile(model)
         started = time.perf_counter()
@@ -165,6 +184,6 @@ def forward_variants(model, args, size, device) -> None:
         warm = time.perf_counter() - started
         rate = _bare_rate(compiled, count, args.batch_size, size, device, "bf16")
         emit({"benchmark": "extract_variant", "arch": args.arch, "precision": "bf16",
-              "memory_format": "channels_last" if device.type == "cuda" else "nchw",
+              "memory_format": "channels_last",
               "batch_size": args.batch_size, "compiled": True,
               "compile_seconds": round(warm, 1), "bare_forward_images_per_s": round(rate, 1)})

@@ -13,7 +13,8 @@ from pathlib import Path
 COLUMNS = {
     "extract": ("arch", "image_size", "precision", "decode", "image_store",
                 "eval_path_images_per_s", "bare_forward_images_per_s", "ratio_eval_to_bare",
-                "image_path_images_per_s", "eval_path_without_store_images_per_s"),
+                "image_path_images_per_s", "eval_path_without_store_images_per_s",
+                "eval_path_cpu_decode_images_per_s", "eval_path_store_images_per_s"),
     "extract_variant": ("precision", "memory_format", "batch_size", "compiled",
                         "bare_forward_images_per_s", "compile_seconds"),
     "train/this_project": ("arch", "precision", "cluster_seconds", "startup_seconds",

@@ -185,13 +185,16 @@ def _split(settings: RetrievalSettings, defaults: dict):
 def _evaluate(model, split, image_size, settings: RetrievalSettings):
     from vpr_core.evaluation import evaluate
     from vpr_core.image_feed import ImageFeed
-    from vpr_core.runtime import default_workers, prepare_model, resolve_device, resolve_precision
+    from vpr_core.runtime import (default_workers, memory_format, prepare_model,
+                                  resolve_device, resolve_precision)
 
     device = resolve_device(settings.device)
     workers = default_workers() if settings.workers is None else settings.workers
-    feed = ImageFeed(split, image_size, device, workers=workers, gpu_decode=device.type == "cuda")
-    return evaluate(prepare_model(model, device), feed, batch_size=settings.batch_size,
-                    precision=resolve_precision(None, device))
+    precision = resolve_precision(None, device)
+    feed = ImageFeed(split, image_size, device, workers=workers, gpu_decode=device.type == "cuda",
+                     memory_format=memory_format(device, precision))
+    return evaluate(prepare_model(model, device, precision), feed, batch_size=settings.batch_size,
+                    precision=precision)
 
 
 def _rows(split, chosen: np.ndarray, matches: np.ndarray, positives: list) -> list[dict]:

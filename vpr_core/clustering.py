@@ -112,7 +112,7 @@ def sample_local_descriptors(config: ClusterConfig, split: Split, image_size: tu
     rng = np.random.default_rng(config.seed)
     chosen = np.sort(rng.choice(split.num_database, num_images, replace=False))
     encoder = prepare_model(torch.nn.Sequential(build_encoder(config.arch, config.weights),
-                                                L2Norm()), device)
+                                                L2Norm()), device, config.precision)
 
     def local_samples(images: torch.Tensor) -> torch.Tensor:
         features = encoder(images).flatten(2).transpose(1, 2)  # [B, H'W', D]

@@ -32,6 +32,7 @@ from .datasets import Split
 from .datasets.images import IMAGENET_MEAN, IMAGENET_STD, UnreadableImage, decode_file
 from .errors import UserError
 from .image_store import ImageStore
+from . import runtime
 from .runtime import progress, to_device
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")
@@ -63,12 +64,14 @@ class ImageFeed:
     """The images of one split at one size (H, W), as float32 batches [G, 3, H, W] on `device`.
 
     An index is a position in `split.all_paths`: database image i is i, query q is
-    `split.num_database + q`. Channels-last on CUDA, NCHW elsewhere.
+    `split.num_database + q`. Batches come in `memory_format` (default: channels-last on
+    CUDA, NCHW elsewhere; see `runtime.memory_format`).
     """
 
     def __init__(self, split: Split, size: tuple[int, int], device: torch.device, *,
                  workers: int = 0, gpu_decode: bool = False, store_budget: int = 0,
-                 cache_dir: Path | None = None, show_progress: bool = False):
+                 cache_dir: Path | None = None, show_progress: bool = False,
+                 memory_format: torch.memory_format | None = None):
         self.split, self.size, self.device = split, tuple(size), device
         self.paths = split.all_paths
         self.workers = workers
@@ -76,8 +79,7 @@ class ImageFeed:
         self.store_budget = store_budget if cache_dir is not None else 0
         self.cache_dir = cache_dir
         self.show_progress = show_progress
-        self.memory_format = torch.channels_last if device.type == "cuda" else \
-            torch.contiguous_format
+        self.memory_format = memory_format or runtime.memory_format(device, "fp32")
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         self._store: ImageStore | None = None
@@ -87,11 +89,13 @@ class ImageFeed:
     @classmethod
     def for_config(cls, config, split: Split, size: tuple[int, int],
                    device: torch.device) -> ImageFeed:
-        """The feed a stage's config asks for (`workers`, `decode`, `image_store_gb`)."""
+        """The feed a stage's config asks for (`workers`, `decode`, `image_store_gb`,
+        `precision`)."""
         gpu = decodes_on_gpu(config.decode, device)
         return cls(split, size, device, workers=config.workers, gpu_decode=gpu,
                    store_budget=store_budget_bytes(config.image_store_gb, gpu),
-                   cache_dir=config.cache_dir, show_progress=config.show_progress)
+                   cache_dir=config.cache_dir, show_progress=config.show_progress,
+                   memory_format=runtime.memory_format(device, config.precision))
 
     def query_index(self, query: int) -> int:
         return self.split.num_database + int(query)

@@ -165,7 +165,7 @@ class TrainingRun:
             self.model, self.centroids_path = fresh_model(config, self.train_split,
                                                           config.centroids)
             checkpoint = None
-        self.model = prepare_model(self.model, self.device)
+        self.model = prepare_model(self.model, self.device, config.precision)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if config.optim == "SGD":
             self.optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
