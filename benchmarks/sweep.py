@@ -6,12 +6,12 @@ all epochs), then the same trials as a real sweep (`run_sweep`: local Ray, Optun
 MLflow sqlite, the mining service), one trial at a time. The search space holds one point, so
 both sides do identical work; the difference is what the orchestration costs.
 
-The sweep's wall time is split with the MLflow run times. Tune opens a trial's run (`on_trial_start`)
-once the trial's worker process is up, so: start-up (Ray, driver, service, the first worker's
-start and imports) up to the first trial's run; each trial's run (training, Tune reports and
-checkpoints, MLflow logging); the gaps between trials (the next worker's start and imports,
-Optuna, Tune bookkeeping); and the finish (runs read back, the sweep's report). Stdout holds
-only JSON lines: what Tune prints goes to stderr.
+The sweep's wall time is split with the MLflow run times. Tune opens a trial's run
+(`on_trial_start`) once the trial's worker process is up, so: start-up (Ray, driver, service,
+the first worker's start and imports) up to the first trial's run; each trial's run (training,
+Tune reports and checkpoints, MLflow logging); the gaps between trials (the next worker's start
+and imports, Optuna, Tune bookkeeping); and the finish (runs read back, the sweep's report).
+Stdout holds only JSON lines: what Tune prints goes to stderr.
 
     python -m benchmarks sweep --trials 3 --epochs 1 --arch alexnet
 """

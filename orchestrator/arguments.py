@@ -120,4 +120,10 @@ def add_training(parser) -> None:
                        help="stop after N evaluations without a better Recall@5, 0: never "
                             "(default 10)")
     group.add_argument("--val-split", dest="val_split", help="validation split (default val)")
-    group.add_argument("--start-epoch", dest="start_epoch", type=int, help=argparse.SUPPRESS)
+    group.add_argument("--start-epoch", dest="start_epoch", type=int,
+                       help="epochs counted as done before training starts (the reference's "
+                            "flag; not with --resume)")
+    group.add_argument("--fresh-optimizer", dest="fresh_optimizer", action="store_const",
+                       const=True, help="with --resume: start the optimiser afresh instead of "
+                                        "refusing a checkpoint whose optimiser state does not "
+                                        "fit")

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from vpr_core.config import SGD_DEFAULTS
 from vpr_core.errors import UserError, exit_status
 from vpr_core.fileio import write_json_atomic
 
@@ -19,7 +20,8 @@ from . import arguments
 
 # flags.json keys that are not restored on --resume: they belong to the new invocation
 NOT_RESTORED = {"resume", "ckpt", "epochs", "run_dir", "show_progress", "device", "workers",
-                "cache_batch_size", "centroids", "precision", "decode", "image_store_gb"}
+                "cache_batch_size", "centroids", "precision", "decode", "image_store_gb",
+                "start_epoch", "fresh_optimizer"}
 
 
 def build_parser() -> arguments.OneLineParser:
@@ -101,6 +103,11 @@ def make_config(cls, args, restored: dict | None = None, **fixed):
     names = [f.name for f in dataclasses.fields(cls)]
     values = {k: v for k, v in (restored or {}).items() if k in names and k not in NOT_RESTORED}
     values.update(given(args, names))
+    if str(values.get("optim", "")).upper() == "ADAM":
+        # SGD's settings restored from an older run's flags.json do not apply to Adam
+        for name in SGD_DEFAULTS:
+            if name not in given(args, names):
+                values.pop(name, None)
     values.update(fixed)
     if getattr(args, "quiet", False):
         values["show_progress"] = False
@@ -219,20 +226,16 @@ def _tracker(args, uri: str | None):
 
 
 def run_ui(args) -> None:
-    """`mlflow server` on the store, listening on loopback unless --host says otherwise."""
-    import subprocess
-
+    """The MLflow UI on the store (loopback unless --host says otherwise), with a link to each
+    experiment's runs; stopping this command stops the server and all its processes."""
     from vpr_core.tracking_uri import check_tracking_uri
+
+    from .ui import serve
 
     uri = check_tracking_uri(args.tracking_uri, must_exist=True)
     if uri.startswith(("http://", "https://")):
         raise UserError(f"{uri} is already a tracking server: open it in a browser")
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    if subprocess.call(command) not in (0, -2, 130):
-        raise UserError(f"mlflow server stopped with an error; is port {args.port} free? "
-                        f"pass --port")
+    serve(uri, args.host, args.port)
 
 
 VERBS = {"synth": run_synth, "cluster": run_cluster, "train": run_train, "eval": run_eval,

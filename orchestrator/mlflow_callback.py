@@ -24,16 +24,43 @@ TRIAL_METRICS = ("recall@1", "recall@5", "recall@10", "recall@20", "loss", "trip
 SEARCHED = ("arch", "num_clusters", "margin", "lr")
 
 
+# MLflow's codes for a store that is out of reach or overloaded (not for a wrong request)
+UNREACHABLE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+
+
+def tracking_unreachable(error: BaseException) -> bool:
+    """Whether `error` says the tracking store could not be reached (a server down or
+    overloaded, a locked database), rather than that this code asked for something wrong."""
+    import requests
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(error, (requests.RequestException, ConnectionError, TimeoutError,
+                          OperationalError)):
+        return True
+    return isinstance(error, MlflowException) and error.error_code in UNREACHABLE_CODES
+
+
 def _tolerant(hook):
-    """A tracking failure (a server hiccup) is reported, not allowed to end the sweep."""
+    """Logging goes on when the tracking store is out of reach: the event is kept and logged
+    again before the next one (nothing is lost once the store answers), and the driver says so.
+    Any other error is a bug and ends the sweep like one."""
     @functools.wraps(hook)
     def wrapper(self, *args, **kwargs):
-        try:
-            return hook(self, *args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - any MLflow client error
-            print(f"warning: MLflow logging failed in {hook.__name__} "
-                  f"({type(error).__name__}: {str(error).splitlines()[0][:200]})",
-                  file=sys.stderr, flush=True)
+        events = self._pending + [(hook, args, kwargs)]
+        self._pending = []
+        for position, (event, event_args, event_kwargs) in enumerate(events):
+            try:
+                event(self, *event_args, **event_kwargs)
+            except Exception as error:  # noqa: BLE001 - sorted out just below
+                if not tracking_unreachable(error):
+                    raise
+                self._pending = events[position:]
+                print(f"warning: MLflow at {self.uri} is out of reach ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0][:160]}); {len(self._pending)} event(s) "
+                      f"kept, logged again with the next one", file=sys.stderr, flush=True)
+                return None
+        return None
     return wrapper
 
 
@@ -47,6 +74,7 @@ class MlflowTrialLogger(tune.Callback):
 
     def _reset(self) -> None:
         self._tracker: Tracker | None = None
+        self._pending: list = []  # events not logged yet: the store was out of reach
         self.run_ids: dict[str, str] = {}
         self.histories: dict[str, list] = {}
         self.failures: dict[str, int] = {}
@@ -77,8 +105,18 @@ class MlflowTrialLogger(tune.Callback):
 
     @_tolerant
     def on_trial_recover(self, iteration, trials, trial, **info):
-        """The trial's process died; Tune retries it from its last checkpoint."""
+        """The trial's process died, or it failed: Tune retries it from its last checkpoint.
+
+        A failure that would repeat (a `UserError`, such as a NaN loss) is retried by Tune too
+        (it retries every failure), but the retry ends at its start without training again
+        (see `trainer.train_trial`); it is not a lost worker."""
         run_id = self._run_for(trial)
+        error = _error_text(trial)
+        if _deterministic(error):
+            if self.echo:
+                print(f"[{_trial_label(trial)}] failed: {error} (it would fail again; not "
+                      f"trained again)", flush=True)
+            return
         self.failures[trial.trial_id] = self.failures.get(trial.trial_id, 0) + 1
         self.tracker.set_tags(run_id, {"worker_failures": self.failures[trial.trial_id]})
         if self.echo:
@@ -180,6 +218,11 @@ def _trial_label(trial) -> str:
 def _same_params(tracker: Tracker, run_id: str, params: dict) -> bool:
     logged = tracker.client.get_run(run_id).data.params
     return all(logged.get(k) == str(params[k]) for k in SEARCHED if k in params)
+
+
+def _deterministic(error: str) -> bool:
+    """Whether a trial's error is one that would repeat (a user error, not a lost process)."""
+    return "UserError" in error or "TrainingDiverged" in error
 
 
 def _error_text(trial) -> str:

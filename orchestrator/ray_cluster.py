@@ -6,6 +6,7 @@ import socket
 
 from vpr_core.errors import UserError
 
+_started_here = False  # whether `connect` started (or joined) Ray in this process
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0",
              "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
              "RAY_DEDUP_LOGS": "0"}
@@ -18,7 +19,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
-        return ray.cluster_resources()
+        return ray.cluster_resources()  # the caller's Ray: `shutdown` leaves it running
+    global _started_here
+    _started_here = True
     runtime_env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
     if address:
         check_reachable(address)
@@ -52,7 +55,10 @@ def check_reachable(address: str) -> None:
 
 
 def shutdown() -> None:
+    """End the Ray connection `connect` made, never one the caller had made before."""
     import ray
 
-    if ray.is_initialized():
+    global _started_here
+    if _started_here and ray.is_initialized():
         ray.shutdown()
+    _started_here = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -167,7 +168,11 @@ def default_name(spec: SweepSpec) -> str:
     return f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def latest_name(storage: Path, spec: SweepSpec) -> str:
+def latest_name(storage, spec: SweepSpec) -> str:
+    if str(storage).startswith(("s3://", "gs://")):
+        raise UserError(f"--resume without --name cannot look for the latest sweep in "
+                        f"{storage}; pass --name of the sweep to resume")
+    storage = Path(storage)
     found = sorted((p for p in storage.glob(f"{spec.name}-*") if p.is_dir()),
                    key=lambda p: p.stat().st_mtime)
     if not found:
@@ -195,7 +200,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None 
     storage_path = Path(storage or "ray_results").expanduser().absolute() \
         if not str(storage or "").startswith(("s3://", "gs://")) else storage
     if resume:
-        name = name or latest_name(Path(storage_path), spec)
+        name = name or latest_name(storage_path, spec)
     name = name or default_name(spec)
     data_root = prepare_data(spec)
     splits = [open_split(data_root, name, spec.dataset)  # a bad dataset fails here, before Ray
@@ -273,7 +278,10 @@ def _log_service_stats(tracker: Tracker, parent: str, service) -> None:
 
     try:
         stats = ray.get(service.stats.remote(), timeout=30)
-    except Exception:  # the service restarting at the very end: no statistics then
+    except (ray.exceptions.RayError, TimeoutError) as error:  # it died at the very end
+        print(f"warning: the mining service's statistics are lost ({type(error).__name__}: "
+              f"{str(error).splitlines()[0][:160]}); the sweep's results are not",
+              file=sys.stderr, flush=True)
         return
     tracker.log_metrics(parent, {"miner_requests": stats["requests"],
                                  "miner_trials_served": stats["owners_served"]}, 0)
@@ -304,13 +312,17 @@ def _parent_run(tracker: Tracker, spec: SweepSpec, name: str, fixed: dict, resum
 
 
 def _unfinished(experiment_path: str) -> bool:
-    """True when some trial of the experiment is neither terminated nor errored."""
+    """True when some trial of the experiment is neither terminated nor errored, or when
+    Tune's state cannot be read (then only a resume can tell what is left to do)."""
     from ray.tune import ExperimentAnalysis
 
     try:
         trials = ExperimentAnalysis(experiment_path).trials
-    except Exception:
-        return False
+    except Exception as error:  # noqa: BLE001 - whatever stops Tune reading its own state
+        print(f"warning: cannot read the sweep's state at {experiment_path} "
+              f"({type(error).__name__}: {str(error).splitlines()[0][:160]}); treating the "
+              f"sweep as interrupted", file=sys.stderr, flush=True)
+        return True
     return any(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vpr_core.errors import UserError
+from vpr_core.errors import CommandFailed, UserError
 
 from . import arguments
 
@@ -40,8 +40,19 @@ def add_parser(verbs) -> None:
     arguments.add_json(sweep)
 
 
+# a resumed sweep keeps the settings it started with: these flags would be ignored
+NOT_ON_RESUME = ("num_samples", "max_concurrent", "seed")
+
+
 def apply_flags(spec, args):
-    """Command-line flags override the spec."""
+    """Command-line flags override the spec; every path becomes absolute (trials run in
+    folders of their own)."""
+    if args.resume:
+        ignored = [f"--{name.replace('_', '-')}" for name in NOT_ON_RESUME
+                   if getattr(args, name) is not None]
+        if ignored:
+            raise UserError(f"{' '.join(ignored)} do not apply with --resume: a resumed sweep "
+                            f"keeps the settings it started with; leave them out")
     for name in ("num_samples", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
                  "miner_memory_gb", "experiment", "dataset"):
         if getattr(args, name) is not None:
@@ -63,7 +74,19 @@ def apply_flags(spec, args):
         from vpr_core.config import parse_image_size
 
         spec.train["image_size"] = parse_image_size(args.image_size)
+    absolute_paths(spec)
     return spec
+
+
+def absolute_paths(spec) -> None:
+    """The spec's path settings, relative to the working directory, made absolute."""
+    weights = spec.train.get("weights")
+    if weights not in (None, "imagenet", "none"):
+        spec.train["weights"] = str(Path(weights).expanduser().absolute())
+    if spec.train.get("cache_dir") is not None:
+        spec.train["cache_dir"] = str(Path(spec.train["cache_dir"]).expanduser().absolute())
+    if spec.data_root is not None:
+        spec.data_root = Path(spec.data_root).expanduser().absolute()
 
 
 def run(args) -> None:
@@ -100,6 +123,15 @@ def run(args) -> None:
     emit(args, summary, lines)
     if result.interrupted:
         raise KeyboardInterrupt  # exit status 130, as for any interrupted command
+    check_outcome(result)
+
+
+def check_outcome(result) -> None:
+    """A sweep in which every trial failed ends with exit status 1, not 0."""
+    failed = [row for row in result.rows if row.status == "FAILED"]
+    if result.rows and len(failed) == len(result.rows):
+        raise CommandFailed(f"every trial of the sweep failed; the first: "
+                            f"{failed[0].reason or 'see its MLflow run'}")
 
 
 def run_evaluation(spec, args) -> None:

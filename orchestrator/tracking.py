@@ -31,7 +31,9 @@ def ui_command(uri: str) -> str:
     """The command that opens these runs in the MLflow UI."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri}"
+    # this project's `ui` opens each experiment on its runs table (MLflow's own `mlflow ui`
+    # lands on its GenAI pages) and stops its server when it stops
+    return f"python -m orchestrator ui --tracking-uri {uri}"
 
 
 def git_commit() -> str | None:
@@ -62,13 +64,19 @@ class Tracker:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_name = experiment
+        # MLflow's own words for "training runs of a model", not GenAI traces: MLflow's tools
+        # read the tag to tell the two kinds of experiment apart rather than guess
+        kind_tag, kind = "mlflow.experimentKind", "custom_model_development"
         try:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=self._artifact_location())
+                    experiment, artifact_location=self._artifact_location(),
+                    tags={kind_tag: kind})
             else:
                 self.experiment_id = found.experiment_id
+                if kind_tag not in found.tags:  # made before the tag was set: fix it now
+                    self.client.set_experiment_tag(self.experiment_id, kind_tag, kind)
         except Exception as error:  # an unreachable server, a damaged database
             raise UserError(f"cannot use the MLflow store {uri} ({type(error).__name__}: "
                             f"{str(error).splitlines()[0][:160]}); check --tracking-uri") from None

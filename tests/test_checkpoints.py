@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,62 @@ def save_like_2018(checkpoint, path):
     assert b"cnumpy._core.multiarray\nscalar\n" in raw
     path.write_bytes(raw.replace(b"cnumpy._core.multiarray\nscalar\n",
                                  b"cnumpy.core.multiarray\nscalar\n"))
+
+
+# The released VGG16 + NetVLAD, key by key (netvlad-reference.md section D): conv layers of
+# `features[:-2]` as (index, out_channels, in_channels), then the pool; written out by hand,
+# not derived from this project's model.
+RELEASED_VGG16_CONVS = ((0, 64, 3), (2, 64, 64), (5, 128, 64), (7, 128, 128), (10, 256, 128),
+                        (12, 256, 256), (14, 256, 256), (17, 512, 256), (19, 512, 512),
+                        (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512))
+
+
+def handwritten_vgg16_state_dict(seed: int = 0) -> dict:
+    """28 tensors with the released checkpoint's keys and shapes, random values (He-scaled, so
+    13 conv layers keep activations finite), in the released file's key order."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for index, out_channels, in_channels in RELEASED_VGG16_CONVS:
+        scale = (2.0 / (in_channels * 9)) ** 0.5
+        state[f"encoder.{index}.weight"] = torch.randn(out_channels, in_channels, 3, 3,
+                                                       generator=generator) * scale
+        state[f"encoder.{index}.bias"] = torch.randn(out_channels, generator=generator) * 0.01
+    centroids = torch.randn(64, 512, generator=generator)
+    state["pool.centroids"] = centroids
+    state["pool.conv.weight"] = (10.0 * centroids / centroids.norm(dim=1, keepdim=True)
+                                 )[:, :, None, None]
+    return state
+
+
+def released_vgg16_checkpoint(folder: Path, seed: int = 0) -> tuple[Path, dict]:
+    """`folder/checkpoints/checkpoint.pth.tar` as the released file: the hand-written state
+    dict, numpy float64 recalls and best_score, the legacy (non-zip) format, no flags.json."""
+    path = folder / "checkpoints" / "checkpoint.pth.tar"
+    path.parent.mkdir(parents=True)
+    state = handwritten_vgg16_state_dict(seed)
+    save_like_2018({"epoch": 30, "state_dict": state,
+                    "recalls": {n: np.float64(r) for n, r in
+                                zip((1, 5, 10, 20), (.852, .948, .970, .984))},
+                    "best_score": np.float64(0.948), "optimizer": {"state": {}, "param_groups": []},
+                    "parallel": False}, path)
+    return path, state
+
+
+def test_a_handwritten_release_loads_unchanged(tmp_path):
+    path, state = released_vgg16_checkpoint(tmp_path / "vgg16_netvlad_checkpoint")
+    assert len(state) == 28 and not (path.parent / "flags.json").exists()
+    assert not path.read_bytes().startswith(b"PK")  # the legacy format, not a zip
+    model, checkpoint, spec = model_from_checkpoint(
+        checkpoint_file(tmp_path / "vgg16_netvlad_checkpoint"))
+    assert (spec.arch, spec.pooling, spec.num_clusters) == ("vgg16", "netvlad", 64)
+    assert isinstance(checkpoint["best_score"], np.float64) and checkpoint["epoch"] == 30
+    assert list(model.state_dict()) == list(state)  # the same keys, in the same order
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    images = torch.rand(2, 3, 64, 80)
+    with torch.no_grad():
+        descriptors = model.eval()(images)
+    assert descriptors.shape == (2, 64 * 512) and torch.isfinite(descriptors).all()
 
 
 @pytest.mark.parametrize("parallel_prefix", [False, True])

@@ -111,7 +111,19 @@ def test_a_trainer_publishes_again_after_the_service_restarts(ray_session, synth
     ray.kill(actor)
 
 
-def test_more_trials_than_slots_all_accounted_for(ray_session, tmp_path, monkeypatch):
+def most_at_once(intervals) -> int:
+    """The largest number of (start, end) intervals that share a moment."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, change in events:  # at equal times an end (-1) sorts before a start (+1)
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root, tmp_path,
+                                                  monkeypatch):
+    """12 trials through 2 slots, on a dataset in the @UTM@ folder layout."""
     monkeypatch.chdir(tmp_path)
     raw = copy.deepcopy(TINY_SPEC)
     raw["search"].update(num_samples=12)
@@ -119,11 +131,19 @@ def test_more_trials_than_slots_all_accounted_for(ray_session, tmp_path, monkeyp
     raw["train"]["epochs"] = 1
     raw["resources"] = {"max_concurrent": 2}
     spec = spec_from_dict(raw, "load")
+    spec.data_root = synth_folder_root
     spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"), echo=False)
     assert result.concurrency == 2
     assert len(result.rows) == 12 and len({r.trial_id for r in result.rows}) == 12
     assert all(r.status == "FINISHED" and r.epochs == 1 and r.recalls for r in result.rows)
+    assert not (tmp_path / "synthetic").exists()  # the folder dataset was used, not the spec's
+    client = MlflowClient(spec.tracking_uri)
+    runs = [client.get_run(r.run_id) for r in result.rows]
+    assert {r.data.params["data_root"] for r in runs} == {str(synth_folder_root)}
+    assert {r.data.params["dataset"] for r in runs} == {synth_folder_root.name}
+    # two trials really ran at the same time, and never more than the two slots
+    assert most_at_once([(r.info.start_time, r.info.end_time) for r in runs]) == 2
 
 
 def test_ctrl_c_stops_safely_and_the_sweep_resumes(tmp_path):
@@ -138,9 +158,19 @@ def test_ctrl_c_stops_safely_and_the_sweep_resumes(tmp_path):
         driver = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "sweep", "--config", str(spec)],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 300
-        while time.time() < deadline and "epoch 1/3" not in log_path.read_text():
-            time.sleep(0.5)
+        try:
+            # a trial has finished an epoch (the sweep prints `[trial] epoch 1/3: loss ...`)
+            marker = re.compile(r"^\[\S+ [^\]]*\] epoch \d+/3: loss ", re.MULTILINE)
+            deadline = time.time() + 300
+            while time.time() < deadline and driver.poll() is None \
+                    and not marker.search(log_path.read_text()):
+                time.sleep(0.5)
+            assert marker.search(log_path.read_text()), \
+                "no trial finished an epoch:\n" + log_path.read_text()[-3000:]
+        except BaseException:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+            raise
         os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
         driver.wait(timeout=300)
     output = log_path.read_text()

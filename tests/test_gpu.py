@@ -104,7 +104,8 @@ def assert_same_ranking(distances_a, order_a, distances_b, order_b, tolerance=1e
         assert np.all(np.diff(by_b[order_a[row]]) >= -tolerance)
 
 
-def test_torch_ranker_on_cuda_ranks_as_faiss(rng=np.random.default_rng(0)):
+def test_torch_ranker_on_cuda_ranks_as_faiss():
+    rng = np.random.default_rng(0)
     database = rng.normal(size=(3000, 512)).astype(np.float32)
     database /= np.linalg.norm(database, axis=1, keepdims=True)
     database[100:110] = database[5]  # exact ties

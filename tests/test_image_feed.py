@@ -187,7 +187,8 @@ def test_encoded_path_matches_pil_within_rounding_and_takes_other_formats(val, t
 def test_encoded_path_names_a_damaged_jpeg(val, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8" + bytes(range(256)) * 4)
-    split = val.__class__(**{**val.__dict__, "database_paths": (str(bad),) + val.database_paths[1:]})
+    paths = (str(bad),) + val.database_paths[1:]
+    split = val.__class__(**{**val.__dict__, "database_paths": paths})
     with pytest.raises(UserError, match="bad.jpg"):
         next(ImageFeed(split, (64, 80), CPU, gpu_decode=True).batches([[1, 0]]))
 

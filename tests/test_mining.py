@@ -88,11 +88,46 @@ def test_published_arrays_are_not_written_to(cache):
     assert np.array_equal(database, cache.database) and np.array_equal(queries, cache.queries)
 
 
-def test_torch_ranking_equals_faiss_ranking(cache):
-    faiss_sq, faiss_ids = FaissRanker(cache.database).rank(cache.queries[:5])
-    torch_sq, torch_ids = TorchRanker(cache.database, "cpu").rank(cache.queries[:5])
-    assert np.array_equal(faiss_ids[:, :50], torch_ids[:, :50])
-    assert np.allclose(faiss_sq, torch_sq, atol=1e-4)
+def per_database_row(sq_dist: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """[B, N] distances in ranking order -> [B, N] distances indexed by database row."""
+    out = np.full(sq_dist.shape, np.nan, dtype=np.float64)
+    np.put_along_axis(out, ranked, sq_dist, axis=1)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_torch_ranking_equals_faiss_ranking(dtype):
+    """The whole ranking, ties included: equal distances may come in either order, so each
+    ranking must sort the other library's distances (up to float32 rounding)."""
+    rng = np.random.default_rng(4)
+    unique = rng.normal(size=(200, 16)).astype(np.float32)
+    unique /= np.linalg.norm(unique, axis=1, keepdims=True)
+    # 100 exact duplicates (exact ties for every query), then shuffled so ties are far apart
+    database = np.concatenate([unique, unique[:70], unique[150:180]])[rng.permutation(300)]
+    database = database.astype(dtype)
+    queries = np.concatenate([unique[:30] + 0.3 * rng.normal(size=(30, 16)).astype(np.float32),
+                              unique[190:200].astype(dtype)]).astype(np.float32)
+    # (the last 10 queries are database rows: distance 0)
+    exact = ((queries[:, None, :].astype(np.float64)
+              - database[None].astype(np.float64)) ** 2).sum(-1)  # [40, 300]
+    tolerance = 1e-5  # float32 rounding of squared distances of unit vectors (at most 4)
+
+    rankings = {"faiss": FaissRanker(database).rank(queries),
+                "torch": TorchRanker(database, "cpu").rank(queries)}
+    by_row = {}
+    for name, (sq_dist, ranked) in rankings.items():
+        assert sq_dist.shape == ranked.shape == (40, 300), name
+        assert all(sorted(row) == list(range(300)) for row in ranked.tolist()), name
+        assert (np.diff(sq_dist, axis=1) >= 0).all(), name  # its own distances ascend
+        by_row[name] = per_database_row(sq_dist, ranked)
+        assert np.abs(by_row[name] - exact).max() < tolerance, name
+    assert np.abs(by_row["faiss"] - by_row["torch"]).max() < tolerance
+    for name, other in (("faiss", "torch"), ("torch", "faiss")):
+        other_in_this_order = np.take_along_axis(by_row[other], rankings[name][1], axis=1)
+        assert np.diff(other_in_this_order, axis=1).min() >= -tolerance, (name, other)
+    # the data has what the test is about: exact ties, and rows equal to queries
+    tied = [row for row in exact.tolist() if len(set(row)) < len(row)]
+    assert len(tied) == 40 and (exact[30:].min(axis=1) == 0).all()
 
 
 def test_sampler_handles_fewer_negatives_than_the_sample_size_and_keeps_the_cache():

@@ -7,9 +7,13 @@ import time
 import numpy as np
 import pytest
 import ray
+import torch
 
 from orchestrator.mining_service import MemoryBudgetExceeded, RayMiner, start_service
-from vpr_core.mining import CacheMissing, DescriptorCache, InProcessMiner, MiningRequest
+from vpr_core.checkpoints import load_checkpoint
+from vpr_core.config import TrainConfig
+from vpr_core.mining import CacheMissing, DescriptorCache, InProcessMiner, Miner, MiningRequest
+from vpr_core.training import TrainingRun
 
 
 def caches_and_requests(seed, owners=3, batches=4):
@@ -47,6 +51,62 @@ def test_service_answers_exactly_as_the_in_process_miner(ray_session):
             expected = local.mine(owner, 1, request)
             assert any(t is not None for t in expected)
             assert same(remote.mine(owner, 1, request), expected)
+    ray.kill(actor)
+
+
+class Recording(Miner):
+    """Passes everything to `inner` and keeps each answer of `mine`."""
+
+    def __init__(self, inner: Miner):
+        self.inner, self.answers, self.versions = inner, [], []
+
+    def publish(self, owner, version, cache):
+        self.versions.append(version)
+        self.inner.publish(owner, version, cache)
+
+    def mine(self, owner, version, request):
+        found = self.inner.mine(owner, version, request)
+        self.answers.append(found)
+        return found
+
+    def release(self, owner):
+        self.inner.release(owner)
+
+
+def test_training_through_the_service_equals_training_in_process(ray_session, synth_root,
+                                                                tmp_path):
+    """A whole TrainingRun (2 epochs, 3 cache refreshes each) mining in the Ray actor gives the
+    triplets, losses and checkpoints of the same run mining in this process."""
+    actor = start_service(2**30, name="svc-training")
+    outcomes = {}
+    for name, miner in (("service", RayMiner("svc-training")), ("in_process", None)):
+        recording = Recording(miner or InProcessMiner())
+        run = TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
+                                      weights="none", epochs=2, cache_refresh_rate=8,
+                                      cache_dir=tmp_path / "cache", run_dir=tmp_path / name,
+                                      workers=0, show_progress=False),
+                          miner=recording, owner="trial-a")
+        if miner is None:
+            assert isinstance(run.miner, Recording) and isinstance(recording.inner,
+                                                                   InProcessMiner)
+        epochs = list(run.epochs())
+        outcomes[name] = (recording, epochs,
+                          load_checkpoint(tmp_path / name / "checkpoints" / "checkpoint.pth.tar"))
+    (remote, remote_epochs, remote_ckpt), (local, local_epochs, local_ckpt) = \
+        outcomes["service"], outcomes["in_process"]
+    assert remote.versions == local.versions == [1, 2, 3, 4, 5, 6]
+    assert len(remote.answers) == len(local.answers) == 6
+    assert all(same(a, b) for a, b in zip(remote.answers, local.answers))
+    assert sum(t is not None for answer in local.answers for t in answer) > 20
+    assert [e.loss for e in remote_epochs] == [e.loss for e in local_epochs]
+    assert [(e.triplets, e.negatives, e.batches) for e in remote_epochs] == \
+        [(e.triplets, e.negatives, e.batches) for e in local_epochs]
+    assert all(e.loss > 0 for e in local_epochs)
+    assert remote_ckpt["state_dict"].keys() == local_ckpt["state_dict"].keys()
+    for key, value in local_ckpt["state_dict"].items():
+        assert torch.equal(remote_ckpt["state_dict"][key], value), key
+    assert torch.equal(remote_ckpt["negative_cache"], local_ckpt["negative_cache"])
+    assert ray.get(actor.stats.remote())["requests"] == 6
     ray.kill(actor)
 
 

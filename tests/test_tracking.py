@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from cli_helpers import run_main
 from vpr_core.tracking_uri import check_tracking_uri, metric_key
-from test_checkpoints import save_like_2018
+from test_checkpoints import released_vgg16_checkpoint, save_like_2018
 from vpr_core.errors import UserError
 from vpr_core.models import build_model
 
@@ -83,7 +83,7 @@ def test_the_released_checkpoint_evaluates_as_an_experiment(synth_root, tmp_path
     done = run_main(["sweep", "--config", spec, "--json", tmp_path / "e.json", "--quiet"],
                     capsys, monkeypatch, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "Recall@5:" in done.stdout and "mlflow ui --backend-store-uri" in done.stdout
+    assert "Recall@5:" in done.stdout and "python -m orchestrator ui --tracking-uri" in done.stdout
     client, run = only_run(uri, "released")
     params, metrics = run.data.params, run.data.metrics
     assert params["arch"] == "vgg16" and params["num_clusters"] == "64"
@@ -94,6 +94,29 @@ def test_the_released_checkpoint_evaluates_as_an_experiment(synth_root, tmp_path
     result = json.loads(Path(tmp_path / "e.json").read_text())
     assert metrics["recall_at_5"] == pytest.approx(result["recall@5"])
     assert run.info.status == "FINISHED"
+
+
+def test_a_handwritten_release_evaluates_from_the_command_line(synth_root, tmp_path, capsys,
+                                                               monkeypatch):
+    """`eval --resume vgg16_netvlad_checkpoint --split val`, as the reference's README says,
+    on a checkpoint built from the reference's key names and shapes, not from our model."""
+    release = tmp_path / "vgg16_netvlad_checkpoint"
+    path, _ = released_vgg16_checkpoint(release)
+    uri = f"sqlite:///{tmp_path}/m.db"
+    done = run_main(["eval", "--resume", release, "--data-root", synth_root, "--split", "val",
+                     "--tracking-uri", uri, "--experiment", "released", "--quiet",
+                     "--json", tmp_path / "r.json"], capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["split"] == "val" and result["num_queries"] == 24
+    assert result["checkpoint"] == str(path)
+    client, run = only_run(uri, "released")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["arch"] == "vgg16" and run.data.params["num_clusters"] == "64"
+    assert run.data.params["pooling"] == "netvlad" and run.data.params["checkpoint"] == str(path)
+    for n in (1, 5, 10, 20):
+        assert f"Recall@{n}: {result[f'recall@{n}']:.4f}" in done.stdout.splitlines()
+        assert run.data.metrics[f"recall_at_{n}"] == pytest.approx(result[f"recall@{n}"])
 
 
 def test_a_bad_dataset_creates_no_store(tmp_path, capsys, monkeypatch):

@@ -71,19 +71,37 @@ def test_checkpoint_format_and_resume_match_an_uninterrupted_run(synth_root, tmp
     assert resumed.best_score == straight.best_score
 
 
+def record_learning_rates(optimizer) -> list:
+    """The learning rate of each `optimizer.step()` call, as the optimiser reads it then."""
+    seen = []
+    optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([group["lr"] for group in opt.param_groups]))
+    return seen
+
+
 def test_learning_rate_steps_and_early_stopping(synth_root, tmp_path, monkeypatch):
     run = TrainingRun(train_config(synth_root, tmp_path, epochs=30, patience=2, num_clusters=4))
+    assert isinstance(run.optimizer, torch.optim.SGD)
     assert [run.learning_rate(e) for e in (1, 4, 5, 9, 10)] == \
         [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5]
-    scores = iter([0.5, 0.6, 0.55, 0.6, 0.59, 0.7])
-    monkeypatch.setattr(run, "_train_epoch", lambda epoch: dict(
-        loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0))
+    steps = record_learning_rates(run.optimizer)
+
+    def one_step_epoch(epoch):
+        run.optimizer.step()  # no gradients: nothing moves, but the optimiser reads its lr
+        return dict(loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0)
+
+    # better through epoch 8; 9, 10 (equal is not better) and 11 are not: 3 > patience 2
+    scores = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.75, 0.8, 0.79, 0.9])
+    monkeypatch.setattr(run, "_train_epoch", one_step_epoch)
     monkeypatch.setattr(run, "_validate", lambda: {n: next(scores) if n == 5 else 0.0
                                                    for n in (1, 5, 10, 20)})
-    epochs = [r.epoch for r in run.epochs()]
-    # best at epoch 2; epochs 3, 4, 5 do not improve: 3 > patience 2 stops after epoch 5
-    assert epochs == [1, 2, 3, 4, 5]
-    assert run.best_epoch == 2 and run.best_score == 0.6
+    results = list(run.epochs())
+    assert [r.epoch for r in results] == list(range(1, 12))
+    assert run.best_epoch == 8 and run.best_score == 0.8 and run.stopped_early
+    # what the optimiser received in each epoch: the reference's StepLR (x0.5 every 5 epochs)
+    expected = [1e-4] * 4 + [5e-5] * 5 + [2.5e-5] * 2
+    assert steps == [[pytest.approx(lr, rel=1e-12)] for lr in expected]
+    assert [r.lr for r in results] == pytest.approx(expected, rel=1e-12)
 
 
 def test_an_image_that_stops_decoding_leaves_nothing_behind(synth_root, tmp_path):
@@ -145,9 +163,26 @@ def test_padded_batches_train_as_unpadded_ones(synth_root, tmp_path):
         [run.train_feed.query_index(0)] * 3
 
 
-def test_adam_keeps_its_learning_rate(synth_root, tmp_path):
-    run = TrainingRun(train_config(synth_root, tmp_path, epochs=1, num_clusters=4, optim="adam",
-                                   lr=1e-3))
+def test_adam_keeps_its_learning_rate(synth_root, tmp_path, monkeypatch):
+    """Adam has no schedule (the reference's): each epoch's steps run at --lr, including
+    epoch 5, where SGD's StepLR halves it. Epochs 1-4 take one empty step each (to see the
+    rate the optimiser holds), epoch 5 trains for real."""
+    run = TrainingRun(train_config(synth_root, tmp_path, epochs=5, num_clusters=4, optim="adam",
+                                   lr=1e-3, eval_every=5))
     assert isinstance(run.optimizer, torch.optim.Adam)
-    assert [run.learning_rate(e) for e in (1, 5, 10)] == [1e-3, 1e-3, 1e-3]
-    assert next(run.epochs()).batches > 0
+    steps = record_learning_rates(run.optimizer)
+    real_epoch = run._train_epoch
+
+    def quick_early_epochs(epoch):
+        if epoch == 5:
+            return real_epoch(epoch)
+        run.optimizer.step()
+        return dict(loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0)
+
+    monkeypatch.setattr(run, "_train_epoch", quick_early_epochs)
+    per_epoch = {}
+    for result in run.epochs():
+        per_epoch[result.epoch], steps[:] = list(steps), []
+        assert result.batches > 0 and len(per_epoch[result.epoch]) == result.batches
+    assert sorted(per_epoch) == [1, 2, 3, 4, 5] and len(per_epoch[5]) > 1
+    assert {lr for lrs in per_epoch.values() for group in lrs for lr in group} == {1e-3}

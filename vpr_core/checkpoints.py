@@ -129,7 +129,11 @@ def infer_model_spec(state_dict: dict, pooling_hint: str | None = None) -> Model
             raise UserError(f"the checkpoint's pool.centroids are {dim}-d but its {arch} encoder "
                             f"gives {ENCODER_DIMS[arch]}-d features; the file is inconsistent")
         return ModelSpec(arch, "netvlad", int(num_clusters))
-    return ModelSpec(arch, pooling_hint if pooling_hint in ("max", "avg") else "max", None)
+    if pooling_hint not in ("max", "avg"):
+        # max and avg pooling have no parameters: nothing in the file tells them apart
+        raise UserError("the checkpoint has no NetVLAD layer and neither it nor a flags.json "
+                        "says whether it pools by max or avg; pass --pooling max or --pooling avg")
+    return ModelSpec(arch, pooling_hint, None)
 
 
 def check_spec(spec: ModelSpec, arch: str | None, num_clusters: int | None, path: Path) -> None:
@@ -144,12 +148,19 @@ def check_spec(spec: ModelSpec, arch: str | None, num_clusters: int | None, path
 
 
 def read_flags(checkpoint_path: Path) -> dict:
-    """flags.json beside the checkpoint, when present and readable."""
+    """flags.json beside the checkpoint ({} when there is none; the released checkpoint may
+    come without it). One that does not read as a JSON object is a `UserError`."""
     path = Path(checkpoint_path).parent / FLAGS_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        flags = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read as JSON ({type(error).__name__}); repair it, "
+                        f"or delete it to resume with the command line's flags only") from None
+    if not isinstance(flags, dict):
+        raise UserError(f"{path} does not hold a JSON object of flags; repair or delete it")
+    return flags
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> Path:

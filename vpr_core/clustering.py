@@ -20,6 +20,7 @@ from .image_feed import ImageFeed
 from .fileio import file_lock, missing_ancestors, remove_created, write_atomic
 from .models import ENCODER_DIMS, L2Norm, build_encoder, feature_map_size
 from .runtime import prepare_model, resolve_device, seed_everything
+from .search import faiss_gpus
 
 
 @dataclass(frozen=True)
@@ -129,15 +130,19 @@ def sample_local_descriptors(config: ClusterConfig, split: Split, image_size: tu
     return flat.reshape(-1, ENCODER_DIMS[config.arch])
 
 
-def kmeans(descriptors: np.ndarray, num_clusters: int, iterations: int, seed: int) -> np.ndarray:
-    """faiss k-means (its defaults otherwise, as the reference): centroids [K, D]."""
+def kmeans(descriptors: np.ndarray, num_clusters: int, iterations: int, seed: int,
+           device: torch.device | None = None) -> np.ndarray:
+    """faiss k-means (its defaults otherwise, as the reference): centroids [K, D]; on the GPU
+    when `device` is CUDA and faiss was built with GPU support, else on the CPU (50,000
+    descriptors take seconds there; a torch k-means would give other centroids)."""
     if len(descriptors) < num_clusters:
         raise UserError(f"--num-clusters {num_clusters} is larger than the {len(descriptors)} "
                         f"local descriptors sampled; lower --num-clusters or use more or larger "
                         f"images")
     # min_points_per_centroid only decides whether faiss prints a warning on stdout
+    on_gpu = device is not None and device.type == "cuda" and faiss_gpus() > 0
     model = faiss.Kmeans(descriptors.shape[1], num_clusters, niter=iterations, verbose=False,
-                         seed=seed, min_points_per_centroid=1)
+                         seed=seed, min_points_per_centroid=1, gpu=on_gpu)
     model.train(np.ascontiguousarray(descriptors, dtype=np.float32))
     return np.asarray(model.centroids, dtype=np.float32)
 
@@ -185,7 +190,7 @@ def cluster(config: ClusterConfig, split: Split | None = None,
             device = resolve_device(config.device)
             descriptors = sample_local_descriptors(config, split, image_size, device)
             centroids = kmeans(descriptors, config.num_clusters, config.kmeans_iterations,
-                               config.seed)
+                               config.seed, device)
             attributes = {"arch": config.arch, "dataset": split.dataset, "split": split.split,
                           "num_clusters": config.num_clusters, "weights": str(config.weights),
                           "image_size": format_image_size(image_size), "seed": config.seed}

@@ -12,6 +12,8 @@ from .models import ARCHES, POOLINGS
 from .runtime import default_workers, resolve_device, resolve_precision
 
 OPTIMIZERS = ("SGD", "ADAM")
+# settings of SGD alone (the reference's Adam takes none of them), with their defaults
+SGD_DEFAULTS = {"momentum": 0.9, "weight_decay": 1e-3, "lr_step": 5.0, "lr_gamma": 0.5}
 WEIGHT_CHOICES = ("imagenet", "none")
 
 
@@ -118,16 +120,19 @@ class TrainConfig(CommonConfig):
     batch_size: int = 4  # queries per batch; each gives 1 positive and up to num_negatives
     optim: str = "SGD"
     lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    lr_step: float = 5
-    lr_gamma: float = 0.5
+    # SGD only; None: SGD_DEFAULTS (momentum 0.9, weight decay 1e-3, lr x 0.5 every 5 epochs)
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_step: float | None = None
+    lr_gamma: float | None = None
     margin: float = 0.1  # applied as sqrt(margin) to L2 distances, as in the reference
     num_negatives: int = 10
     num_negative_samples: int = 1000
     cache_refresh_rate: int = 1000  # queries between descriptor cache rebuilds; 0: once per epoch
     eval_every: int = 1
     patience: int = 10  # evaluations without a better Recall@5 before stopping; 0: never
+    start_epoch: int = 0  # epochs counted as done before the first one (without --resume)
+    fresh_optimizer: bool = False  # with --resume: a new optimiser state, not the checkpoint's
 
     def validate(self):
         super().validate()
@@ -138,21 +143,54 @@ class TrainConfig(CommonConfig):
         _at_least(self.cache_refresh_rate, 0, "--cache-refresh-rate")
         _at_least(self.eval_every, 1, "--eval-every")
         _at_least(self.patience, 0, "--patience")
-        for name in ("lr", "margin", "lr_step", "lr_gamma"):
-            if not float(getattr(self, name)) > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got "
-                                f"{getattr(self, name)}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise UserError("--momentum and --weight-decay must not be negative")
-        self.optim = str(self.optim).upper()
-        if self.optim not in OPTIMIZERS:
-            raise UserError(f"unknown --optim {self.optim!r}; use SGD or ADAM")
+        self._check_optimiser()
         if self.ckpt not in ("latest", "best"):
             raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")
+        self._check_resume()
         for name in ("run_dir", "resume", "centroids"):
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)).expanduser().absolute())
         return self
+
+    def _check_optimiser(self) -> None:
+        self.optim = str(self.optim).upper()
+        if self.optim not in OPTIMIZERS:
+            raise UserError(f"unknown --optim {self.optim!r}; use SGD or ADAM")
+        given = [name for name in SGD_DEFAULTS if getattr(self, name) is not None]
+        if self.optim == "ADAM" and given:
+            flags = " ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise UserError(f"{flags} apply to --optim SGD only (Adam runs with its own "
+                            f"settings and a constant learning rate, as in the reference); "
+                            f"leave them out or use --optim SGD")
+        if self.optim == "SGD":
+            for name, default in SGD_DEFAULTS.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, default)
+            for name in ("lr_step", "lr_gamma"):
+                if not float(getattr(self, name)) > 0:
+                    raise UserError(f"--{name.replace('_', '-')} must be positive, got "
+                                    f"{getattr(self, name)}")
+            if self.momentum < 0 or self.weight_decay < 0:
+                raise UserError("--momentum and --weight-decay must not be negative")
+        for name in ("lr", "margin"):
+            if not float(getattr(self, name)) > 0:
+                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+
+    def _check_resume(self) -> None:
+        """Settings that only apply with (or without) --resume are refused, not ignored."""
+        _at_least(self.start_epoch, 0, "--start-epoch")
+        if self.resume is not None:
+            if self.start_epoch:
+                raise UserError("--start-epoch does not apply with --resume: training goes on "
+                                "from the checkpoint's epoch; leave --start-epoch out")
+            if self.centroids is not None:
+                raise UserError("--centroids does not apply with --resume: the checkpoint "
+                                "holds NetVLAD's parameters; leave --centroids out")
+        elif self.fresh_optimizer:
+            raise UserError("--fresh-optimizer applies with --resume only; leave it out")
+        if self.start_epoch >= self.epochs:
+            raise UserError(f"--start-epoch {self.start_epoch} leaves no epoch to train before "
+                            f"--epochs {self.epochs}; lower it or raise --epochs")
 
 
 @dataclass
@@ -161,16 +199,25 @@ class EvalConfig(CommonConfig):
     resume: Path | None = None  # checkpoint file or run directory; None evaluates untrained
     ckpt: str = "latest"
     centroids: Path | None = None
-    # None: taken from the checkpoint (or the defaults vgg16, netvlad, 64 without one)
+    # None: taken from the checkpoint (or the defaults vgg16, netvlad, 64, imagenet without one)
     arch: str | None = None
     pooling: str | None = None
     num_clusters: int | None = None
+    weights: str | None = None
 
     def validate(self):
         if self.resume is None:
             self.arch = self.arch or "vgg16"
             self.pooling = self.pooling or "netvlad"
             self.num_clusters = self.num_clusters or 64
+            self.weights = self.weights or "imagenet"
+        else:
+            # (validating twice is harmless: "none" is what a checkpoint evaluation loads)
+            for flag, value in (("--weights", self.weights), ("--centroids", self.centroids)):
+                if value not in (None, "none"):
+                    raise UserError(f"{flag} does not apply with --resume: the checkpoint holds "
+                                    f"the whole model; leave {flag} out")
+            self.weights = "none"  # nothing is loaded besides the checkpoint
         super().validate()
         if self.ckpt not in ("latest", "best"):
             raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")

@@ -3,6 +3,14 @@
 A `UserError` carries a single line that names the thing that is wrong and how to fix it.
 The command line catches it once, prints the line on stderr and exits with status 2.
 """
+import errno
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no room, or no writing, on the disk
+
+
+class CommandFailed(Exception):
+    """The command ran, but what it was for did not happen (e.g. every trial of a sweep
+    failed): one line on stderr, exit status 1."""
 
 
 class UserError(Exception):
@@ -15,13 +23,25 @@ class UserError(Exception):
 
 def exit_status(command) -> int:
     """Run a command-line verb (a callable): 0 when it returns, 2 with one line on stderr for
-    a `UserError`, 130 for Ctrl-C, 1 when the reader of the output went away."""
+    a `UserError`, 1 with one line for `CommandFailed`, 130 for Ctrl-C, 1 when the reader of
+    the output went away."""
     import sys
 
     try:
         command()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except CommandFailed as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        # every file is written to a temporary name and renamed: the old one is still there
+        print(f"error: cannot write {error.filename} ({error.strerror}); free disk space and "
+              f"run the command again (the files it had written before are intact)",
+              file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 import torch
 
 from .extraction import extract_descriptors
 from .image_feed import ImageFeed
+from .search import search
 
 RECALL_NS = (1, 5, 10, 20)
 
@@ -43,13 +43,6 @@ class EvalResult:
         return [f"Recall@{n}: {r:.4f}" for n, r in sorted(self.recalls.items())]
 
 
-def search(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact L2 search: (squared distances [M, k], database indices [M, k]); -1 pads k > N."""
-    index = faiss.IndexFlatL2(database.shape[1])
-    index.add(np.ascontiguousarray(database, dtype=np.float32))
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-
-
 def recall_at_n(predictions: np.ndarray, positives: list, ns=RECALL_NS) -> dict:
     """Fraction of queries with a positive among their first N predictions, for each N.
 
@@ -70,10 +63,12 @@ def recall_at_n(predictions: np.ndarray, positives: list, ns=RECALL_NS) -> dict:
 
 
 def evaluate_descriptors(database: np.ndarray, queries: np.ndarray, positives: list,
-                         ns=RECALL_NS) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(recalls, predictions [M, k], distances [M, k]) for descriptors of one split."""
+                         ns=RECALL_NS, device: torch.device | None = None
+                         ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(recalls, predictions [M, k], distances [M, k]) for descriptors of one split; the
+    search runs on `device` when it is CUDA (see `vpr_core.search`)."""
     k = min(max(ns), len(database))
-    distances, predictions = search(database, queries, k)
+    distances, predictions = search(database, queries, k, device)
     return recall_at_n(predictions, positives, ns), predictions, distances
 
 
@@ -88,6 +83,7 @@ def evaluate(model: torch.nn.Module, feed: ImageFeed, *, batch_size: int,
                                       desc=f"eval {split.split}: descriptors")
     database, queries = descriptors[:split.num_database], descriptors[split.num_database:]
     recalls, predictions, distances = evaluate_descriptors(database, queries,
-                                                           split.eval_positives())
+                                                           split.eval_positives(),
+                                                           device=feed.device)
     return EvalResult(recalls, split.dataset, split.split, split.num_queries, split.num_database,
                       time.perf_counter() - started, predictions, distances, precision)

@@ -45,7 +45,8 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
     are loaded from anywhere else: the checkpoint holds them.
     """
     checkpoint = load_checkpoint(path)
-    hint = pooling or read_flags(path).get("pooling")
+    # the pooling: asked for, else recorded in the checkpoint (this project's) or its flags.json
+    hint = pooling or checkpoint.get("pooling") or read_flags(path).get("pooling")
     spec = infer_model_spec(checkpoint["state_dict"], hint)
     check_spec(spec, arch, num_clusters, path)
     model = build_model(spec.arch, spec.pooling, spec.num_clusters or 1, weights="none")

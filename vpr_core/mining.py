@@ -226,6 +226,11 @@ class CandidateSampler:
 
     def load_cache_state(self, state: torch.Tensor) -> None:
         if state.shape[0] != len(self.negative_cache):
-            return  # another dataset: start with empty caches
+            from .errors import UserError
+
+            raise UserError(f"the checkpoint's negative cache is for {state.shape[0]} training "
+                            f"queries, this training split has {len(self.negative_cache)}: it "
+                            f"was trained on other data; resume on the data it was trained "
+                            f"on, or start a new run")
         for q, row in enumerate(state.numpy()):
             self.negative_cache[q] = row[row >= 0].astype(np.int64)

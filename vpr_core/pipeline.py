@@ -37,7 +37,8 @@ def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
         model, _ = fresh_model(config, train_split, config.centroids)
     feature_map_size(model.arch, image_size)
     feed = ImageFeed.for_config(config, split, image_size, device)
-    result = evaluate(prepare_model(model, device, config.precision), feed, batch_size=config.cache_batch_size,
-                      precision=config.precision, show_progress=config.show_progress)
+    result = evaluate(prepare_model(model, device, config.precision), feed,
+                      batch_size=config.cache_batch_size, precision=config.precision,
+                      show_progress=config.show_progress)
     return result, path
 

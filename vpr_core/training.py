@@ -11,6 +11,7 @@ sample size) work.
 """
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -53,6 +54,7 @@ from .runtime import (
 )
 
 MINING_CHUNK = 64  # queries per mining request
+log = logging.getLogger(__name__)
 CACHE_DTYPE = np.float16  # descriptor caches for mining: half the bytes, the same triplets
 # On CUDA a training batch is padded (with repeats of its first image, left out of the loss)
 # to a multiple of this many images: batches of 12 to 48 images would otherwise make cuDNN's
@@ -127,7 +129,8 @@ class TrainingRun:
                                              self.device)
         self.clock = StageClock(self.device)
         self.batch_multiple = CUDA_BATCH_MULTIPLE if self.device.type == "cuda" else 1
-        self.start_epoch, self.best_score, self.best_epoch, self.not_improved = 0, 0.0, 0, 0
+        self.start_epoch, self.best_score, self.best_epoch, self.not_improved = \
+            config.start_epoch, 0.0, 0, 0
         self.recalls: dict = {}
         self._prepare_queries()
         seed_everything(config.seed)
@@ -173,19 +176,26 @@ class TrainingRun:
         else:
             self.optimizer = torch.optim.Adam(trainable, lr=config.lr)
         if checkpoint is not None:
-            self._restore(checkpoint)
+            self._restore(checkpoint, path)
 
-    def _restore(self, checkpoint: dict) -> None:
+    def _restore(self, checkpoint: dict, path: Path) -> None:
         self.start_epoch = int(checkpoint.get("epoch", 0))
         self.best_score = float(checkpoint.get("best_score", 0.0))
         self.best_epoch = int(checkpoint.get("best_epoch", self.start_epoch))
         self.not_improved = int(checkpoint.get("not_improved", 0))
         self.recalls = {int(k): float(v) for k, v in checkpoint.get("recalls", {}).items()}
-        if checkpoint.get("optimizer"):
+        if checkpoint.get("optimizer") and not self.config.fresh_optimizer:
             try:
                 self.optimizer.load_state_dict(checkpoint["optimizer"])
-            except (ValueError, KeyError):
-                pass  # another optimiser or parameter set: start it afresh
+            except (ValueError, KeyError) as error:
+                raise UserError(
+                    f"{path}: its optimiser state does not fit --optim "
+                    f"{self.config.optim} over this model's trainable layers "
+                    f"({str(error).splitlines()[0][:120]}); resume with the --optim and "
+                    f"--weights it was trained with, or pass --fresh-optimizer") from None
+        elif checkpoint.get("optimizer"):
+            log.warning("--fresh-optimizer: the optimiser starts afresh; the resumed run is "
+                        "not the continuation of %s", path)
         if isinstance(checkpoint.get("negative_cache"), torch.Tensor):
             self.sampler.load_cache_state(checkpoint["negative_cache"])
 
@@ -405,14 +415,16 @@ class TrainingRun:
             "pooling": self.model.pooling,
         }
         folder = self.run_dir / CHECKPOINT_DIR
+        resumable = (folder / LATEST_FILE).is_file()  # a checkpoint the old files still hold
         try:
             latest = save_checkpoint(folder / LATEST_FILE, checkpoint)
             if is_best:
                 write_atomic(folder / BEST_FILE, lambda tmp: shutil.copyfile(latest, tmp))
         except OSError as error:  # a full disk, lost permissions: the old files are intact
+            then = f"continue with --resume {self.run_dir}" if resumable else \
+                "run the command again (no checkpoint of this run was written)"
             raise UserError(f"cannot write the checkpoint of epoch {epoch} in {folder} "
-                            f"({error.strerror or error}); free disk space, then continue with "
-                            f"--resume {self.run_dir}") from None
+                            f"({error.strerror or error}); free disk space, then {then}") from None
         return latest
 
 

@@ -1,0 +1,219 @@
+"""What a person sees in a browser: the sweep's HTML report and the MLflow UI on its runs,
+in headless Chromium (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them).
+
+Chromium is driven through chromedriver's W3C WebDriver HTTP API with the few commands below,
+so the MLflow UI (a JavaScript app) is checked after it has fetched and drawn the runs.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from mlflow import MlflowClient
+
+import test_dashboards
+from dashboards_store import EXPERIMENT, SWEEP, TRIALS
+from orchestrator.tracking import Tracker
+from test_dashboards import served
+from test_security import running_ui
+
+# the fake sweep's store and its report, the fixtures of test_dashboards (module-scoped: made
+# once more for this module)
+checkpoint = test_dashboards.checkpoint
+store = test_dashboards.store
+report = test_dashboards.report
+
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the WebDriver spec's key for an element
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--window-size=1400,1000", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"]
+
+
+class Browser:
+    """One headless Chromium session behind chromedriver."""
+
+    def __init__(self, driver: subprocess.Popen, base: str):
+        self.driver, self.base = driver, base
+        capabilities = {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": shutil.which("chromium"), "args": CHROMIUM_FLAGS}}
+        session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
+        self.session = f"/session/{session['sessionId']}"
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                return json.loads(reply.read())["value"]
+        except urllib.error.HTTPError as error:  # WebDriver's errors say what went wrong
+            raise AssertionError(f"WebDriver {method} {path}: {error.read()[:500]!r}") from None
+
+    def open(self, url: str) -> None:
+        self._call("POST", f"{self.session}/url", {"url": url})
+
+    @property
+    def url(self) -> str:
+        return self._call("GET", f"{self.session}/url")
+
+    def run(self, script: str, *args):
+        """The value of the JavaScript function body `script` (`arguments[i]` are `args`)."""
+        return self._call("POST", f"{self.session}/execute/sync",
+                          {"script": script, "args": list(args)})
+
+    def wait_for(self, script: str, *args, seconds: float = 30):
+        """The first truthy value of `script`, polled until `seconds` pass (then None)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            value = self.run(script, *args)
+            if value or time.monotonic() > deadline:
+                return value or None
+            time.sleep(0.2)
+
+    def click(self, element: dict) -> None:
+        """A real click (WebDriver checks the element is visible and not covered)."""
+        self._call("POST", f"{self.session}/element/{element[ELEMENT]}/click", {})
+
+    def text(self) -> str:
+        return self.run("return document.body ? document.body.innerText : ''")
+
+    def quit(self) -> None:
+        try:
+            self._call("DELETE", self.session)
+        finally:
+            self.driver.terminate()
+            self.driver.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not installed: apt-get install chromium "
+                    f"chromium-driver (as .ci/run does)", pytrace=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    driver = subprocess.Popen(["chromedriver", f"--port={port}"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/status", timeout=2):
+                break
+        except OSError:
+            assert driver.poll() is None and time.monotonic() < deadline, "no chromedriver"
+            time.sleep(0.1)
+    session = Browser(driver, base)
+    yield session
+    session.quit()
+
+
+# ---- the report --------------------------------------------------------------------------
+REPORT_AS_SEEN = """
+const images = [...document.images];
+if (document.readyState !== "complete" || images.some(image => !image.complete)) return null;
+const shown = element => element.getBoundingClientRect().width > 0;
+const table = document.getElementById("trials");
+return {
+  rows: table && shown(table)
+    ? [...table.querySelectorAll("tr[data-trial]")].filter(shown).map(r => r.dataset.trial) : [],
+  pictures: images.length,
+  shown: images.filter(image => image.naturalWidth > 0 && shown(image)).length,
+  broken: images.filter(image => image.naturalWidth === 0).map(image => image.src),
+  marker: document.body.getAttribute("data-images-loaded"),
+};
+"""
+
+
+def test_the_report_shows_its_trials_and_pictures(report, browser):
+    with served(report.parent) as base:
+        browser.open(f"{base}/{report.name}/index.html")
+        seen = browser.wait_for(REPORT_AS_SEEN)
+        page = browser.text()[:1500]
+    assert seen, f"the report never finished loading; it showed: {page}"
+    assert seen["rows"] == [t.trial_id for t in TRIALS], page
+    assert seen["broken"] == [], f"pictures that did not load: {seen['broken']}"
+    assert seen["pictures"] == seen["shown"] == 7, seen  # 3 views, by-arch, 3 trials' curves
+    assert seen["marker"] == "all"  # the report's own check agrees
+
+
+# ---- the MLflow UI -----------------------------------------------------------------------
+# [name, run id] of each run shown in the runs table, once at least arguments[0] are shown
+RUN_LINKS = """
+const links = [...document.querySelectorAll('.ag-row a[href*="/runs/"]')]
+  .filter(link => link.getBoundingClientRect().width > 0)
+  .map(link => [link.textContent.trim(), link.getAttribute("href").split("/runs/")[1]]);
+return links.length >= arguments[0] ? links : null;
+"""
+EXPANDER = """
+const link = [...document.querySelectorAll(".ag-row a")]
+  .find(a => a.textContent.trim() === arguments[0]);
+return link ? link.closest(".ag-cell").querySelector("button") : null;
+"""
+
+
+def printed_link(lines: queue.Queue, experiment: str, seconds: float) -> str | None:
+    """The address `orchestrator ui` printed for the runs of `experiment`, if any."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        found = re.search(rf"runs of {re.escape(experiment)}: (\S+)", line)
+        if found:
+            return found.group(1)
+    return None
+
+
+def test_the_mlflow_ui_opens_on_the_sweeps_runs(store, browser, tmp_path):
+    """A person runs `orchestrator ui` and opens the address it prints for the experiment:
+    the runs table with the sweep comes first, and opening the sweep lists its trials by name.
+    (MLflow 3.17's UI opens its GenAI pages, 'No data available', on any address that does
+    not ask for the runs view, whatever the experiment's `mlflow.experimentKind` tag says.)"""
+    Tracker(store["uri"], EXPERIMENT)  # the project's next write tags the store's experiment
+    with running_ui(store["uri"], tmp_path, stdout=subprocess.PIPE) as (ui, port):
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in ui.stdout], daemon=True).start()
+        link = printed_link(lines, EXPERIMENT, seconds=20)
+        assert link, f"orchestrator ui printed no address for the runs of {EXPERIMENT}"
+        assert link.startswith(f"http://127.0.0.1:{port}/")
+        browser.open(link)
+        first = browser.wait_for(RUN_LINKS, 2)  # the sweep and the evaluation
+        where, page = browser.url, browser.text()[:1500]
+        assert first and [SWEEP, store["parent"]] in first, f"at {where} the page showed: {page}"
+        assert ["eval-vgg16-synth-val", store["evaluation"]] in first
+        expander = browser.run(EXPANDER, SWEEP)  # the [+] beside the sweep's name
+        assert expander, f"no button beside {SWEEP} to show its trials"
+        browser.click(expander)
+        listed = browser.wait_for(RUN_LINKS, 2 + len(TRIALS))
+    trials = {run_id: name for name, run_id in listed or [] if run_id in store["trials"].values()}
+    assert len(trials) == len(TRIALS), f"trials listed under the sweep: {listed}"
+    for trial_id, run_id in store["trials"].items():
+        assert trials[run_id].startswith(f"{trial_id} "), trials
+
+
+def test_experiments_are_tagged_as_model_training(tmp_path):
+    """New experiments carry `mlflow.experimentKind`; one made before (the tag missing) gets
+    it when the project next writes to it; a kind set by hand is kept."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    old = client.create_experiment("old")
+    client.create_experiment("chosen", tags={"mlflow.experimentKind": "forecasting"})
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    for name in ("new", "old", "chosen"):
+        Tracker(uri, name)
+    kinds = {e.name: e.tags.get("mlflow.experimentKind") for e in client.search_experiments()}
+    assert kinds == {"new": "custom_model_development", "old": "custom_model_development",
+                     "chosen": "forecasting", "Default": None}
