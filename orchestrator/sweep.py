@@ -257,9 +257,12 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None 
                     callbacks=[callback, ReleaseOnTrialEnd(f"miner-{name}"),
                                *(callbacks or [])],
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    # the latest epoch is all a trial resumes from (a VGG16 checkpoint with
-                    # its optimiser state is ~120 MB, so older ones are not kept)
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    # a trial resumes from its latest epoch; the one before is kept too,
+                    # because Tune deletes an old checkpoint before its (throttled) state
+                    # file records the new one: a driver killed in between would come back
+                    # to a checkpoint that no longer exists (a VGG16 checkpoint with its
+                    # optimiser state is ~120 MB)
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     verbose=0))
         tuner.fit()
         interrupted = _unfinished(experiment_path)
