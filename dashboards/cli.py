@@ -1,4 +1,4 @@
-"""`python -m dashboards <verb>`: compare, report, retrievals.
+"""`python -m dashboards <verb>`: compare, report, retrievals, compress-report.
 
 Each verb turns flags into a call of its module's plain function, prints what it wrote and,
 with `--json FILE`, writes the summary of what was drawn. A user's mistake is a `UserError`:
@@ -52,6 +52,12 @@ def build_parser() -> OneLineParser:
     compare.add_argument("--log-to", metavar="RUN_ID", help="also log the PNG to this run "
                                                             "(artifact folder plots/)")
     compare.add_argument("--title", help="chart title (default Recall@N, <experiment>)")
+
+    study = verbs.add_parser("compress-report",
+                             help="a compression study: Recall@5 against size and latency")
+    _common(study, experiment=None)
+    study.add_argument("--study", metavar="NAME", help="the study (default: the latest)")
+    study.add_argument("--out", required=True, metavar="FILE.png", help="PNG to write")
 
     report = verbs.add_parser("report", help="static HTML report of a sweep")
     _common(report)
@@ -130,7 +136,25 @@ def run_retrievals(args) -> tuple[dict, list[str]]:
                      f"K={summary['num_clusters']} on {summary['dataset']} {summary['split']})"]
 
 
-VERBS = {"compare": run_compare, "report": run_report, "retrievals": run_retrievals}
+def run_compress_report(args) -> tuple[dict, list[str]]:
+    from .compress_report import compress_report
+
+    summary = compress_report(args.tracking_uri, args.study, Path(args.out))
+    lines = [f"wrote {summary['out']} (study {summary['study']}: "
+             f"{len(summary['variants'])} variants)"]
+    for row in summary["variants"]:
+        lines.append(f"  {row['variant']:<30} R@5 {_number(row['recall@5'], '.3f')}  "
+                     f"{_number(row['size_mb'], '.1f')} MB  "
+                     f"{_number(row['latency_cpu_b1_ms'], '.1f')} ms/image")
+    return summary, lines
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+VERBS = {"compare": run_compare, "report": run_report, "retrievals": run_retrievals,
+         "compress-report": run_compress_report}
 
 
 def main(argv: list[str] | None = None) -> int:

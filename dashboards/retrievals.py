@@ -145,9 +145,9 @@ def rank(settings: RetrievalSettings) -> tuple:
     from vpr_core.models import feature_map_size
 
     with tempfile.TemporaryDirectory() as scratch:
-        model, _, spec = model_from_checkpoint(fetch(Path(scratch)))
+        model, checkpoint, spec = model_from_checkpoint(fetch(Path(scratch)))
     feature_map_size(spec.arch, image_size)
-    return source, spec, split, _evaluate(model, split, image_size, settings)
+    return source, spec, split, _evaluate(model, checkpoint, split, image_size, settings)
 
 
 def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable]:
@@ -182,19 +182,22 @@ def _split(settings: RetrievalSettings, defaults: dict):
     return split, resolve_image_size(split, parse_image_size(size))
 
 
-def _evaluate(model, split, image_size, settings: RetrievalSettings):
+def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSettings):
+    """The ranking `eval` computes for this checkpoint (a compressed one included: int8 on
+    the CPU, a product-quantised database searched as such)."""
+    from vpr_core.compression import cpu_only, search_index
     from vpr_core.evaluation import evaluate
     from vpr_core.image_feed import ImageFeed
     from vpr_core.runtime import (default_workers, memory_format, prepare_model,
                                   resolve_device, resolve_precision)
 
-    device = resolve_device(settings.device)
+    device = resolve_device("cpu" if cpu_only(checkpoint) else settings.device)
     workers = default_workers() if settings.workers is None else settings.workers
     precision = resolve_precision(None, device)
     feed = ImageFeed(split, image_size, device, workers=workers, gpu_decode=device.type == "cuda",
                      memory_format=memory_format(device, precision))
     return evaluate(prepare_model(model, device, precision), feed, batch_size=settings.batch_size,
-                    precision=precision)
+                    precision=precision, index=search_index(checkpoint))
 
 
 def _rows(split, chosen: np.ndarray, matches: np.ndarray, positives: list) -> list[dict]:

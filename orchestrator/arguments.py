@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vpr_core.config import COMPRESS_METHODS
 from vpr_core.image_feed import DECODE_CHOICES
 from vpr_core.models import ARCHES, POOLINGS
 from vpr_core.runtime import PRECISIONS
@@ -127,3 +128,34 @@ def add_training(parser) -> None:
                        const=True, help="with --resume: start the optimiser afresh instead of "
                                         "refusing a checkpoint whose optimiser state does not "
                                         "fit")
+
+
+def add_compression(parser) -> None:
+    group = parser.add_argument_group("compression")
+    group.add_argument("--resume", required=True, metavar="RUN_DIR|FILE",
+                       help="the checkpoint to compress")
+    group.add_argument("--ckpt", choices=("latest", "best"), help="with --resume (default latest)")
+    group.add_argument("--method", required=True, choices=COMPRESS_METHODS)
+    group.add_argument("--dim", type=int, help="pca-whiten: output dimensions (e.g. 4096)")
+    group.add_argument("--no-whiten", dest="whiten", action="store_const", const=False,
+                       help="pca-whiten: project only, no whitening")
+    group.add_argument("--amount", type=float,
+                       help="prune: share of weights (or of each layer's channels) to remove")
+    group.add_argument("--structure", choices=("unstructured", "channels"),
+                       help="prune: zero single weights (default) or remove whole channels")
+    group.add_argument("--mode", choices=("ptq-int8", "qat-int8"),
+                       help="quantize: post-training (default) or quantization-aware training")
+    group.add_argument("--dtype", choices=("bf16", "fp16"), help="half: weight type (default bf16)")
+    group.add_argument("--pq-bytes", dest="pq_bytes", type=int,
+                       help="pq: bytes per database descriptor (a divisor of its dimensions)")
+    group.add_argument("--finetune-epochs", dest="finetune_epochs", type=int,
+                       help="prune, qat-int8: epochs of triplet training afterwards (default 0)")
+    group.add_argument("--finetune-lr", dest="finetune_lr", type=float,
+                       help="learning rate of the fine-tuning (default 1e-4)")
+    group.add_argument("--run-dir", metavar="DIR",
+                       help="the variant's run folder (default runs/<run>_<method>_<time>)")
+    group.add_argument("--latency-batches", dest="latency_batches", type=int, nargs="+",
+                       metavar="B", help="batch sizes of the CPU latency (default 1 32)")
+    group.add_argument("--study", metavar="NAME",
+                       help="MLflow: the study (parent run) the variant joins (default "
+                            "compress-<source run>)")

@@ -65,6 +65,14 @@ def build_parser() -> arguments.OneLineParser:
     arguments.add_tracking(evaluate)
     arguments.add_json(evaluate)
 
+    compress = verbs.add_parser("compress", help="a compressed variant of a checkpoint, "
+                                                 "measured against it")
+    arguments.add_compression(compress)
+    arguments.add_data(compress, split_default="val")
+    arguments.add_runtime(compress)
+    arguments.add_tracking(compress)
+    arguments.add_json(compress)
+
     from . import sweep_cli  # the sweep's flags live beside the sweep
     sweep_cli.add_parser(verbs)
 
@@ -202,6 +210,42 @@ def run_eval(args) -> None:
                          f"{result.num_database} database images"] + result.lines())
 
 
+def run_compress(args) -> None:
+    from vpr_core.compress import compress
+    from vpr_core.config import CompressConfig
+
+    restored = _restored_flags(args.resume, args.ckpt)
+    restored = {k: v for k, v in restored.items()
+                if k in ("data_root", "dataset", "image_size", "cache_dir")}
+    config = make_config(CompressConfig, args, restored)
+    uri = _tracking_uri(args)
+    result = compress(config)
+    payload = result.to_dict()
+    tracker = _tracker(args, uri)
+    if tracker:
+        study = args.study or f"compress-{Path(result.source).parent.parent.name}"
+        payload["mlflow_study"], payload["mlflow_run_id"] = \
+            tracker.log_compression(study, result)
+    emit(args, payload, [f"{result.variant.label} of {result.source} on {config.split}: "
+                         f"{result.run_dir}", *compression_table(result)])
+
+
+def compression_table(result) -> list[str]:
+    """The original and the variant side by side, as the terminal shows them."""
+    rows = [result.original, result.variant]
+    timings = sorted({key for figures in rows for key in figures.latency_ms})
+    header = (f"{'variant':<30} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@20':>6} {'MB':>7} "
+              f"{'B/image':>8} {'zeros':>6}" + "".join(f" {key + ' ms':>12}" for key in timings))
+    lines = [header, "-" * len(header)]
+    for figures in rows:
+        recalls = " ".join(f"{figures.recalls[n]:6.3f}" for n in (1, 5, 10, 20))
+        latency = "".join(f" {figures.latency_ms.get(key, float('nan')):12.2f}"
+                          for key in timings)
+        lines.append(f"{figures.label[:30]:<30} {recalls} {figures.size_bytes / 2**20:7.1f} "
+                     f"{figures.descriptor_bytes:8.0f} {figures.zero_share:6.1%}{latency}")
+    return lines
+
+
 def _restored_flags(resume, ckpt) -> dict:
     from vpr_core.checkpoints import checkpoint_file, read_flags
 
@@ -239,7 +283,7 @@ def run_ui(args) -> None:
 
 
 VERBS = {"synth": run_synth, "cluster": run_cluster, "train": run_train, "eval": run_eval,
-         "ui": run_ui}
+         "compress": run_compress, "ui": run_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ PER_TRIAL = set(SEARCHED) | {"data_root", "dataset", "cache_dir", "run_dir", "re
                              "show_progress", "centroids", "workers"}
 SECTIONS = {
     "name": str, "description": str, "data": dict, "search": dict, "train": dict,
-    "resources": dict, "tracking": dict, "evaluate": dict,
+    "resources": dict, "tracking": dict, "evaluate": dict, "compress": dict,
 }
 DATA_KEYS = {"root", "dataset", "synthetic"}
 SYNTHETIC_KEYS = {"places", "queries", "image_size", "seed"}
@@ -69,6 +69,7 @@ class SweepSpec:
     tracking_uri: str | None = None
     experiment: str | None = None
     evaluate: dict | None = None  # evaluation-only spec: {checkpoint, ckpt, split}
+    compress: dict | None = None  # compression study: {checkpoint, split, variants}
 
     @property
     def epochs(self) -> int:
@@ -79,6 +80,8 @@ class SweepSpec:
             if not self.evaluate.get("checkpoint"):
                 raise UserError("the spec's evaluate section needs a checkpoint path")
             return self
+        if self.compress is not None:
+            return self  # checked with the data by orchestrator.compress_sweep.plan
         if not self.space.archs or any(a not in ARCHES for a in self.space.archs):
             raise UserError(f"search.space.arch must list some of {', '.join(ARCHES)}, got "
                             f"{self.space.archs}")
@@ -195,6 +198,8 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     _known(tracking, TRACKING_KEYS, f"{source}: tracking")
     spec.tracking_uri = tracking.get("uri")
     spec.experiment = tracking.get("experiment")
+    if raw.get("compress") is not None:
+        spec.compress = dict(raw["compress"])
     if raw.get("evaluate") is not None:
         _known(raw["evaluate"], EVALUATE_KEYS, f"{source}: evaluate")
         spec.evaluate = dict(raw["evaluate"])

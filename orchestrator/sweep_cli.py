@@ -96,6 +96,8 @@ def run(args) -> None:
     spec = apply_flags(load_spec(args.config), args)
     if spec.evaluate is not None:
         return run_evaluation(spec, args)
+    if spec.compress is not None:
+        return run_compression_study(spec, args)
     from .sweep import format_table, run_sweep
 
     try:
@@ -132,6 +134,29 @@ def check_outcome(result) -> None:
     if result.rows and len(failed) == len(result.rows):
         raise CommandFailed(f"every trial of the sweep failed; the first: "
                             f"{failed[0].reason or 'see its MLflow run'}")
+
+
+def run_compression_study(spec, args) -> None:
+    """A compression spec: its variants as Tune trials, one MLflow study."""
+    from . import ray_cluster
+    from .cli import emit
+    from .compress_sweep import run_compress_study
+    from .tracking import ui_command
+
+    try:
+        results, failed, parent, uri = run_compress_study(
+            spec, storage=args.storage, name=args.name, ray_address=args.ray_address,
+            data_root=spec.data_root)
+    finally:
+        ray_cluster.shutdown()
+    lines = [f"{'variant':<36} {'R@5':>6} {'MB':>8} {'B/image':>9} {'cpu ms/img':>10}"]
+    for result in [results[0]["original"]] + [r["variant"] for r in results]:
+        lines.append(f"{result['label'][:36]:<36} {result['recall@5']:6.3f} "
+                     f"{result['size_mb']:8.1f} {result['descriptor_bytes']:9.0f} "
+                     f"{result.get('latency_cpu_b1_ms', float('nan')):10.2f}")
+    lines += [f"failed: {reason}" for reason in failed]
+    lines.append(f"logged as MLflow study run {parent}; open: {ui_command(uri)}")
+    emit(args, {"study_parent_run_id": parent, "variants": results, "failed": failed}, lines)
 
 
 def run_evaluation(spec, args) -> None:

@@ -170,6 +170,31 @@ class Tracker:
         self.end(run_id, FINISHED)
         return run_id
 
+    def log_compression(self, study: str, result) -> tuple[str, str]:
+        """A compression study: one parent per `study`, one child per variant and one for the
+        original (logged once per study); returns (parent, variant) run ids."""
+        source = {"source": str(result.source), "source_sha256": sha256_of(result.source)}
+        parent = self.find_run(kind="compression-study", study=study) or self.create_run(
+            study, source, {"kind": "compression-study", "study": study})
+        tags = {"kind": "compression-variant", "study": study, "mlflow.parentRunId": parent}
+        if self.find_run(kind="compression-variant", study=study, variant="original") is None:
+            self._log_variant(result.original, dict(tags, variant="original"), source, None)
+        variant = self._log_variant(result.variant, dict(tags, variant=result.variant.label),
+                                    dict(source, run_dir=str(result.run_dir)),
+                                    result.checkpoint.parent / "flags.json")
+        self.end(parent, FINISHED)
+        return parent, variant
+
+    def _log_variant(self, figures, tags: dict, params: dict, flags: Path | None) -> str:
+        settings = {f"setting_{k}": v for k, v in figures.settings.items()}
+        run_id = self.create_run(figures.label, dict(params, method=figures.method,
+                                                     eval_device=figures.eval_device,
+                                                     **settings), tags)
+        self.log_metrics(run_id, figures.metrics(), step=0)
+        self.log_file(run_id, flags, "config")
+        self.end(run_id, FINISHED)
+        return run_id
+
     @contextlib.contextmanager
     def train_run(self, run):
         """A run for a `TrainingRun`: yields `log(epoch_result)`; ends FINISHED/FAILED/KILLED."""

@@ -5,10 +5,19 @@ from orchestrator.sweep import first_points, plan_resources, search_space
 from vpr_core.errors import UserError
 
 
-@pytest.mark.parametrize("name", ["smoke", "pitts30k", "pretrained_vgg16"])
+@pytest.mark.parametrize("name", ["smoke", "pitts30k", "pretrained_vgg16", "compress"])
 def test_the_shipped_specs_load(name):
     spec = load_spec(EXPERIMENTS_DIR / f"{name}.yaml").validate()
     assert spec.name == name
+
+
+def test_the_compression_spec_expands_its_variants():
+    from orchestrator.compress_sweep import expand
+
+    variants = expand(load_spec(EXPERIMENTS_DIR / "compress.yaml").compress["variants"])
+    assert len(variants) == 3 + 4 + 1 + 1 + 1 + 2  # every combination of the list values
+    assert {"method": "prune", "structure": "channels", "amount": 0.5, "finetune_epochs": 2,
+            "finetune_lr": 1e-3} in variants
 
 
 def test_smoke_is_the_embedded_default():

@@ -231,3 +231,76 @@ class EvalConfig(CommonConfig):
 def _at_least(value, minimum: int, flag: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise UserError(f"{flag} must be an integer of at least {minimum}, got {value!r}")
+
+
+COMPRESS_METHODS = ("pca-whiten", "prune", "quantize", "half", "pq")
+# the flags each method takes (its settings); any other method-specific flag is refused
+METHOD_FLAGS = {"pca-whiten": ("dim", "whiten"), "prune": ("amount", "structure"),
+                "quantize": ("mode",), "half": ("dtype",), "pq": ("pq_bytes",)}
+METHOD_DEFAULTS = {"whiten": True, "structure": "unstructured", "mode": "ptq-int8",
+                   "dtype": "bf16"}
+
+
+@dataclass
+class CompressConfig(CommonConfig):
+    resume: Path | None = None  # the checkpoint (or run folder) to compress
+    ckpt: str = "latest"
+    method: str | None = None  # one of COMPRESS_METHODS
+    dim: int | None = None  # pca-whiten: output dimensions
+    whiten: bool | None = None  # pca-whiten: scale to unit variance (default yes)
+    amount: float | None = None  # prune: share of weights (or channels) to remove
+    structure: str | None = None  # prune: unstructured (default) or channels
+    mode: str | None = None  # quantize: ptq-int8 (default) or qat-int8
+    dtype: str | None = None  # half: bf16 (default) or fp16
+    pq_bytes: int | None = None  # pq: bytes per database descriptor
+    finetune_epochs: int = 0  # epochs of triplet training after compressing
+    finetune_lr: float = 1e-4
+    train_split: str = "train"  # PCA, PQ and int8 calibration data; fine-tuning
+    split: str = "val"  # where Recall@N is measured (fine-tuning validates on val)
+    run_dir: Path | None = None  # default: runs/<source run>_<method>_<timestamp>
+    latency_batches: tuple = (1, 32)  # batch sizes of the CPU latency measurement
+    # None: the checkpoint's (it holds the whole model)
+    arch: str | None = None
+    pooling: str | None = None
+    num_clusters: int | None = None
+    weights: str = "none"
+
+    def validate(self):
+        super().validate()
+        if self.resume is None:
+            raise UserError("compress needs --resume RUN_DIR|CHECKPOINT, the model to compress")
+        if self.method not in COMPRESS_METHODS:
+            raise UserError(f"--method {self.method!r} must be one of "
+                            f"{', '.join(COMPRESS_METHODS)}")
+        others = [name for flags in METHOD_FLAGS.values() for name in flags
+                  if name not in METHOD_FLAGS[self.method] and getattr(self, name) is not None]
+        if others:
+            flags = " ".join(f"--{name.replace('_', '-')}" for name in others)
+            verb = "does" if len(others) == 1 else "do"
+            raise UserError(f"{flags} {verb} not apply to --method {self.method}; leave "
+                            f"{'it' if len(others) == 1 else 'them'} out")
+        _at_least(self.finetune_epochs, 0, "--finetune-epochs")
+        if self.finetune_epochs and self.method in ("half", "pq", "pca-whiten"):
+            raise UserError(f"--finetune-epochs applies to prune and quantize (qat-int8), not "
+                            f"to {self.method}")
+        if self.method == "quantize" and (self.mode == "qat-int8") != bool(self.finetune_epochs):
+            raise UserError("quantization-aware training is fine-tuning: --mode qat-int8 "
+                            "needs --finetune-epochs, and --finetune-epochs needs --mode "
+                            "qat-int8 (ptq-int8 trains nothing)")
+        if not float(self.finetune_lr) > 0:
+            raise UserError(f"--finetune-lr must be positive, got {self.finetune_lr}")
+        if self.ckpt not in ("latest", "best"):
+            raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")
+        self.latency_batches = tuple(int(b) for b in self.latency_batches)
+        for name in ("resume", "run_dir"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)).expanduser().absolute())
+        return self
+
+    def settings(self) -> dict:
+        """The method's settings, defaults filled in (the method checks them against the
+        model)."""
+        given = {name: getattr(self, name) for name in METHOD_FLAGS[self.method]}
+        return {name: METHOD_DEFAULTS.get(name) if value is None else value
+                for name, value in given.items()
+                if value is not None or name in METHOD_DEFAULTS}

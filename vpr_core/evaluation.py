@@ -63,18 +63,19 @@ def recall_at_n(predictions: np.ndarray, positives: list, ns=RECALL_NS) -> dict:
 
 
 def evaluate_descriptors(database: np.ndarray, queries: np.ndarray, positives: list,
-                         ns=RECALL_NS, device: torch.device | None = None
+                         ns=RECALL_NS, device: torch.device | None = None, index=None
                          ) -> tuple[dict, np.ndarray, np.ndarray]:
     """(recalls, predictions [M, k], distances [M, k]) for descriptors of one split; the
-    search runs on `device` when it is CUDA (see `vpr_core.search`)."""
+    search runs on `device` when it is CUDA, or in `index` (see `vpr_core.search`)."""
     k = min(max(ns), len(database))
-    distances, predictions = search(database, queries, k, device)
+    distances, predictions = search(database, queries, k, device, index)
     return recall_at_n(predictions, positives, ns), predictions, distances
 
 
 def evaluate(model: torch.nn.Module, feed: ImageFeed, *, batch_size: int,
-             precision: str = "fp32", show_progress: bool = False) -> EvalResult:
-    """Extract database then query descriptors of the feed's split and compute Recall@N."""
+             precision: str = "fp32", show_progress: bool = False, index=None) -> EvalResult:
+    """Extract database then query descriptors of the feed's split and compute Recall@N
+    (searching in `index`, a trained empty faiss index, when given)."""
     started = time.perf_counter()
     split = feed.split
     descriptors = extract_descriptors(model, feed, range(len(split.all_paths)),
@@ -84,6 +85,6 @@ def evaluate(model: torch.nn.Module, feed: ImageFeed, *, batch_size: int,
     database, queries = descriptors[:split.num_database], descriptors[split.num_database:]
     recalls, predictions, distances = evaluate_descriptors(database, queries,
                                                            split.eval_positives(),
-                                                           device=feed.device)
+                                                           device=feed.device, index=index)
     return EvalResult(recalls, split.dataset, split.split, split.num_queries, split.num_database,
                       time.perf_counter() - started, predictions, distances, precision)

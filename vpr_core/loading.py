@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
 from .checkpoints import ModelSpec, check_spec, infer_model_spec, load_checkpoint, read_flags
 from .clustering import cluster, read_centroids
 from .config import ClusterConfig, CommonConfig
@@ -45,6 +47,8 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
     are loaded from anywhere else: the checkpoint holds them.
     """
     checkpoint = load_checkpoint(path)
+    if checkpoint.get("compression"):
+        return _compressed_model(path, checkpoint, arch, num_clusters)
     # the pooling: asked for, else recorded in the checkpoint (this project's) or its flags.json
     hint = pooling or checkpoint.get("pooling") or read_flags(path).get("pooling")
     spec = infer_model_spec(checkpoint["state_dict"], hint)
@@ -56,4 +60,31 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise UserError(f"{path} does not fit a {spec.arch} {spec.pooling} model ({first[:200]}); "
                         f"pass a checkpoint of this project or of pytorch-NetVlad") from None
+    return model, checkpoint, spec
+
+
+def _compressed_model(path: Path, checkpoint: dict, arch: str | None, num_clusters: int | None
+                      ) -> tuple[torch.nn.Module, dict, ModelSpec]:
+    """A compressed variant (see `vpr_core.compression`): the original architecture, reshaped
+    by its method, then the state dict."""
+    from .compression import METHOD_NAMES, chain, method
+
+    record = checkpoint["compression"]
+    base = record.get("base") or {}
+    if any(step.get("method") not in METHOD_NAMES for step in chain(record)) \
+            or base.get("arch") not in ENCODER_DIMS:
+        raise UserError(f"{path} names a compression this version does not know "
+                        f"({record.get('method')!r}); evaluate it with the version that made it")
+    spec = ModelSpec(base["arch"], base.get("pooling", "netvlad"), base.get("num_clusters"))
+    check_spec(spec, arch, num_clusters, path)
+    model = build_model(spec.arch, spec.pooling, spec.num_clusters or 1, weights="none")
+    for step in chain(record):  # a variant of a variant: its steps in order
+        model = method(step["method"]).rebuild(model, step.get("settings") or {},
+                                               checkpoint["state_dict"],
+                                               checkpoint.get("compression_extra") or {})
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit the {record['method']} variant it says it is "
+                        f"({str(error).splitlines()[-1][:160]}); it is damaged") from None
     return model, checkpoint, spec

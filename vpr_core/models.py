@@ -13,6 +13,7 @@ from .netvlad import NetVLAD
 ARCHES = ("alexnet", "vgg16")
 POOLINGS = ("netvlad", "max", "avg")
 ENCODER_DIMS = {"alexnet": 256, "vgg16": 512}
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 # How many of the cut feature layers stay trainable when starting from pretrained weights
 # (the reference freezes layers[:-5] of VGG16, i.e. up to conv4_3, and layers[:-1] of AlexNet).
 TRAINABLE_TAIL = {"alexnet": 1, "vgg16": 5}
@@ -43,7 +44,11 @@ class L2Norm(nn.Module):
 
 
 class PlaceModel(nn.Module):
-    """`encoder` (conv layers) then `pool`: images [N, 3, H, W] -> descriptors [N, out_dim]."""
+    """`encoder` (conv layers) then `pool`: images [N, 3, H, W] -> descriptors [N, out_dim].
+
+    A compressed variant may add `whiten` (PCA + whitening of the descriptors, see
+    `vpr_core.compression.pca`) or hold its encoder's weights in half precision.
+    """
 
     def __init__(self, arch: str, encoder: nn.Sequential, pool: nn.Module, pooling: str):
         super().__init__()
@@ -51,6 +56,7 @@ class PlaceModel(nn.Module):
         self.pooling = pooling
         self.encoder = encoder
         self.pool = pool
+        self.whiten: nn.Module | None = None
 
     @property
     def encoder_dim(self) -> int:
@@ -58,6 +64,8 @@ class PlaceModel(nn.Module):
 
     @property
     def output_dim(self) -> int:
+        if self.whiten is not None:
+            return self.whiten.output_dim
         return self.pool.output_dim if isinstance(self.pool, NetVLAD) else self.encoder_dim
 
     @property
@@ -65,7 +73,11 @@ class PlaceModel(nn.Module):
         return self.pool.num_clusters if isinstance(self.pool, NetVLAD) else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.encoder(images))
+        weight = next(self.encoder.parameters(), None)
+        if weight is not None and weight.dtype in HALF_DTYPES and images.dtype != weight.dtype:
+            images = images.to(weight.dtype)  # an encoder stored in half precision
+        descriptors = self.pool(self.encoder(images))
+        return descriptors if self.whiten is None else self.whiten(descriptors)
 
 
 def check_arch(arch: str) -> str:

@@ -1,16 +1,22 @@
 """The `eval` stage as one function: a checkpoint (or the untrained model) on a split."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import torch
 
 from .checkpoints import checkpoint_file
 from .config import EvalConfig
 from .datasets import open_split, resolve_image_size
 from .evaluation import EvalResult, evaluate
+from .compression import cpu_only, search_index
 from .image_feed import ImageFeed
 from .loading import fresh_model, model_from_checkpoint
 from .models import feature_map_size
 from .runtime import prepare_model, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
@@ -24,13 +30,19 @@ def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
     image_size = resolve_image_size(split, config.image_size)
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    path = None
+    path, index = None, None
     if config.resume is not None:
         path = checkpoint_file(config.resume, config.ckpt)
-        model, _, spec = model_from_checkpoint(path, config.arch, config.num_clusters,
-                                               config.pooling)
+        model, checkpoint, spec = model_from_checkpoint(path, config.arch, config.num_clusters,
+                                                        config.pooling)
         config.arch, config.pooling, config.num_clusters = spec.arch, spec.pooling, \
             spec.num_clusters
+        index = search_index(checkpoint)  # a compressed database (product quantisation)
+        if cpu_only(checkpoint):
+            if device.type != "cpu":
+                log.warning("%s is an int8 model, which runs on the CPU: evaluating it "
+                            "there, not on %s", path, device)
+            device, config.precision = torch.device("cpu"), "fp32"  # int8 is its arithmetic
     else:
         feature_map_size(config.arch, image_size)
         train_split = open_split(config.data_root, "train", config.dataset)
@@ -39,6 +51,6 @@ def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
     feed = ImageFeed.for_config(config, split, image_size, device)
     result = evaluate(prepare_model(model, device, config.precision), feed,
                       batch_size=config.cache_batch_size, precision=config.precision,
-                      show_progress=config.show_progress)
+                      show_progress=config.show_progress, index=index)
     return result, path
 

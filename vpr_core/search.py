@@ -20,14 +20,20 @@ def faiss_gpus() -> int:
 
 
 def search(database: np.ndarray, queries: np.ndarray, k: int,
-           device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+           device: torch.device | None = None, index: faiss.Index | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """(squared L2 distances [M, k] ascending, database indices [M, k]); -1 pads k > N.
 
     database [N, D], queries [M, D]. `device` says where the descriptors came from: on CUDA
-    the search runs there too.
+    the search runs there too. `index`, a trained empty faiss index (a compressed database,
+    e.g. product quantisation), replaces the exact search.
     """
     database = np.ascontiguousarray(database, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if index is not None:
+        index.reset()
+        index.add(database)
+        return index.search(queries, k)
     backend = search_backend(device)
     if backend == "faiss-gpu":
         return _faiss_gpu_search(database, queries, k, device)

@@ -110,10 +110,21 @@ class TrainResult:
 
 class TrainingRun:
     """One training run. Building it validates everything and writes nothing; then iterate
-    `epochs()`."""
+    `epochs()`.
 
-    def __init__(self, config: TrainConfig, miner: Miner | None = None, owner: str = "local"):
+    `model`, when given, is trained instead of one built from the config (fine-tuning a
+    compressed model); `after_step()` runs after every optimiser step (keeping a pruned
+    model's zeros); `checkpoint_extra` goes into every checkpoint (what the model is).
+    """
+
+    def __init__(self, config: TrainConfig, miner: Miner | None = None, owner: str = "local", *,
+                 model: torch.nn.Module | None = None, after_step=None,
+                 checkpoint_extra: dict | None = None):
         self.config = config.validate()
+        if model is not None and config.resume is not None:
+            raise ValueError("a given model is trained from where it is: no --resume")
+        self.given_model, self.after_step = model, after_step
+        self.checkpoint_extra = dict(checkpoint_extra or {})
         self.device = resolve_device(config.device)
         self.miner = miner or InProcessMiner(str(self.device))
         self.owner = owner
@@ -154,7 +165,9 @@ class TrainingRun:
     def _build_model(self) -> None:
         config = self.config
         self.resumed_from = None
-        if config.resume is not None:
+        if self.given_model is not None:
+            self.model, self.centroids_path, checkpoint = self.given_model, None, None
+        elif config.resume is not None:
             path = checkpoint_file(config.resume, config.ckpt)
             num_clusters = config.num_clusters if config.pooling == "netvlad" else None
             self.model, checkpoint, _ = model_from_checkpoint(path, config.arch, num_clusters,
@@ -383,6 +396,8 @@ class TrainingRun:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.after_step is not None:
+            self.after_step()
         return loss.detach()
 
     def _validate(self) -> dict:
@@ -413,6 +428,7 @@ class TrainingRun:
             "negative_cache": self.sampler.cache_state(self.config.num_negatives),
             "arch": self.model.arch,
             "pooling": self.model.pooling,
+            **self.checkpoint_extra,
         }
         folder = self.run_dir / CHECKPOINT_DIR
         resumable = (folder / LATEST_FILE).is_file()  # a checkpoint the old files still hold

@@ -1,0 +1,188 @@
+import statistics
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from vpr_core.checkpoints import ModelSpec, save_checkpoint
+from vpr_core.compression import CompressionContext, compressed_checkpoint, measure, prune
+from vpr_core.config import TrainConfig
+from vpr_core.datasets import open_split
+from vpr_core.errors import UserError
+from vpr_core.image_feed import ImageFeed
+from vpr_core.loading import fresh_model, model_from_checkpoint
+from vpr_core.models import build_model, freeze_pretrained_layers
+from vpr_core.training import TrainingRun
+
+CPU = torch.device("cpu")
+IMAGE_SIZE = (64, 80)  # synth_root's images
+
+
+def context(root, finetune=lambda model, after_step: model) -> CompressionContext:
+    feed = ImageFeed(open_split(root, "train"), IMAGE_SIZE, CPU)
+    return CompressionContext(train_feed=feed, device=CPU, batch_size=24, precision="fp32",
+                              seed=0, finetune=finetune)
+
+
+def conv_weights(model) -> dict:
+    return {name: value for name, value in model.state_dict().items()
+            if name.startswith("encoder.") and name.endswith(".weight")}
+
+
+def conv_widths(model) -> list:
+    return [(layer.in_channels, layer.out_channels) for layer in model.encoder
+            if isinstance(layer, nn.Conv2d)]
+
+
+def zero_share(model) -> float:
+    weights = conv_weights(model).values()
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def reload(model, settings, spec, path):
+    """The model as `compress` would save it and `eval --resume` would read it."""
+    save_checkpoint(path, compressed_checkpoint(model, "prune", settings, spec))
+    return model_from_checkpoint(path)[0].eval()
+
+
+def speed_up(model, faster, images, runs=5) -> float:
+    """How many times faster `faster` runs a forward of `images` than `model`: the median
+    over `runs` pairs of forwards timed back to back, so a busy machine slows both alike."""
+    def seconds(net):
+        started = time.perf_counter()
+        with torch.inference_mode():
+            net(images)
+        return time.perf_counter() - started
+
+    seconds(model), seconds(faster)  # warm-up
+    return statistics.median(seconds(model) / seconds(faster) for _ in range(runs))
+
+
+def test_unstructured_zeroes_the_smallest_share_of_encoder_weights(synth_root, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("alexnet", "netvlad", 4, weights="none").eval()
+    settings = prune.validate({"amount": 0.3, "structure": "unstructured"}, model)
+    pruned, extra = prune.apply(model, settings, context(synth_root))
+    pruned.eval()
+
+    assert extra == {} and zero_share(model) == 0.0  # the original is left as it was
+    assert abs(zero_share(pruned) - 0.3) <= 0.01
+    assert measure.zero_share(pruned) == zero_share(pruned)  # what compress reports
+    before, after = conv_weights(model), conv_weights(pruned)
+    survivors = torch.cat([after[k][after[k] != 0].abs() for k in after])
+    removed = torch.cat([before[k][after[k] == 0].abs() for k in after])
+    assert removed.max() <= survivors.min()  # one threshold over all layers together
+    assert all((after[k] == 0).any() for k in after)  # every layer lost some
+    assert pruned.state_dict().keys() == model.state_dict().keys()  # plain reference keys
+    for key in ("pool.centroids", "pool.conv.weight"):
+        assert torch.equal(pruned.state_dict()[key], model.state_dict()[key])
+
+    images = torch.randn(3, 3, *IMAGE_SIZE)
+    with torch.no_grad():
+        descriptors = pruned(images)
+    assert torch.allclose(descriptors.norm(dim=1), torch.ones(3), atol=1e-5)
+    spec = ModelSpec("alexnet", "netvlad", 4)
+    reloaded = reload(pruned, settings, spec, tmp_path / "pruned.pth.tar")
+    with torch.no_grad():
+        assert torch.equal(reloaded(images), descriptors)
+
+
+def test_channels_make_a_smaller_file_and_a_faster_forward(synth_root, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("vgg16", "netvlad", 4, weights="none").eval()
+    settings = prune.validate({"amount": 0.3, "structure": "channels"}, model)
+    pruned, _ = prune.apply(model, settings, context(synth_root))
+    pruned.eval()
+
+    widths = conv_widths(pruned)
+    assert widths[0] == (3, 45) and widths[-1] == (358, 512)  # round(0.3 * 64) = 19 removed
+    assert all(a[1] == b[0] for a, b in zip(widths, widths[1:]))
+    assert [type(layer) for layer in pruned.encoder] == [type(layer) for layer in model.encoder]
+    assert pruned.state_dict().keys() == model.state_dict().keys()
+    for key in ("pool.centroids", "pool.conv.weight"):
+        assert torch.equal(pruned.state_dict()[key], model.state_dict()[key])
+
+    spec = ModelSpec("vgg16", "netvlad", 4)
+    full = save_checkpoint(tmp_path / "full.pth.tar", {"state_dict": model.state_dict()})
+    reloaded = reload(pruned, settings, spec, tmp_path / "pruned.pth.tar")
+    assert (tmp_path / "pruned.pth.tar").stat().st_size < 0.6 * full.stat().st_size
+
+    images = torch.randn(8, 3, 128, 160)
+    assert speed_up(model, pruned, images) > 1.15  # about 1.6 measured
+    with torch.no_grad():
+        descriptors = pruned(images[:2])
+        assert torch.equal(reloaded(images[:2]), descriptors)
+    assert torch.allclose(descriptors.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert conv_widths(reloaded) == widths
+
+
+def test_channels_keep_at_least_one_filter_and_which_layers_train():
+    model = build_model("alexnet", "max", weights="none")
+    freeze_pretrained_layers(model.encoder, "alexnet")  # as for ImageNet weights: conv5 trains
+    settings = prune.validate({"amount": 0.999, "structure": "channels"}, model)
+    pruned, _ = prune.apply(model, settings, None)
+    assert conv_widths(pruned) == [(3, 1), (1, 1), (1, 1), (1, 1), (1, 256)]
+    trains = [layer.weight.requires_grad for layer in pruned.encoder
+              if isinstance(layer, nn.Conv2d)]
+    assert trains == [False, False, False, False, True]
+    assert pruned(torch.randn(2, 3, *IMAGE_SIZE)).shape == (2, 256)
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "channels"])
+def test_finetuning_lowers_the_triplet_loss_and_keeps_the_pruning(synth_root, tmp_path,
+                                                                  structure):
+    config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4, weights="none",
+                         cache_dir=tmp_path / "cache", run_dir=tmp_path / "run", epochs=3,
+                         workers=0, show_progress=False, lr=1e-3, seed=0)
+    model, _ = fresh_model(config, open_split(synth_root, "train"))
+    losses, trained = [], {}
+
+    def finetune(model, after_step):
+        run = TrainingRun(config, model=model, after_step=after_step)
+        losses.extend(result.loss for result in run.epochs())
+        trained.update({k: w.clone() for k, w in conv_weights(run.model).items()})
+        return run.model
+
+    settings = prune.validate({"amount": 0.5, "structure": structure}, model)
+    pruned_only, _ = prune.apply(model, settings, None)
+    tuned, _ = prune.apply(model, settings, context(synth_root, finetune))
+
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
+    changed = [not torch.equal(trained[k], conv_weights(pruned_only)[k]) for k in trained]
+    assert all(changed)  # fine-tuning did train every conv
+    assert all(torch.equal(conv_weights(tuned)[k], trained[k]) for k in trained)
+    if structure == "unstructured":  # as training left them, before `apply` re-zeroes
+        for key, weight in trained.items():
+            assert torch.equal(weight == 0, conv_weights(pruned_only)[key] == 0), key
+    else:
+        assert conv_widths(tuned) == conv_widths(pruned_only) == \
+            [(3, 32), (32, 96), (96, 192), (192, 128), (128, 256)]
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"amount": 1.5, "structure": "unstructured"}, "--amount 1.5 must be between 0 and 1"),
+    ({"amount": 0, "structure": "channels"}, "--amount 0 must be between 0 and 1"),
+    ({"amount": "lots"}, "--amount 'lots' is not a number"),
+    ({"structure": "channels"}, "prune needs --amount"),
+    ({"amount": 0.3, "structure": "filters"}, "--structure 'filters' is not a pruning"),
+    ({"amount": 0.3, "bits": 8}, "prune takes --amount and --structure, not --bits"),
+])
+def test_bad_settings_are_one_clear_user_error(settings, words):
+    model = build_model("alexnet", "netvlad", 4, weights="none")
+    with pytest.raises(UserError) as error:
+        prune.validate(settings, model)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_model_without_an_encoder_and_pool_is_refused():
+    with pytest.raises(UserError, match="prune needs a trained encoder \\+ pool model"):
+        prune.validate({"amount": 0.3}, nn.Linear(4, 4))
+
+
+def test_validate_normalises_the_settings():
+    model = build_model("alexnet", "avg", weights="none")
+    assert prune.validate({"amount": "0.25", "structure": "Channels"}, model) == \
+        {"amount": 0.25, "structure": "channels"}
+    assert prune.validate({"amount": 0.1, "structure": None}, model) == \
+        {"amount": 0.1, "structure": "unstructured"}

@@ -1,0 +1,227 @@
+"""The quantize method: int8 encoders (ptq-int8, qat-int8) for CPU inference."""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.ao.nn.intrinsic.quantized import ConvReLU2d as QuantizedConvReLU2d
+from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+from torch.ao.quantization import FakeQuantizeBase
+
+from vpr_core.checkpoints import ModelSpec, save_checkpoint
+from vpr_core.compression import CompressionContext, compressed_checkpoint, quantize
+from vpr_core.config import TrainConfig
+from vpr_core.datasets import open_split
+from vpr_core.errors import UserError
+from vpr_core.image_feed import ImageFeed
+from vpr_core.loading import model_from_checkpoint
+from vpr_core.models import PlaceModel, build_model
+from vpr_core.netvlad import NetVLAD
+from vpr_core.training import TrainingRun
+
+CPU = torch.device("cpu")
+CONVS = {"alexnet": 5, "vgg16": 13}
+
+
+@pytest.fixture(scope="module")
+def feed(synth_root) -> ImageFeed:
+    return ImageFeed(open_split(synth_root, "train"), (64, 80), CPU)
+
+
+@pytest.fixture(scope="module")
+def images(feed) -> torch.Tensor:
+    """Every training image (24 database, 24 queries): [48, 3, 64, 80]."""
+    return next(feed.batches([range(len(feed.paths))]))
+
+
+def context(feed, finetune=None, precision="fp32") -> CompressionContext:
+    return CompressionContext(train_feed=feed, device=CPU, batch_size=24, precision=precision,
+                              seed=0, finetune=finetune)
+
+
+def float_model(arch: str, images: torch.Tensor, pooling: str = "netvlad") -> PlaceModel:
+    """A random-weight model whose NetVLAD centroids are local features of `images`, so that
+    different places get different descriptors (random centroids would make all alike)."""
+    torch.manual_seed(0)
+    model = build_model(arch, pooling, 4, weights="none").eval()
+    if pooling == "netvlad":
+        with torch.no_grad():
+            local = F.normalize(model.encoder(images), dim=1)
+        local = local.permute(0, 2, 3, 1).reshape(-1, model.encoder_dim)
+        picked = torch.randperm(len(local), generator=torch.Generator().manual_seed(0))[:4]
+        model.pool.init_params(local[picked].numpy(), local.numpy())
+    return model
+
+
+def quantized_convs(model: PlaceModel) -> list[nn.Module]:
+    return [m for m in model.encoder.modules()
+            if isinstance(m, (QuantizedConv2d, QuantizedConvReLU2d))]
+
+
+@pytest.mark.parametrize("pooling", ["netvlad", "max"])
+def test_ptq_int8_keeps_the_descriptors_and_round_trips_through_a_checkpoint(
+        feed, images, tmp_path, pooling):
+    model = float_model("alexnet", images, pooling)
+    settings = quantize.validate({"mode": "ptq-int8"}, model)
+    int8, extra = quantize.apply(model, settings, context(feed))
+
+    assert isinstance(int8, PlaceModel) and (int8.arch, int8.pooling) == ("alexnet", pooling)
+    assert len(quantized_convs(int8)) == CONVS["alexnet"]
+    assert all(conv.weight().dtype == torch.qint8 for conv in quantized_convs(int8))
+    assert isinstance(model.encoder, nn.Sequential)  # the float model is left as it was
+    if pooling == "netvlad":
+        assert isinstance(int8.pool, NetVLAD)
+        assert torch.equal(int8.pool.centroids, model.pool.centroids)
+    with torch.no_grad():
+        fp32, found = model(images), int8(images)
+    assert found.dtype == torch.float32 and found.shape == fp32.shape
+    torch.testing.assert_close(found.norm(dim=1), torch.ones(len(found)))
+    assert (fp32 * found).sum(dim=1).mean() > 0.95
+    # each image's int8 descriptor is nearer its own fp32 descriptor than any other image's
+    assert torch.equal((found @ fp32.T).argmax(dim=1), torch.arange(len(found)))
+
+    spec = ModelSpec("alexnet", pooling, 4 if pooling == "netvlad" else None)
+    path = save_checkpoint(tmp_path / "int8.pth.tar",
+                           compressed_checkpoint(int8, "quantize", settings, spec, extra))
+    loaded, checkpoint, loaded_spec = model_from_checkpoint(path)  # torch.load(weights_only)
+    assert loaded_spec == spec and checkpoint["compression"]["settings"] == settings
+    assert len(quantized_convs(loaded)) == CONVS["alexnet"]
+    with torch.no_grad():
+        assert torch.equal(loaded(images), found)
+
+
+def test_ptq_int8_vgg16_is_faster_and_smaller_than_fp32(feed, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = build_model("vgg16", "netvlad", 4, weights="none").eval()
+    settings = quantize.validate({"mode": "ptq-int8", "calibration_images": 8}, model)
+    int8, extra = quantize.apply(model, settings, context(feed))
+    batch = torch.randn(8, 3, 128, 160, generator=torch.Generator().manual_seed(0))
+    seconds = {"fp32": [], "int8": []}
+    with torch.no_grad():
+        model(batch), int8(batch)  # warm-up: kernels chosen, weights packed
+        for _ in range(3):  # interleaved, so that other load on the machine slows both alike
+            for name, candidate in (("fp32", model), ("int8", int8)):
+                started = time.perf_counter()
+                candidate(batch)
+                seconds[name].append(time.perf_counter() - started)
+    speedup = statistics.median(seconds["fp32"]) / statistics.median(seconds["int8"])
+
+    spec = ModelSpec("vgg16", "netvlad", 4)
+    fp32_file = save_checkpoint(tmp_path / "fp32.pth.tar",
+                                {"state_dict": model.state_dict(), "arch": "vgg16"})
+    int8_file = save_checkpoint(tmp_path / "int8.pth.tar",
+                                compressed_checkpoint(int8, "quantize", settings, spec, extra))
+    shrink = fp32_file.stat().st_size / int8_file.stat().st_size
+    with capsys.disabled():
+        print(f"\nVGG16 8x128x160 on {torch.get_num_threads()} threads: int8 {speedup:.2f}x "
+              f"faster than fp32; checkpoint {shrink:.2f}x smaller")
+    assert speedup > 1.0
+    assert shrink > 3.5  # int8 weights: a quarter of the bytes; biases and NetVLAD stay fp32
+
+
+def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, feed, images,
+                                                                 tmp_path):
+    model = float_model("alexnet", images)
+    trained = {}
+
+    def finetune(prepared: nn.Module, after_step) -> nn.Module:
+        assert after_step is None
+        assert (prepared.arch, prepared.pooling) == ("alexnet", "netvlad")
+        assert isinstance(prepared.pool, NetVLAD)
+        assert any(isinstance(m, FakeQuantizeBase) for m in prepared.encoder.modules())
+        config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
+                             weights="none", epochs=2, workers=0, show_progress=False,
+                             cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+        trained["result"] = TrainingRun(config, model=prepared).run()
+        trained["fake_quantized"] = copy.deepcopy(prepared).eval()
+        return prepared
+
+    settings = quantize.validate({"mode": "qat-int8"}, model)
+    int8, _ = quantize.apply(model, settings, context(feed, finetune))
+
+    epochs = trained["result"].epochs
+    assert [e.epoch for e in epochs] == [1, 2] and all(e.batches > 0 for e in epochs)
+    assert all(math.isfinite(e.loss) and e.loss >= 0 for e in epochs)
+    assert epochs[-1].loss <= 2 * epochs[0].loss + 1e-6
+    assert len(quantized_convs(int8)) == CONVS["alexnet"]
+    with torch.no_grad():
+        simulated, found = trained["fake_quantized"](images), int8(images)
+    tuned = trained["fake_quantized"].encoder.get_submodule("10").weight
+    assert not torch.allclose(tuned, model.encoder[10].weight)  # the fine-tune trained it
+    torch.testing.assert_close(found.norm(dim=1), torch.ones(len(found)))
+    # the int8 model computes what fake quantization simulated during the fine-tune
+    assert (simulated * found).sum(dim=1).min() > 0.99
+
+    path = save_checkpoint(tmp_path / "qat.pth.tar", compressed_checkpoint(
+        int8, "quantize", settings, ModelSpec("alexnet", "netvlad", 4)))
+    loaded, _, _ = model_from_checkpoint(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), found)
+
+
+def test_qat_int8_without_fine_tuning_epochs_is_calibrated(feed, images):
+    model = float_model("alexnet", images)
+    settings = quantize.validate({"mode": "qat-int8"}, model)
+    int8, _ = quantize.apply(model, settings, context(feed, lambda prepared, _: prepared))
+    with torch.no_grad():
+        assert (model(images) * int8(images)).sum(dim=1).mean() > 0.95
+
+
+def test_a_pruned_encoder_quantizes_and_its_rebuild_loads_back(feed, images):
+    """prune (channels) then quantize: `rebuild` gets prune's narrower float model."""
+    def narrow(model: PlaceModel) -> PlaceModel:
+        model.encoder[8] = nn.Conv2d(384, 200, kernel_size=3, padding=1)  # 56 filters fewer
+        model.encoder[10] = nn.Conv2d(200, 256, kernel_size=3, padding=1)
+        return model
+
+    pruned = narrow(float_model("alexnet", images))
+    settings = quantize.validate({"mode": "ptq-int8"}, pruned)
+    int8, _ = quantize.apply(pruned, settings, context(feed))
+    rebuilt = quantize.rebuild(narrow(build_model("alexnet", "netvlad", 4, weights="none")),
+                               settings, int8.state_dict(), {})
+    rebuilt.load_state_dict(int8.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), int8(images))
+
+
+@pytest.mark.parametrize("settings, fix", [
+    ({"mode": "int4"}, "--mode ptq-int8 or qat-int8"),
+    ({}, "--mode ptq-int8 or qat-int8"),
+    ({"mode": "ptq-int8", "bits": 8}, "pass only --mode"),
+    ({"mode": "ptq-int8", "calibration_images": 0}, "leave it out"),
+    ({"mode": "ptq-int8", "backend": "qnnpack"}, "leave it out"),
+])
+def test_bad_settings_are_one_clear_user_error(settings, fix):
+    with pytest.raises(UserError) as error:
+        quantize.validate(settings, build_model("alexnet", "netvlad", 4, weights="none"))
+    assert fix in str(error.value) and "\n" not in str(error.value)
+
+
+def test_models_it_cannot_quantize_are_refused_before_any_work(feed):
+    model = build_model("alexnet", "netvlad", 4, weights="none")
+    whitened = copy.deepcopy(model)
+    whitened.pool = nn.Sequential(model.pool, nn.Linear(model.output_dim, 16))
+    with pytest.raises(UserError, match="NetVLAD, max or avg"):
+        quantize.validate({"mode": "ptq-int8"}, whitened)
+
+    int8, _ = quantize.apply(model, quantize.validate({"mode": "ptq-int8"}, model),
+                             context(feed))
+    for compressed in (copy.deepcopy(model).half(), int8):
+        with pytest.raises(UserError, match="quantize the float checkpoint"):
+            quantize.validate({"mode": "ptq-int8"}, compressed)
+
+    def finetune(*_):
+        raise AssertionError("no fine-tune may start")
+
+    with pytest.raises(UserError, match="--precision fp32"):
+        quantize.apply(model, quantize.validate({"mode": "qat-int8"}, model),
+                       context(feed, finetune, precision="bf16"))
+    with pytest.raises(UserError, match="quantize the float checkpoint again"):
+        quantize.rebuild(build_model("alexnet", "netvlad", 4, weights="none"),
+                         {"mode": "int4"}, int8.state_dict(), {})
