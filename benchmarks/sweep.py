@@ -150,7 +150,7 @@ def run_timed_sweep(spec, scratch: Path) -> tuple:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Tune's banner is not a JSON line
             result = run_sweep(spec, storage=str(scratch / "ray_results"), name="bench",
-                               echo=False, num_cpus=2)
+                               num_cpus=2)
         wall = time.perf_counter() - started
     finally:
         stopping = time.perf_counter()
@@ -169,17 +169,18 @@ def worker_import_seconds() -> float | None:
 
 def trial_runs(result) -> list:
     """The sweep's child runs from MLflow, in the order they started."""
-    from dashboards.runs import RunStore, trials_of
+    from vpr_tracking.store import store_at
+    from vpr_tracking.trials import trials_of
 
-    store = RunStore(result.tracking_uri)
+    store = store_at(result.tracking_uri)
     return trials_of(store, store.run(result.parent_run_id, with_history=True))
 
 
 def timeline(result, called: float, wall: float) -> dict:
     """Start-up, trial runs, gaps and finish, from the MLflow runs' start and end times."""
-    from dashboards.runs import RunStore
+    from vpr_tracking.store import store_at
 
-    parent = RunStore(result.tracking_uri).run(result.parent_run_id, with_history=False)
+    parent = store_at(result.tracking_uri).run(result.parent_run_id, with_history=False)
     runs = trial_runs(result)
     starts = [run.start_ms / 1000 for run in runs]
     ends = [(run.end_ms or run.start_ms) / 1000 for run in runs]

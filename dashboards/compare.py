@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vpr_core.errors import UserError
-
-from .runs import DEFAULT_METRIC, RunRecord, RunStore
-from .style import RECALL_NS
-
-TRAINED_KINDS = ("trial", "training")
+from vpr_tracking.names import DEFAULT_METRIC, RECALL_NS, TRAINED_KINDS, Kind, Tag, recall_name
+from vpr_tracking.search_space import run_label as searched_label
+from vpr_tracking.search_space import values_of
+from vpr_tracking.store import RunRecord, Store, as_store
+from vpr_tracking.trials import latest_sweep_experiment
 
 
 @dataclass(frozen=True)
@@ -30,23 +30,21 @@ class RecallCurve:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "arch": self.arch, "run_id": self.run_id, "kind": self.kind,
-                **{f"recall@{n}": r for n, r in sorted(self.recalls.items())}}
+                **{recall_name(n): r for n, r in sorted(self.recalls.items())}}
 
 
 def run_label(run: RunRecord, metric: str = DEFAULT_METRIC) -> str:
-    """Legend text: arch, K, margin, lr and the epoch for trained runs; arch, K, checkpoint
-    and split for evaluations."""
-    k = f"K={run.num_clusters}" if run.num_clusters is not None else "no NetVLAD"
-    if run.kind == "evaluation":
+    """Legend text: the searched settings and the epoch for trained runs; arch, K,
+    checkpoint and split for evaluations."""
+    if run.kind == Kind.EVALUATION:
+        k = f"K={run.num_clusters}" if run.num_clusters is not None else "no NetVLAD"
         checkpoint = Path(run.params.get("checkpoint", "untrained")).name
         where = " ".join(v for v in (run.params.get("dataset"), run.params.get("split")) if v)
         return f"{run.arch} {k} checkpoint {checkpoint} ({where or 'evaluation'})"
-    margin, lr = run.float_param("margin"), run.float_param("lr")
-    settings = " ".join(f"{name}={value:.3g}" for name, value in (("margin", margin), ("lr", lr))
-                        if value is not None)
-    which = f"trial {run.tags['trial_id']}" if run.tags.get("trial_id") else f"run {run.name}"
+    trial = run.tags.get(Tag.TRIAL_ID)
+    which = f"trial {trial}" if trial else f"run {run.name}"
     epoch = run.best_step(metric).get("epoch")
-    return f"{run.arch} {k} {settings} ({which}, epoch {epoch})"
+    return f"{searched_label(values_of(run.params))} ({which}, epoch {epoch})"
 
 
 def curve_of_run(run: RunRecord, metric: str = DEFAULT_METRIC) -> RecallCurve:
@@ -72,10 +70,11 @@ def best_per_arch(runs: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[R
     return list(best.values())
 
 
-def default_curves(store: RunStore, experiment: str) -> list[RecallCurve]:
+def default_curves(store: Store, experiment: str) -> list[RecallCurve]:
     """Best trained run per architecture plus every evaluation run of `experiment`."""
     runs = store.search(store.experiment_id(experiment))
-    chosen = best_per_arch(runs) + [r for r in runs if r.kind == "evaluation" and r.best_recalls()]
+    chosen = best_per_arch(runs) + [r for r in runs
+                                    if r.kind == Kind.EVALUATION and r.best_recalls()]
     if not chosen:
         raise UserError(f"experiment {experiment!r} has no trial, training or evaluation run "
                         f"with Recall@N; pass --runs or another --experiment")
@@ -110,10 +109,10 @@ def compare(out: Path, *, tracking_uri: str | None = None, experiment: str | Non
     curves = [given_curve(arch, values) for arch, values in (given or {}).items()]
     store = None
     if not (curves or experiment or run_ids):  # nothing named: the latest sweep's experiment
-        store = RunStore(tracking_uri)
-        experiment = store.latest_sweep_experiment()
+        store = as_store(tracking_uri)
+        experiment = latest_sweep_experiment(store)
     if store is None and (experiment or run_ids or log_to):
-        store = RunStore(tracking_uri)
+        store = as_store(tracking_uri)
     if run_ids:
         curves += [curve_of_run(store.run(run_id)) for run_id in run_ids]
     elif experiment:

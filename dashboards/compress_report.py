@@ -11,33 +11,31 @@ from pathlib import Path
 
 from vpr_core.errors import UserError
 
-from .runs import RunRecord, RunStore
+from vpr_tracking.names import DEFAULT_METRIC, ORIGINAL_VARIANT, Kind, Tag, metric_key
+from vpr_tracking.store import RunRecord, Store, as_store, children_filter
 
-SIZE_METRIC, RECALL_METRIC = "size_mb", "recall_at_5"
+SIZE_METRIC, RECALL_METRIC = "size_mb", metric_key(DEFAULT_METRIC)
 LATENCY_METRIC = "latency_cpu_b1_ms"  # the slowest case, and one every machine measures
 
 
-def study_runs(store: RunStore, study: str | None) -> tuple[RunRecord, list[RunRecord]]:
+def study_runs(store: Store, study: str | None) -> tuple[RunRecord, list[RunRecord]]:
     """(the study's parent run, its variants, the original first); the latest study when
     `study` is None."""
-    ids = [e.experiment_id for e in store._call("experiments", store.client.search_experiments)]
-    wanted = "tags.kind = 'compression-study'" + (f" and tags.study = '{study}'" if study else "")
-    parents = store._call("runs", store.client.search_runs, ids, filter_string=wanted,
-                          order_by=["attributes.start_time DESC"], max_results=1) if ids else []
-    if not parents:
+    parent = store.latest(Kind.COMPRESSION_STUDY, **({Tag.STUDY: study} if study else {}))
+    if parent is None:
         what = f"named {study!r}" if study else "at all"
         raise UserError(f"no compression study {what} in {store.uri}; run `python -m "
                         f"orchestrator compress ... --tracking-uri {store.uri}` first")
-    parent = store.run(parents[0].info.run_id, with_history=False)
-    children = store.search(parent.experiment_id, f"tags.`mlflow.parentRunId` = "
-                                                  f"'{parent.run_id}'", with_history=False)
-    children.sort(key=lambda run: run.tags.get("variant") != "original")
+    children = store.search(parent.experiment_id, children_filter(parent.run_id),
+                            with_history=False)
+    children.sort(key=lambda run: run.tags.get(Tag.VARIANT) != ORIGINAL_VARIANT)
     return parent, children
 
 
 def rows_of(variants: list[RunRecord]) -> list[dict]:
-    return [{"variant": run.tags.get("variant", run.name), "run_id": run.run_id,
-             "recall@5": run.metrics.get(RECALL_METRIC), "size_mb": run.metrics.get(SIZE_METRIC),
+    return [{"variant": run.tags.get(Tag.VARIANT, run.name), "run_id": run.run_id,
+             DEFAULT_METRIC: run.metrics.get(RECALL_METRIC),
+             "size_mb": run.metrics.get(SIZE_METRIC),
              "latency_cpu_b1_ms": run.metrics.get(LATENCY_METRIC),
              "descriptor_bytes": run.metrics.get("descriptor_bytes")} for run in variants]
 
@@ -53,13 +51,13 @@ def draw(rows: list[dict], title: str):
               ("descriptor_bytes", "bytes per database image"))
     for axis, (key, label) in zip(axes, panels):
         for row in rows:
-            if row[key] is None or row["recall@5"] is None or math.isnan(row[key]):
+            if row[key] is None or row[DEFAULT_METRIC] is None or math.isnan(row[key]):
                 continue
-            original = row["variant"] == "original"
-            axis.scatter(row[key], row["recall@5"], s=160 if original else 60,
+            original = row["variant"] == ORIGINAL_VARIANT
+            axis.scatter(row[key], row[DEFAULT_METRIC], s=160 if original else 60,
                          marker="*" if original else "o",
                          color="#222222" if original else "#1f77b4", zorder=3)
-            axis.annotate(row["variant"], (row[key], row["recall@5"]), fontsize="small",
+            axis.annotate(row["variant"], (row[key], row[DEFAULT_METRIC]), fontsize="small",
                           xytext=(5, 4), textcoords="offset points")
         axis.set(xlabel=label, ylabel="Recall@5", title=f"Recall@5 against {label.split(',')[0]}")
         if key == "descriptor_bytes":
@@ -75,11 +73,10 @@ def compress_report(tracking_uri: str | None, study: str | None, out: Path) -> d
     """Draw the study's variants into the PNG `out`; returns what was drawn."""
     from .plots import save
 
-    store = RunStore(tracking_uri)
-    parent, variants = study_runs(store, study)
+    parent, variants = study_runs(as_store(tracking_uri), study)
     rows = rows_of(variants)
-    if not any(row["variant"] == "original" for row in rows):
+    if not any(row["variant"] == ORIGINAL_VARIANT for row in rows):
         raise UserError(f"compression study {parent.name} has no original run to compare with")
-    save(draw(rows, f"compression study {parent.tags.get('study', parent.name)}"), out)
-    return {"out": str(out), "study": parent.tags.get("study"), "parent_run_id": parent.run_id,
+    save(draw(rows, f"compression study {parent.tags.get(Tag.STUDY, parent.name)}"), out)
+    return {"out": str(out), "study": parent.tags.get(Tag.STUDY), "parent_run_id": parent.run_id,
             "variants": rows}

@@ -7,7 +7,9 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .style import RECALL_NS, arch_colour, percent_axis, run_style  # noqa: E402
+from vpr_tracking.names import RECALL_NS, recall_name  # noqa: E402
+
+from .style import arch_colour, percent_axis, run_style  # noqa: E402
 
 RECALL_FIGURE_WIDTH = 8.0  # inches; 800 pixels at the 100 dpi `save` writes
 RECALL_FIGURE_HEIGHT = 4.5  # inches for the axes, plus a legend line per curve
@@ -18,11 +20,10 @@ def learning_curves(history: list[dict], title: str, arch: str | None = None):
     """Recall@N and loss per epoch of one run. `history`: dicts with epoch, recall@N, loss."""
     epochs = [h["epoch"] for h in history]
     figure, (recall_axis, loss_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    styles = {1: "-", 5: "--", 10: "-.", 20: ":"}
-    for n in RECALL_NS:
-        values = [h.get(f"recall@{n}") for h in history]
+    for n, style in zip(RECALL_NS, ("-", "--", "-.", ":", (0, (1, 4)))):
+        values = [h.get(recall_name(n)) for h in history]
         if any(v is not None for v in values):
-            recall_axis.plot(epochs, values, styles[n], marker="o", color=arch_colour(arch),
+            recall_axis.plot(epochs, values, linestyle=style, marker="o", color=arch_colour(arch),
                              label=f"Recall@{n}")
     recall_axis.set(title="Validation recall", xlabel="epoch", ylabel="recall")
     percent_axis(recall_axis)

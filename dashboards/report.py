@@ -16,42 +16,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vpr_core.errors import UserError
+from vpr_tracking.names import DEFAULT_METRIC
+from vpr_tracking.search_space import run_label
+from vpr_tracking.store import RunRecord, Store, as_store
+from vpr_tracking.trials import (best_row, epochs_of, latest_sweep_experiment, sweep_parent,
+                                 trial_row, trials_of)
 
 from .compare import best_per_arch, curve_of_run
-from .runs import (DEFAULT_METRIC, RECALL_NAMES, RunRecord, RunStore, sweep_parent,
-                   trials_of)
 from .search_views import View, draw_views, rebuild_study
 
 INDEX = "index.html"
 RECALL_CHART = "recall_by_arch.png"
-
-
-@dataclass
-class TrialRow:
-    """One line of the trials table. `recalls`: best epoch's {N: fraction}; `seconds`: the
-    run's wall-clock duration (None while running); `curves`: its learning-curve PNG."""
-
-    trial_id: str
-    run_id: str
-    arch: str
-    num_clusters: int | None
-    margin: float | None
-    lr: float | None
-    recalls: dict
-    epochs: int
-    status: str
-    reason: str
-    seconds: float | None
-    curves: str | None = None
-    link: str | None = None
-    best: bool = False
-
-    def to_dict(self) -> dict:
-        return {"trial_id": self.trial_id, "mlflow_run_id": self.run_id, "arch": self.arch,
-                "num_clusters": self.num_clusters, "margin": self.margin, "lr": self.lr,
-                **{f"recall@{n}": r for n, r in sorted(self.recalls.items())},
-                "epochs": self.epochs, "status": self.status, "reason": self.reason,
-                "seconds": self.seconds, "curves": self.curves, "best": self.best}
 
 
 @dataclass
@@ -77,39 +52,23 @@ def run_link(mlflow_url: str | None, experiment_id: str, run_id: str) -> str | N
     return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def trial_row(run: RunRecord, metric: str, link: str | None) -> TrialRow:
-    return TrialRow(
-        trial_id=run.tags.get("trial_id") or run.name or run.run_id[:8], run_id=run.run_id,
-        arch=run.arch, num_clusters=run.num_clusters, margin=run.float_param("margin"),
-        lr=run.float_param("lr"), recalls=run.best_recalls(metric), epochs=len(epochs_of(run)),
-        status=run.status, reason=run.tags.get("stop_reason", ""), seconds=run.seconds,
-        link=link)
-
-
-def build_report(tracking_uri: str | None, experiment: str | None, out_dir: str | Path,
-                 parent_run_id: str | None = None, mlflow_url: str | None = None,
-                 sweep: str | None = None) -> Path:
-    """Write the report of one sweep to `out_dir`; returns the path of its index.html.
-
-    The sweep is `parent_run_id`, else the latest sweep named `sweep`, else the latest sweep
-    of `experiment`. A user mistake (unknown experiment, run or sweep) raises `UserError`
-    before anything is written.
-    """
-    return Path(write_report(tracking_uri, experiment, out_dir, parent_run_id, mlflow_url,
-                             sweep)["index"])
-
-
-def write_report(tracking_uri: str | None, experiment: str | None, out_dir: str | Path,
+def write_report(store: Store | str | None, experiment: str | None, out_dir: str | Path,
                  parent_run_id: str | None = None, mlflow_url: str | None = None,
                  sweep: str | None = None) -> dict:
-    """`build_report`, returning a summary: index path, sweep, trials, pictures, notes."""
+    """Write the report of one sweep to `out_dir`; returns a summary: the path of its
+    index.html, the sweep, its trials, pictures and notes.
+
+    `store`: a `Store` or a tracking URI. The sweep is `parent_run_id`, else the latest sweep
+    named `sweep`, else the latest sweep of `experiment`. A user mistake (unknown
+    experiment, run or sweep) raises `UserError` before anything is written.
+    """
     out = Path(out_dir).expanduser().absolute()
     _check_out(out)
     if mlflow_url and not mlflow_url.startswith(("http://", "https://")):
         raise UserError(f"--mlflow-url {mlflow_url} is not an http(s):// address; write it "
                         f"like http://127.0.0.1:5000")
-    store = RunStore(tracking_uri)
-    experiment = experiment or store.latest_sweep_experiment()
+    store = as_store(store)
+    experiment = experiment or latest_sweep_experiment(store)
     experiment_id = store.experiment_id(experiment)
     parent = sweep_parent(store, experiment_id, sweep, parent_run_id)
     trials = trials_of(store, parent)
@@ -138,18 +97,16 @@ def _draw_everything(folder: Path, experiment: str, experiment_id: str, parent: 
                      trials: list, metric: str, mlflow_url: str | None) -> ReportContent:
     from .plots import learning_curves, save
 
-    rows = [trial_row(run, metric, run_link(mlflow_url, experiment_id, run.run_id))
-            for run in trials]
-    best = max((r for r in rows if metric_n(metric) in r.recalls),
-               key=lambda r: r.recalls[metric_n(metric)], default=None)
+    rows = [trial_row(run, metric) for run in trials]
+    best = best_row(rows, metric)
     names: set[str] = set()
     for row, run in zip(rows, trials):
         row.best = row is best
+        row.link = run_link(mlflow_url, experiment_id, run.run_id)
         history = epochs_of(run)
         if history:
             row.curves = _unique_name(f"curves_{_safe(row.trial_id)}", names)
-            title = (f"trial {row.trial_id}: {row.arch} K={row.num_clusters} "
-                     f"margin={_g(row.margin)} lr={_g(row.lr)}")
+            title = f"trial {row.trial_id}: {run_label(row.values)}"
             save(learning_curves(history, title, row.arch), folder / row.curves)
     return ReportContent(experiment, experiment_id, parent, metric, rows,
                          _recall_chart(folder, trials, metric),
@@ -189,16 +146,6 @@ def _replace_folder(build: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def metric_n(metric: str) -> int:
-    """'recall@5' -> 5."""
-    return int(metric.split("@")[-1])
-
-
-def epochs_of(run: RunRecord) -> list[dict]:
-    """The run's history entries that are training epochs (a loss or a recall logged)."""
-    return [h for h in run.history if "loss" in h or any(k in h for k in RECALL_NAMES)]
-
-
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text)[:60] or "trial"
 
@@ -210,7 +157,3 @@ def _unique_name(stem: str, taken: set) -> str:
         name = f"{stem}_{i}.png"
     taken.add(name)
     return name
-
-
-def _g(value: float | None) -> str:
-    return "?" if value is None else f"{value:.3g}"

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from html import escape
 
-from .style import RECALL_NS, arch_colour, as_percent
+from vpr_tracking.names import RECALL_NS, RUNNING
+from vpr_tracking.search_space import DIMENSIONS
+
+from .style import arch_colour, as_percent
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -69,8 +72,8 @@ def _facts(content) -> str:
 
 
 def _table(rows: list) -> str:
-    header = ["trial", "arch", "K", "margin", "lr", *(f"R@{n}" for n in RECALL_NS), "epochs",
-              "status / stop reason", "duration"]
+    header = ["trial", *(d.header.strip() for d in DIMENSIONS), *(f"R@{n}" for n in RECALL_NS),
+              "epochs", "status / stop reason", "duration"]
     lines = ['<table id="trials">', "<thead><tr>"
              + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
     for row in rows:
@@ -79,18 +82,28 @@ def _table(rows: list) -> str:
         trial = escape(row.trial_id)
         if row.link:
             trial = f'<a href="{escape(row.link)}">{trial}</a>'
-        swatch = f'<span class="swatch" style="background:{arch_colour(row.arch)}"></span>'
-        cells = [f'<td class="text">{trial}</td>', f"<td>{swatch}{escape(row.arch)}</td>",
-                 f"<td>{_text(row.num_clusters)}</td>",
-                 f"<td>{_number(row.margin)}</td>", f"<td>{_number(row.lr)}</td>",
+        cells = [f'<td class="text">{trial}</td>', *_value_cells(row.values),
                  *(f"<td>{as_percent(row.recalls.get(n))}</td>" for n in RECALL_NS),
                  f"<td>{row.epochs}</td>",
                  f'<td class="text">{escape(_status(row))}</td>',
-                 f"<td>{_duration(row.seconds)}</td>"]
+                 f"<td>{_duration(None if row.status == RUNNING else row.seconds)}</td>"]
         lines.append(f'<tr class="{classes}" data-trial="{escape(row.trial_id)}">'
                      + "".join(cells) + "</tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines)
+
+
+def _value_cells(values: dict) -> list[str]:
+    """The searched values of a trial, the architecture with its colour swatch."""
+    cells = []
+    for d in DIMENSIONS:
+        value = values.get(d.name)
+        text = _number(value) if isinstance(value, float) else _text(value)
+        if d.name == "arch":
+            swatch = f'<span class="swatch" style="background:{arch_colour(value)}"></span>'
+            text = swatch + text
+        cells.append(f"<td>{text}</td>")
+    return cells
 
 
 def _picture(view) -> str:

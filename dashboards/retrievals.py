@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vpr_core.errors import UserError
+from vpr_core.evaluation import named_recalls
 
 from .style import NEGATIVE_COLOUR, POSITIVE_COLOUR
 
@@ -127,7 +128,7 @@ def retrievals(settings: RetrievalSettings) -> dict:
     return {"out": str(out), "checkpoint": source, "run_id": settings.run_id,
             "arch": spec.arch, "num_clusters": spec.num_clusters, "dataset": split.dataset,
             "split": split.split, "top_k": settings.top_k,
-            "recalls": {f"recall@{n}": r for n, r in sorted(result.recalls.items())},
+            "recalls": named_recalls(result.recalls),
             "only_wrong": settings.only_wrong, "wrong_top1": int(wrong.sum()),
             "green_frames": green, "red_frames": len(rows) * settings.top_k - green,
             "rows": rows}
@@ -159,9 +160,9 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
     if settings.resume is not None:
         path = checkpoint_file(Path(settings.resume).expanduser().absolute(), settings.ckpt)
         return str(path), read_flags(path), lambda scratch: path
-    from .runs import RunStore
+    from vpr_tracking.store import as_store
 
-    store = RunStore(settings.tracking_uri)
+    store = as_store(settings.tracking_uri)
     run = store.run(settings.run_id, with_history=False)
     store.require_artifact(settings.run_id, RUN_CHECKPOINT)
     return (f"runs:/{settings.run_id}/{RUN_CHECKPOINT}", dict(run.params),
@@ -178,6 +179,7 @@ def _split(settings: RetrievalSettings, defaults: dict):
         raise UserError("the checkpoint does not say where its dataset is; pass --data-root")
     split = open_split(Path(root), settings.split, settings.dataset or defaults.get("dataset"))
     size = settings.image_size or defaults.get("image_size")
+    # 'native': images keep their sizes ('mixed', as sweeps logged it before)
     size = None if size in (None, "mixed", "native") else size
     return split, resolve_image_size(split, parse_image_size(size))
 

@@ -1,7 +1,7 @@
 """Optuna's views of a sweep's search, drawn from an in-memory study rebuilt from MLflow.
 
-Each trial run becomes an Optuna trial with its arch, K, margin and lr and, as its value, the
-best epoch's recall by the sweep's metric (a fraction); failed trials and trials that logged
+Each trial run becomes an Optuna trial with its searched values and, as its value, the best
+epoch's recall by the sweep's metric (a fraction); failed trials and trials that logged
 no recall become FAIL trials. Views that the trials cannot support (importances need two
 complete trials whose parameters vary) are replaced by a sentence saying why.
 """
@@ -11,11 +11,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import RunRecord
+from vpr_tracking.names import FAILED, Tag, recall_n
+from vpr_tracking.search_space import CHOICE, DIMENSIONS, space_from_params, values_of
+from vpr_tracking.store import RunRecord
+
 from .style import arch_colour
 
-CATEGORICAL = {"arch": ("archs", str), "num_clusters": ("num_clusters_choices", int)}
-LOG_UNIFORM = {"margin": "margin_range", "lr": "lr_range"}
 FIGURE_SIZE = (8.0, 5.0)  # inches: 800 x 500 pixels as saved
 
 
@@ -29,51 +30,30 @@ class View:
     note: str | None = None
 
 
-def parse_range(text: str | None) -> tuple[float, float] | None:
-    """'0.03-0.3' or '1e-05-0.001' (the sweep's `low-high` params) -> (low, high)."""
-    if not text:
-        return None
-    for i, char in enumerate(text):
-        if char == "-" and 0 < i < len(text) - 1 and text[i - 1] not in "eE":
-            try:
-                return float(text[:i]), float(text[i + 1:])
-            except ValueError:
-                continue
-    return None
-
-
 def trial_params(run: RunRecord) -> dict:
-    """The searched parameters of a trial run, typed: arch str, num_clusters int, floats."""
-    params = {}
-    if "arch" in run.params:
-        params["arch"] = run.params["arch"]
-    if run.num_clusters is not None:
-        params["num_clusters"] = run.num_clusters
-    for name in LOG_UNIFORM:
-        value = run.float_param(name)
-        if value is not None and value > 0:
-            params[name] = value
-    return params
+    """The searched values of a trial run, typed (log-uniform ones only when positive)."""
+    return {name: value for name, value in values_of(run.params).items()
+            if isinstance(value, str) or value > 0}
 
 
 def distributions(parent: RunRecord, trials: list[RunRecord]) -> dict:
-    """Optuna distributions of the search space: choices and log-uniform bounds from the
-    sweep parent's params, widened to hold every observed value."""
+    """Optuna distributions of the search space: the sweep parent's choices and bounds,
+    widened to hold every observed value."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+    declared = space_from_params(parent.params)
     observed = [trial_params(run) for run in trials]
     found = {}
-    for name, (param, cast) in CATEGORICAL.items():
-        listed = [cast(v) for v in parent.params.get(param, "").split(",") if v.strip()]
-        seen = [p[name] for p in observed if name in p]
-        choices = list(dict.fromkeys(listed + seen))
-        if choices:
-            found[name] = CategoricalDistribution(choices)
-    for name, param in LOG_UNIFORM.items():
-        values = [p[name] for p in observed if name in p]
-        values += [v for v in parse_range(parent.params.get(param)) or () if v > 0]
+    for d in DIMENSIONS:
+        seen = [p[d.name] for p in observed if d.name in p]
+        if d.kind == CHOICE:
+            choices = list(dict.fromkeys(list(declared.get(d.name, [])) + seen))
+            if choices:
+                found[d.name] = CategoricalDistribution(choices)
+            continue
+        values = seen + [v for v in declared.get(d.name, ()) if v > 0]
         if values:
-            found[name] = FloatDistribution(min(values), max(values), log=True)
+            found[d.name] = FloatDistribution(min(values), max(values), log=True)
     return found
 
 
@@ -88,12 +68,12 @@ def rebuild_study(parent: RunRecord, trials: list[RunRecord], metric: str):
     for run in trials:
         params = {k: v for k, v in trial_params(run).items() if k in spaces}
         value = run.best_step(metric).get(metric)
-        complete = run.status != "FAILED" and value is not None
+        complete = run.status != FAILED and value is not None
         study.add_trial(create_trial(
             params=params, distributions={k: spaces[k] for k in params},
             value=value if complete else None,
             state=TrialState.COMPLETE if complete else TrialState.FAIL,
-            user_attrs={"trial_id": run.tags.get("trial_id", ""), "run_id": run.run_id}))
+            user_attrs={"trial_id": run.tags.get(Tag.TRIAL_ID, ""), "run_id": run.run_id}))
     return study
 
 
@@ -133,7 +113,7 @@ def _draw(draw, study, path: Path, metric: str) -> str | None:
         # one trial gives an axis of one value; matplotlib widens it and says so
         warnings.filterwarnings("ignore", message="Attempting to set identical low and high")
         try:
-            axis = draw(study, f"best Recall@{metric.split('@')[-1]}")
+            axis = draw(study, f"best Recall@{recall_n(metric)}")
         except (ValueError, RuntimeError, ZeroDivisionError) as error:
             for number in set(plt.get_fignums()) - open_before:  # its half-drawn figure
                 plt.close(number)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 ARCH_COLOURS = {"alexnet": "#1f77b4", "vgg16": "#d62728"}
 OTHER_COLOURS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-RECALL_NS = (1, 5, 10, 20)
 # several runs of one architecture share its colour and differ by line style and marker
 LINE_STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P")

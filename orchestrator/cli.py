@@ -256,7 +256,7 @@ def _tracking_uri(args) -> str | None:
     """The checked tracking URI when the user asked for tracking (nothing is created yet)."""
     if getattr(args, "tracking_uri", None) is None and getattr(args, "experiment", None) is None:
         return None
-    from vpr_core.tracking_uri import check_tracking_uri
+    from vpr_tracking.uri import check_tracking_uri
 
     return check_tracking_uri(args.tracking_uri)
 
@@ -266,18 +266,18 @@ def _tracker(args, uri: str | None):
         return None
     from .tracking import Tracker
 
-    return Tracker.connect(uri, args.experiment)
+    return Tracker(uri, args.experiment)
 
 
 def run_ui(args) -> None:
     """The MLflow UI on the store (loopback unless --host says otherwise), with a link to each
     experiment's runs; stopping this command stops the server and all its processes."""
-    from vpr_core.tracking_uri import check_tracking_uri
+    from vpr_tracking.uri import check_tracking_uri, is_server
 
     from .ui import serve
 
     uri = check_tracking_uri(args.tracking_uri, must_exist=True)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         raise UserError(f"{uri} is already a tracking server: open it in a browser")
     serve(uri, args.host, args.port)
 

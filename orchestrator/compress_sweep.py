@@ -108,7 +108,7 @@ def run_compress_study(spec, *, storage: str | None, name: str | None,
     """Run the study's variants as Tune trials; returns (results, mlflow parent id)."""
     from ray import tune
 
-    from vpr_core.tracking_uri import check_tracking_uri
+    from vpr_tracking.uri import check_tracking_uri
 
     from . import ray_cluster
     from .tracking import Tracker
@@ -132,7 +132,7 @@ def run_compress_study(spec, *, storage: str | None, name: str | None,
     results = [json.loads(r.metrics["result"]) for r in grid
                if r.metrics and "result" in r.metrics]
     failed = [str(r.error).splitlines()[-1] for r in grid if r.error]
-    tracker = Tracker.connect(uri, spec.experiment or f"netvlad-{spec.name}")
+    tracker = Tracker(uri, spec.experiment or f"netvlad-{spec.name}")
     parent = log_study(tracker, name, results)
     if not results:
         raise CommandFailed(f"every variant of the study failed; the first: {failed[0]}")

@@ -3,42 +3,23 @@
 It looks a trial's run up by tags before creating one, so a restored sweep continues the same
 runs instead of duplicating them; it logs each epoch once (by step), the artifacts at the end
 (best checkpoint, flags.json, centroids, recall curve), and ends every run FINISHED, FAILED or
-KILLED. It also prints one progress line per trial epoch.
+KILLED. It also logs one progress line per trial epoch.
 """
 from __future__ import annotations
 
 import functools
 import math
-import sys
 from pathlib import Path
 
 from ray import tune
 
-from dashboards.runs import RunStore
+from vpr_core.log import log
+from vpr_tracking import search_space
+from vpr_tracking.names import (EPOCH_METRICS, FAILED, FINISHED, KILLED, RECALL_NS, RUNNING,
+                                Kind, Tag, recall_name)
+from vpr_tracking.store import tracking_unreachable
 
-from .tracking import FAILED, FINISHED, KILLED, Tracker
-
-TRIAL_METRICS = ("recall@1", "recall@5", "recall@10", "recall@20", "loss", "triplets",
-                 "negatives", "batches", "skipped_batches", "lr", "epoch_seconds",
-                 "caches_republished")
-SEARCHED = ("arch", "num_clusters", "margin", "lr")
-
-
-# MLflow's codes for a store that is out of reach or overloaded (not for a wrong request)
-UNREACHABLE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
-
-
-def tracking_unreachable(error: BaseException) -> bool:
-    """Whether `error` says the tracking store could not be reached (a server down or
-    overloaded, a locked database), rather than that this code asked for something wrong."""
-    import requests
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import OperationalError
-
-    if isinstance(error, (requests.RequestException, ConnectionError, TimeoutError,
-                          OperationalError)):
-        return True
-    return isinstance(error, MlflowException) and error.error_code in UNREACHABLE_CODES
+from .tracking import Tracker, log_run_files
 
 
 def _tolerant(hook):
@@ -56,9 +37,9 @@ def _tolerant(hook):
                 if not tracking_unreachable(error):
                     raise
                 self._pending = events[position:]
-                print(f"warning: MLflow at {self.uri} is out of reach ({type(error).__name__}: "
-                      f"{str(error).splitlines()[0][:160]}); {len(self._pending)} event(s) "
-                      f"kept, logged again with the next one", file=sys.stderr, flush=True)
+                log.warning(f"MLflow at {self.uri} is out of reach ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:160]}); {len(self._pending)} "
+                            f"event(s) kept, logged again with the next one")
                 return None
         return None
     return wrapper
@@ -66,10 +47,10 @@ def _tolerant(hook):
 
 class MlflowTrialLogger(tune.Callback):
     def __init__(self, uri: str, experiment: str, parent_run_id: str, sweep_name: str,
-                 fixed_params: dict, epochs: int, echo: bool = True):
+                 fixed_params: dict, epochs: int):
         self.uri, self.experiment = uri, experiment
         self.parent_run_id, self.sweep_name = parent_run_id, sweep_name
-        self.fixed_params, self.epochs, self.echo = fixed_params, epochs, echo
+        self.fixed_params, self.epochs = fixed_params, epochs
         self._reset()
 
     def _reset(self) -> None:
@@ -82,7 +63,7 @@ class MlflowTrialLogger(tune.Callback):
     # pickled with the sweep's state for Tuner.restore: keep settings, rebuild the rest
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("uri", "experiment", "parent_run_id",
-                                              "sweep_name", "fixed_params", "epochs", "echo")}
+                                              "sweep_name", "fixed_params", "epochs")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -91,7 +72,7 @@ class MlflowTrialLogger(tune.Callback):
     @property
     def tracker(self) -> Tracker:
         if self._tracker is None:
-            self._tracker = Tracker(self.uri, self.experiment)
+            self._tracker = Tracker(self.uri, self.experiment)  # one client per store
         return self._tracker
 
     # ---- Tune hooks ---------------------------------------------------------------------
@@ -113,15 +94,13 @@ class MlflowTrialLogger(tune.Callback):
         run_id = self._run_for(trial)
         error = _error_text(trial)
         if _deterministic(error):
-            if self.echo:
-                print(f"[{_trial_label(trial)}] failed: {error} (it would fail again; not "
-                      f"trained again)", flush=True)
+            log.info(f"[{_trial_label(trial)}] failed: {error} (it would fail again; not "
+                     f"trained again)")
             return
         self.failures[trial.trial_id] = self.failures.get(trial.trial_id, 0) + 1
-        self.tracker.set_tags(run_id, {"worker_failures": self.failures[trial.trial_id]})
-        if self.echo:
-            print(f"[{_trial_label(trial)}] worker lost; retrying from its last checkpoint",
-                  flush=True)
+        self.tracker.store.set_tags(run_id, {Tag.WORKER_FAILURES:
+                                             self.failures[trial.trial_id]})
+        log.info(f"[{_trial_label(trial)}] worker lost; retrying from its last checkpoint")
 
     @_tolerant
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -130,11 +109,10 @@ class MlflowTrialLogger(tune.Callback):
         history = self.histories.setdefault(trial.trial_id, [])
         if step <= max((h["epoch"] for h in history), default=0):
             return  # an epoch logged before a restore: logged once only
-        metrics = {k: result[k] for k in TRIAL_METRICS if k in result}
-        self.tracker.log_metrics(run_id, metrics, step=step)
+        metrics = {k: result[k] for k in EPOCH_METRICS if k in result}
+        self.tracker.store.log_metrics(run_id, metrics, step=step)
         history.append({"epoch": step, **metrics})
-        if self.echo:
-            self._print(trial, step, result)
+        self._say_epoch(trial, step, result)
 
     @_tolerant
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -149,28 +127,30 @@ class MlflowTrialLogger(tune.Callback):
         # trials stopped by an interruption keep their runs, ended KILLED (resumable)
         for trial in trials:
             run_id = self.run_ids.get(trial.trial_id)
-            if run_id and self.tracker.status(run_id) == "RUNNING":
-                self.tracker.end(run_id, KILLED)
+            if run_id and self.tracker.store.status(run_id) == RUNNING:
+                self.tracker.store.end(run_id, KILLED)
 
     # ---- runs ---------------------------------------------------------------------------
     def _run_for(self, trial) -> str:
         if trial.trial_id in self.run_ids:
             return self.run_ids[trial.trial_id]
-        tracker = self.tracker
-        params = dict(self.fixed_params, **{k: trial.config.get(k) for k in SEARCHED})
-        run_id = tracker.find_run(**{"mlflow.parentRunId": self.parent_run_id,
-                                     "trial_id": trial.trial_id})
-        if run_id is not None and not _same_params(tracker, run_id, params):
-            tracker.client.delete_run(run_id)  # a lost trial's run that reused this trial id
+        tracker, store = self.tracker, self.tracker.store
+        searched = {k: trial.config.get(k) for k in search_space.NAMES}
+        params = dict(self.fixed_params, **searched)
+        run_id = tracker.find_run(**{Tag.PARENT: self.parent_run_id,
+                                     Tag.TRIAL_ID: trial.trial_id})
+        if run_id is not None and not _same_params(store, run_id, searched):
+            store.delete(run_id)  # a lost trial's run that reused this trial id
             run_id = None
         if run_id is None:
             run_id = tracker.create_run(
                 _trial_label(trial), params,
-                {"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id,
-                 "sweep": self.sweep_name, "kind": "trial", "arch": trial.config.get("arch")})
+                {Tag.PARENT: self.parent_run_id, Tag.TRIAL_ID: trial.trial_id,
+                 Tag.SWEEP: self.sweep_name, Tag.KIND: Kind.TRIAL,
+                 Tag.ARCH: trial.config.get("arch")})
         else:
-            tracker.client.update_run(run_id, status="RUNNING")  # a resumed trial continues
-            self.histories[trial.trial_id] = RunStore(self.uri).history(run_id, TRIAL_METRICS)
+            store.start(run_id)  # a resumed trial continues
+            self.histories[trial.trial_id] = store.history(run_id, EPOCH_METRICS)
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -184,40 +164,39 @@ class MlflowTrialLogger(tune.Callback):
             reason = f"stopped early after epoch {epochs_run} (ASHA)"
         else:
             reason = "completed"
-        self.tracker.set_tags(run_id, {"stop_reason": reason, "epochs_run": epochs_run})
+        store = self.tracker.store
+        store.set_tags(run_id, {Tag.STOP_REASON: reason, Tag.EPOCHS_RUN: epochs_run})
         try:
             self._log_artifacts(trial, run_id, history)
         finally:
-            self.tracker.end(run_id, status)
-        if self.echo:
-            print(f"[{_trial_label(trial)}] {reason}", flush=True)
+            store.end(run_id, status)
+        log.info(f"[{_trial_label(trial)}] {reason}")
 
     def _log_artifacts(self, trial, run_id: str, history: list) -> None:
         centroids = (trial.last_result or {}).get("centroids") or None
         title, arch = _trial_label(trial), trial.config.get("arch")
+        store = self.tracker.store
         if trial.checkpoint is None:
-            self.tracker.log_run_files(run_id, None, centroids, history, arch, title)
+            log_run_files(store, run_id, None, centroids, history, arch, title)
             return
         with trial.checkpoint.as_directory() as folder:
-            self.tracker.log_run_files(run_id, Path(folder), centroids, history, arch, title)
+            log_run_files(store, run_id, Path(folder), centroids, history, arch, title)
 
-    def _print(self, trial, step: int, result: dict) -> None:
-        recalls = " ".join(f"R@{n} {result.get(f'recall@{n}', math.nan):.3f}"
-                           for n in (1, 5, 10, 20))
-        print(f"[{_trial_label(trial)}] epoch {step}/{self.epochs}: loss "
-              f"{result.get('loss', math.nan):.4f} {recalls} "
-              f"({result.get('epoch_seconds', math.nan):.0f} s)", flush=True)
+    def _say_epoch(self, trial, step: int, result: dict) -> None:
+        recalls = " ".join(f"R@{n} {result.get(recall_name(n), math.nan):.3f}"
+                           for n in RECALL_NS)
+        log.info(f"[{_trial_label(trial)}] epoch {step}/{self.epochs}: loss "
+                 f"{result.get('loss', math.nan):.4f} {recalls} "
+                 f"({result.get('epoch_seconds', math.nan):.0f} s)")
 
 
 def _trial_label(trial) -> str:
-    c = trial.config
-    return (f"{trial.trial_id} {c.get('arch')} K={c.get('num_clusters')} "
-            f"margin={c.get('margin', math.nan):.3g} lr={c.get('lr', math.nan):.2g}")
+    return f"{trial.trial_id} {search_space.run_label(trial.config)}"
 
 
-def _same_params(tracker: Tracker, run_id: str, params: dict) -> bool:
-    logged = tracker.client.get_run(run_id).data.params
-    return all(logged.get(k) == str(params[k]) for k in SEARCHED if k in params)
+def _same_params(store, run_id: str, searched: dict) -> bool:
+    logged = store.run(run_id, with_history=False).params
+    return all(logged.get(k) == str(v) for k, v in searched.items())
 
 
 def _deterministic(error: str) -> bool:

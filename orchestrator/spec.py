@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,14 +14,14 @@ import yaml
 
 from vpr_core.config import TrainConfig, parse_image_size
 from vpr_core.errors import UserError
-from vpr_core.models import ARCHES
+from vpr_tracking import search_space
+from vpr_tracking.names import DEFAULT_METRIC, RECALL_NAMES
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 DEFAULT_SPEC = EXPERIMENTS_DIR / "smoke.yaml"
-SEARCHED = ("arch", "num_clusters", "margin", "lr")
 # settings the sweep owns for each trial; a spec may not fix them in `train`
-PER_TRIAL = set(SEARCHED) | {"data_root", "dataset", "cache_dir", "run_dir", "resume", "ckpt",
-                             "show_progress", "centroids", "workers"}
+PER_TRIAL = set(search_space.NAMES) | {"data_root", "dataset", "cache_dir", "run_dir", "resume",
+                                       "ckpt", "show_progress", "centroids", "workers"}
 SECTIONS = {
     "name": str, "description": str, "data": dict, "search": dict, "train": dict,
     "resources": dict, "tracking": dict, "evaluate": dict, "compress": dict,
@@ -35,15 +34,6 @@ RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "miner_me
                  "max_failures"}
 TRACKING_KEYS = {"uri", "experiment"}
 EVALUATE_KEYS = {"checkpoint", "ckpt", "split"}
-METRICS = ("recall@1", "recall@5", "recall@10", "recall@20")
-
-
-@dataclass
-class SearchSpace:
-    archs: list = field(default_factory=lambda: list(ARCHES))
-    num_clusters: list = field(default_factory=lambda: [16, 32, 64])
-    margin: tuple = (0.03, 0.3)  # log-uniform bounds
-    lr: tuple = (1e-5, 1e-3)  # log-uniform bounds
 
 
 @dataclass
@@ -55,8 +45,9 @@ class SweepSpec:
     synthetic: dict = field(default_factory=dict)
     num_samples: int = 6
     seed: int = 0
-    metric: str = "recall@5"
-    space: SearchSpace = field(default_factory=SearchSpace)
+    metric: str = DEFAULT_METRIC
+    # {dimension: choices or (low, high)}, see vpr_tracking.search_space
+    space: dict = field(default_factory=search_space.default_space)
     start_with: list = field(default_factory=list)  # configurations tried first, in order
     grace_period: int = 1
     reduction_factor: int = 2
@@ -82,46 +73,28 @@ class SweepSpec:
             return self
         if self.compress is not None:
             return self  # checked with the data by orchestrator.compress_sweep.plan
-        if not self.space.archs or any(a not in ARCHES for a in self.space.archs):
-            raise UserError(f"search.space.arch must list some of {', '.join(ARCHES)}, got "
-                            f"{self.space.archs}")
-        if self.num_samples < len(self.space.archs):
+        search_space.check_space(self.space)
+        archs = self.space["arch"]
+        if self.num_samples < len(archs):
             raise UserError(f"--num-samples {self.num_samples} is fewer than the "
-                            f"{len(self.space.archs)} architectures to try; raise it")
-        if not self.space.num_clusters or any(
-                not isinstance(k, int) or k < 1 for k in self.space.num_clusters):
-            raise UserError(f"search.space.num_clusters must be positive integers, got "
-                            f"{self.space.num_clusters}")
-        for name in ("margin", "lr"):
-            low, high = getattr(self.space, name)
-            if not (0 < low <= high and math.isfinite(high)):
-                raise UserError(f"search.space.{name} must be a log-uniform range 0 < low <= "
-                                f"high, got {[low, high]}")
+                            f"{len(archs)} architectures to try; raise it")
         for point in self.start_with:
-            self._check_point(point)
-        if self.metric not in METRICS:
-            raise UserError(f"search.metric {self.metric!r} must be one of {', '.join(METRICS)}")
+            search_space.check_point(self.space, point)
+        if self.metric not in RECALL_NAMES:
+            raise UserError(f"search.metric {self.metric!r} must be one of "
+                            f"{', '.join(RECALL_NAMES)}")
         if self.grace_period < 1 or self.reduction_factor < 2:
             raise UserError("scheduler grace_period must be >= 1 and reduction_factor >= 2")
         if self.cpus_per_trial <= 0:
             raise UserError(f"resources.cpus_per_trial must be positive, got "
                             f"{self.cpus_per_trial}")
-        self.trial_config({"arch": self.space.archs[0], "num_clusters": self.space.num_clusters[0],
-                           "margin": self.space.margin[0], "lr": self.space.lr[0]},
-                          data_root=Path("/"), cache_dir=Path("/"), run_dir=Path("/"))
+        self.trial_config(self.first_point(), data_root=Path("/"), cache_dir=Path("/"),
+                          run_dir=Path("/"))
         return self
 
-    def _check_point(self, point) -> None:
-        if not isinstance(point, dict) or set(point) != set(SEARCHED):
-            raise UserError(f"search.start_with entries need exactly {', '.join(SEARCHED)}; "
-                            f"got {point}")
-        space = self.space
-        inside = (point["arch"] in space.archs and point["num_clusters"] in space.num_clusters
-                  and space.margin[0] <= point["margin"] <= space.margin[1]
-                  and space.lr[0] <= point["lr"] <= space.lr[1])
-        if not inside:
-            raise UserError(f"search.start_with entry {point} lies outside the search space; "
-                            f"widen the space or change the entry")
+    def first_point(self) -> dict:
+        """A point of the space (each dimension's first choice or lower bound)."""
+        return {name: values[0] for name, values in self.space.items()}
 
     def trial_config(self, sampled: dict, **paths) -> TrainConfig:
         """The validated TrainConfig of one trial: fixed settings + sampled ones + paths."""
@@ -174,7 +147,7 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     spec.num_samples = _int(search.get("num_samples", spec.num_samples), "num_samples", source)
     spec.seed = _int(search.get("seed", spec.seed), "seed", source)
     spec.metric = search.get("metric", spec.metric)
-    spec.space = _space(search.get("space") or {}, source)
+    spec.space = search_space.parse_space(search.get("space") or {}, f"{source}: search.space")
     spec.start_with = list(search.get("start_with") or [])
     scheduler = search.get("scheduler") or {}
     _known(scheduler, SCHEDULER_KEYS, f"{source}: search.scheduler")
@@ -204,32 +177,6 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
         _known(raw["evaluate"], EVALUATE_KEYS, f"{source}: evaluate")
         spec.evaluate = dict(raw["evaluate"])
     return spec
-
-
-def _space(raw: dict, source: str) -> SearchSpace:
-    _known(raw, set(SEARCHED), f"{source}: search.space")
-    space = SearchSpace()
-    if "arch" in raw:
-        space.archs = list(raw["arch"]) if isinstance(raw["arch"], list) else [raw["arch"]]
-    if "num_clusters" in raw:
-        value = raw["num_clusters"]
-        space.num_clusters = list(value) if isinstance(value, list) else [value]
-    for name in ("margin", "lr"):
-        if name in raw:
-            setattr(space, name, _log_range(raw[name], f"{source}: search.space.{name}"))
-    return space
-
-
-def _log_range(value, where: str) -> tuple:
-    if isinstance(value, dict) and set(value) == {"log_uniform"}:
-        value = value["log_uniform"]
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where} must be a number or {{log_uniform: [low, high]}}") from None
-    return low, high
 
 
 def _int(value, name: str, source: str) -> int:

@@ -64,7 +64,7 @@ def apply_flags(spec, args):
     if args.tracking_uri is not None:
         spec.tracking_uri = args.tracking_uri
     if args.arch:
-        spec.space.archs = list(dict.fromkeys(args.arch))
+        spec.space["arch"] = list(dict.fromkeys(args.arch))
     for flag in ("epochs", "weights"):
         if getattr(args, flag) is not None:
             spec.train[flag] = getattr(args, flag)
@@ -112,8 +112,7 @@ def run(args) -> None:
     best = result.best
     if best is not None:
         recalls = "  ".join(f"R@{n} {best.recalls[n]:.4f}" for n in sorted(best.recalls))
-        lines.append(f"best: {best.arch} K={best.num_clusters} margin={best.margin:.3g} "
-                     f"lr={best.lr:.2g}  {recalls}  (trial {best.trial_id})")
+        lines.append(f"best: {best.label}  {recalls}  (trial {best.trial_id})")
     lines.append(f"wall time {result.wall_seconds:.0f} s; trials trained for "
                  f"{summary['trials_training_seconds']:.0f} s in all, "
                  f"{summary['per_trial_overhead_seconds']:.0f} s overhead per trial")
@@ -141,7 +140,7 @@ def run_compression_study(spec, args) -> None:
     from . import ray_cluster
     from .cli import emit
     from .compress_sweep import run_compress_study
-    from .tracking import ui_command
+    from vpr_tracking.uri import ui_command
 
     try:
         results, failed, parent, uri = run_compress_study(
@@ -164,10 +163,10 @@ def run_evaluation(spec, args) -> None:
     from vpr_core.config import EvalConfig
     from vpr_core.pipeline import evaluate_config
 
-    from .cli import emit
-    from vpr_core.tracking_uri import check_tracking_uri
+    from vpr_tracking.uri import check_tracking_uri, ui_command
 
-    from .tracking import Tracker, ui_command
+    from .cli import emit
+    from .tracking import Tracker
 
     if spec.data_root is None:
         raise UserError("an evaluation spec needs data.root (or --data-root)")
@@ -181,7 +180,7 @@ def run_evaluation(spec, args) -> None:
                         ckpt=spec.evaluate.get("ckpt", "latest"),
                         show_progress=not args.quiet, **settings).validate()
     result, checkpoint = evaluate_config(config)
-    tracker = Tracker.connect(uri, spec.experiment or f"netvlad-{spec.name}")
+    tracker = Tracker(uri, spec.experiment or f"netvlad-{spec.name}")
     run_id = tracker.log_evaluation(config, result, checkpoint, tags={"spec": spec.name})
     payload = dict(result.to_dict(), checkpoint=str(checkpoint), mlflow_run_id=run_id,
                    mlflow_ui=ui_command(uri))

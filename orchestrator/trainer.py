@@ -16,6 +16,7 @@ from ray import tune
 from vpr_core.checkpoints import BEST_FILE, CHECKPOINT_DIR, FLAGS_FILE, LATEST_FILE
 from vpr_core.errors import UserError
 from vpr_core.training import TrainingRun
+from vpr_tracking import search_space
 
 from .mining_service import RayMiner
 from .spec import SweepSpec
@@ -26,7 +27,7 @@ FAILURE_NOTE = "deterministic_failure.txt"
 
 def train_trial(config: dict, *, spec: SweepSpec, data_root: str, cache_dir: str,
                 service: str) -> None:
-    """Tune function trainable: `config` holds the sampled arch, num_clusters, margin, lr.
+    """Tune function trainable: `config` holds the sampled values of the search space.
 
     A failure that would repeat (a NaN loss, an impossible setting) is noted in the trial's
     folder, so that Tune's retries (meant for killed processes) end at once instead of
@@ -51,7 +52,7 @@ def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, servic
     shutil.rmtree(run_dir, ignore_errors=True)
     resume = _restore_checkpoint(run_dir)
     train_config = spec.trial_config(
-        {name: config[name] for name in ("arch", "num_clusters", "margin", "lr")},
+        {name: config[name] for name in search_space.NAMES},
         data_root=Path(data_root), cache_dir=Path(cache_dir), run_dir=run_dir,
         resume=resume, workers=max(0, int(spec.cpus_per_trial) - 1))
     run = TrainingRun(train_config, miner=RayMiner(service), owner=context.get_trial_id())

@@ -16,6 +16,7 @@ import sys
 import time
 
 from vpr_core.errors import UserError
+from vpr_core.log import log
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # uvicorn stops in about 2 s on SIGTERM; MLflow's job consumers (if enabled) in up to 8 s
@@ -33,7 +34,7 @@ def serve(uri: str, host: str, port: int) -> None:
                "--host", host, "--port", str(port), "--workers", "1"]
     # the job runner serves GenAI features this project does not use: 8 fewer processes
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
-    print(f"MLflow UI on {address} (Ctrl-C to stop)", flush=True)
+    log.info(f"MLflow UI on {address} (Ctrl-C to stop)")
     code, stopped_by = run_until_stopped(command, env, lambda: print_runs_links(uri, address))
     if stopped_by == signal.SIGINT:
         raise KeyboardInterrupt
@@ -63,25 +64,17 @@ def check_free(host: str, port: int) -> None:
 def runs_links(uri: str, address: str) -> list[tuple[str, str]]:
     """(experiment name, address of its runs table) for each experiment holding runs, the most
     recently updated first."""
-    from mlflow import MlflowClient
+    from vpr_tracking.store import store_at
 
-    client = MlflowClient(tracking_uri=uri)
-    links = []
-    for experiment in client.search_experiments(order_by=["last_update_time DESC"]):
-        if client.search_runs([experiment.experiment_id], max_results=1):
-            links.append((experiment.name, f"{address}/#/experiments/"
-                                           f"{experiment.experiment_id}/runs?{RUNS_VIEW}"))
-    return links
+    store = store_at(uri)  # a damaged database is a UserError: the server cannot show it
+    return [(name, f"{address}/#/experiments/{experiment_id}/runs?{RUNS_VIEW}")
+            for experiment_id, name in store.experiments()
+            if store.search(experiment_id, with_history=False, max_results=1)]
 
 
 def print_runs_links(uri: str, address: str) -> None:
-    try:
-        links = runs_links(uri, address)
-    except Exception as error:  # a damaged database: the server cannot show it either
-        raise UserError(f"cannot read the MLflow store {uri} ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0][:160]}); check --tracking-uri") from None
-    for name, link in links:
-        print(f"  runs of {name}: {link}", flush=True)
+    for name, link in runs_links(uri, address):
+        log.info(f"  runs of {name}: {link}")
 
 
 def run_until_stopped(command: list[str], env: dict, after_start=None

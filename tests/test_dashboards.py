@@ -27,7 +27,7 @@ from dashboards.compare import given_curve
 from dashboards.plots import recall_figure_size
 from dashboards.retrievals import (choose_queries, frame_colours, grid_size, match_distances,
                                    match_is_positive)
-from dashboards.search_views import parse_range
+from vpr_tracking.search_space import space_from_params, space_params
 from dashboards.style import ARCH_COLOURS, NEGATIVE_COLOUR, POSITIVE_COLOUR
 from dashboards_store import EVAL_RECALLS, EXPERIMENT, SWEEP, TRIALS, log_fake_sweep
 from vpr_core.errors import UserError
@@ -111,11 +111,18 @@ def test_given_recalls_take_fractions_or_percentages():
         given_curve("alexnet", [10, 20, 30, 140])
 
 
-def test_ranges_of_the_sweep_parent_parse():
-    assert parse_range("0.03-0.3") == (0.03, 0.3)
-    assert parse_range("1e-05-0.001") == (1e-05, 0.001)
-    assert parse_range("0.0001-1e-03") == (0.0001, 0.001)
-    assert parse_range("") is None and parse_range("abc") is None
+def test_the_search_space_is_read_back_from_a_sweep_parent():
+    space = {"arch": ["vgg16"], "num_clusters": [8, 64], "margin": (0.05, 0.2), "lr": (1e-5, 1e-3)}
+    params = {k: str(v) for k, v in space_params(space).items()}  # MLflow keeps strings
+    assert params["margin_min"] == "0.05" and params["lr_max"] == "0.001"
+    assert space_from_params(params) == space
+    # sweeps of earlier versions logged ranges as 'low-high' and choices as 'a,b'
+    legacy = {"archs": "alexnet,vgg16", "num_clusters_choices": "4,8",
+              "margin_range": "0.03-0.3", "lr_range": "1e-05-0.001"}
+    assert space_from_params(legacy) == {"arch": ["alexnet", "vgg16"], "num_clusters": [4, 8],
+                                         "margin": (0.03, 0.3), "lr": (1e-05, 0.001)}
+    assert space_from_params({"lr_range": "0.0001-1e-03"}) == {"lr": (0.0001, 0.001)}
+    assert space_from_params({"margin_range": "abc", "archs": ""}) == {}
 
 
 def test_frames_follow_the_ground_truth_on_a_constructed_case():
@@ -259,10 +266,11 @@ def test_report_replaces_an_earlier_report_and_explains_missing_views(store, tmp
     assert summary["parent_run_id"] == store["parent"] and len(summary["trials"]) == 4
     assert [t["best"] for t in summary["trials"]] == [False, False, True, False]
 
-    from dashboards.runs import RunStore, trials_of
     from dashboards.search_views import draw_views, rebuild_study
+    from vpr_tracking.store import open_store
+    from vpr_tracking.trials import trials_of
 
-    runs = RunStore(store["uri"])
+    runs = open_store(store["uri"])
     parent = runs.run(store["parent"], with_history=False)
     trials = trials_of(runs, parent)
     study = rebuild_study(parent, trials, "recall@5")

@@ -58,11 +58,11 @@ def test_sweep_survives_a_killed_worker_a_killed_service_and_a_nan_trial(
     spec = spec_from_dict(raw, "faults")
     spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     saboteur = Saboteur("miner-faults")
-    result = run_sweep(spec, storage=str(tmp_path / "ray_results"), name="faults", echo=False,
+    result = run_sweep(spec, storage=str(tmp_path / "ray_results"), name="faults",
                        callbacks=[saboteur])
     assert saboteur.killed_worker and saboteur.killed_service
     assert not result.interrupted
-    rows = {row.lr: row for row in result.rows}
+    rows = {row.values["lr"]: row for row in result.rows}
     assert len(result.rows) == 3
 
     client = MlflowClient(spec.tracking_uri)
@@ -133,7 +133,7 @@ def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root
     spec = spec_from_dict(raw, "load")
     spec.data_root = synth_folder_root
     spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = run_sweep(spec, storage=str(tmp_path / "ray_results"), echo=False)
+    result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert result.concurrency == 2
     assert len(result.rows) == 12 and len({r.trial_id for r in result.rows}) == 12
     assert all(r.status == "FINISHED" and r.epochs == 1 and r.recalls for r in result.rows)

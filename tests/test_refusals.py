@@ -4,7 +4,8 @@ import json
 import pytest
 from cli_helpers import assert_user_error, run_main, tree
 
-from orchestrator.sweep import SweepResult, TrialRow, latest_name
+from orchestrator.sweep import SweepResult, latest_name
+from vpr_tracking.trials import TrialRow
 from orchestrator.sweep_cli import apply_flags, check_outcome
 from vpr_core.config import TrainConfig
 from vpr_core.errors import CommandFailed, UserError
@@ -129,7 +130,8 @@ def test_resume_without_name_on_object_storage_asks_for_the_name():
 
 
 def row(status: str, reason: str = "") -> TrialRow:
-    return TrialRow("t", "alexnet", 4, 0.1, 1e-4, {}, 0, status, reason, 1.0, 0.0, "r")
+    values = {"arch": "alexnet", "num_clusters": 4, "margin": 0.1, "lr": 1e-4}
+    return TrialRow("t", "r", values, {}, 0, status, reason, 1.0, 0.0)
 
 
 def test_a_sweep_whose_every_trial_failed_is_not_a_success():

@@ -70,7 +70,7 @@ def test_lost_service_statistics_are_said(ray_session, tmp_path, capsys):
 
     service = start_service(2**20, name="svc-stats-lost")
     ray.kill(service, no_restart=True)
-    tracker = Tracker.connect(f"sqlite:///{tmp_path}/m.db", "stats")
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "stats")
     parent = tracker.create_run("sweep", {}, {"kind": "sweep"})
     sweep._log_service_stats(tracker, parent, service)
     assert "mining service's statistics are lost" in capsys.readouterr().err

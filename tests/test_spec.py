@@ -1,7 +1,7 @@
 import pytest
 
 from orchestrator.spec import EXPERIMENTS_DIR, load_spec, spec_from_dict
-from orchestrator.sweep import first_points, plan_resources, search_space
+from orchestrator.sweep import first_points, plan_resources, tune_space
 from vpr_core.errors import UserError
 
 
@@ -23,7 +23,7 @@ def test_the_compression_spec_expands_its_variants():
 def test_smoke_is_the_embedded_default():
     spec = load_spec(None)
     assert spec.name == "smoke" and spec.data_root is None
-    assert set(spec.space.archs) == {"alexnet", "vgg16"} and spec.train["weights"] == "none"
+    assert set(spec.space["arch"]) == {"alexnet", "vgg16"} and spec.train["weights"] == "none"
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -59,7 +59,7 @@ def test_every_architecture_is_in_the_first_points():
     assert [p["arch"] for p in points] == ["alexnet", "vgg16"]
     assert all(p["num_clusters"] == 16 and p["lr"] == 1e-3 and p["margin"] == 0.1
                for p in points)
-    space = search_space(spec)
+    space = tune_space(spec)
     assert space["arch"].categories == ["alexnet", "vgg16"]
     assert space["lr"].lower == 1e-3 and space["lr"].upper == 1e-2
 

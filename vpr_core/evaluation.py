@@ -19,6 +19,16 @@ from .search import search
 RECALL_NS = (1, 5, 10, 20)
 
 
+def recall_name(n: int) -> str:
+    """The name of Recall@N in results, JSON and tracking: 'recall@5'."""
+    return f"recall@{n}"
+
+
+def named_recalls(recalls: dict) -> dict:
+    """{N: fraction} -> {'recall@N': fraction}, by N."""
+    return {recall_name(n): float(r) for n, r in sorted(recalls.items())}
+
+
 @dataclass
 class EvalResult:
     recalls: dict  # {N: fraction of queries correct at N}
@@ -32,7 +42,7 @@ class EvalResult:
     precision: str = "fp32"  # of the forward passes that made the descriptors
 
     def to_dict(self) -> dict:
-        out = {f"recall@{n}": float(r) for n, r in sorted(self.recalls.items())}
+        out = named_recalls(self.recalls)
         out.update(split=self.split, dataset=self.dataset, num_queries=self.num_queries,
                    num_database=self.num_database, seconds=round(self.seconds, 3),
                    precision=self.precision)

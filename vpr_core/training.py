@@ -36,7 +36,7 @@ from .checkpoints import (
 from .config import TrainConfig, format_image_size
 from .datasets import open_split, resolve_image_size
 from .errors import UserError
-from .evaluation import evaluate
+from .evaluation import evaluate, named_recalls
 from .extraction import extract_descriptors
 from .fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
 from .image_feed import ImageFeed
@@ -84,7 +84,7 @@ class EpochResult:
     stage_seconds: dict = field(default_factory=dict)
 
     def metrics(self) -> dict:
-        out = {f"recall@{n}": float(r) for n, r in self.recalls.items()}
+        out = named_recalls(self.recalls)
         out.update(loss=self.loss, triplets=self.triplets, negatives=self.negatives,
                    batches=self.batches, skipped_batches=self.skipped_batches, lr=self.lr,
                    epoch_seconds=self.seconds, caches_republished=self.republished)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..evaluation import evaluate
+from ..evaluation import evaluate, named_recalls
 from ..image_feed import ImageFeed
 from ..runtime import autocast, memory_format, prepare_model
 
@@ -40,7 +40,7 @@ class Figures:
 
     def metrics(self) -> dict:
         """Flat numbers, for JSON results and MLflow (recall@N, size_mb, latency_..._ms)."""
-        out = {f"recall@{n}": float(r) for n, r in sorted(self.recalls.items())}
+        out = named_recalls(self.recalls)
         out.update(size_mb=self.size_bytes / 2**20, descriptor_bytes=self.descriptor_bytes,
                    zero_share=self.zero_share)
         out.update({f"latency_{key}_ms": value for key, value in self.latency_ms.items()})

@@ -1,18 +1,14 @@
-"""Where results are tracked: the MLflow URI rules shared by the orchestrator (which writes)
-and the dashboards (which read). Plain string and path logic: MLflow is not imported here."""
+"""Where results are tracked: the MLflow URI rules of every command that writes or reads runs.
+Plain string and path logic: MLflow is not imported here. Each command checks its URI once and
+passes the checked URI on."""
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import UserError
+from vpr_core.errors import UserError
 
 SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-
-
-def metric_key(name: str) -> str:
-    """MLflow's name for a metric: 'recall@5' -> 'recall_at_5' (MLflow refuses '@')."""
-    return name.replace("@", "_at_")
 
 
 def default_tracking_uri() -> str:
@@ -45,3 +41,21 @@ def check_tracking_uri(uri: str | None, must_exist: bool = False) -> str:
         raise UserError(f"--tracking-uri {uri} has the unknown scheme '{scheme}'; use sqlite:///"
                         f"PATH, http(s)://HOST:PORT, postgresql://, mysql:// or databricks")
     return uri
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a checked sqlite URI, None for other stores."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens these runs in the MLflow UI."""
+    if is_server(uri):
+        return f"open {uri} in a browser"
+    # this project's `ui` opens each experiment on its runs table (MLflow's own `mlflow ui`
+    # lands on its GenAI pages) and stops its server when it stops
+    return f"python -m orchestrator ui --tracking-uri {uri}"

@@ -1,0 +1,71 @@
+"""The tracking vocabulary: run kinds, tag names, statuses and metric names.
+
+MLflow params are named after the settings they record (`TrainConfig`'s field names); the
+search space's own params are named in `search_space`.
+"""
+from __future__ import annotations
+
+from vpr_core.evaluation import RECALL_NS, recall_name
+
+DEFAULT_EXPERIMENT = "netvlad"
+
+
+class Kind:
+    """The value of the tag `Tag.KIND`: what a run is."""
+
+    SWEEP = "sweep"  # a sweep's parent run
+    TRIAL = "trial"  # one trial of a sweep (a child run)
+    TRAINING = "training"  # `python -m orchestrator train`
+    EVALUATION = "evaluation"  # `eval`, or an evaluation spec
+    COMPRESSION_STUDY = "compression-study"  # a study's parent run
+    COMPRESSION_VARIANT = "compression-variant"  # the original or a variant of a study
+
+
+TRAINED_KINDS = (Kind.TRIAL, Kind.TRAINING)
+
+
+class Tag:
+    KIND = "kind"
+    PARENT = "mlflow.parentRunId"  # MLflow's own: nests a child run under its parent
+    EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow's own: what an experiment holds
+    SWEEP = "sweep"  # the sweep's name, on its parent and its trials
+    TRIAL_ID = "trial_id"
+    ARCH = "arch"
+    STOP_REASON = "stop_reason"
+    EPOCHS_RUN = "epochs_run"
+    WORKER_FAILURES = "worker_failures"
+    BEST_TRIAL = "best_trial"
+    BEST_RUN_ID = "best_run_id"
+    BEST_ARCH = "best_arch"
+    RUN_DIR = "run_dir"
+    SPEC = "spec"
+    STUDY = "study"
+    VARIANT = "variant"
+    GIT_COMMIT = "git_commit"
+
+
+# MLflow's words for an experiment of trained models (not GenAI traces)
+MODEL_EXPERIMENT = "custom_model_development"
+__all__ = ["RECALL_NS", "recall_name"]  # declared in vpr_core.evaluation, named here too
+# a run's status when it ends; RUNNING is never left behind
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+ORIGINAL_VARIANT = "original"
+
+
+def recall_n(name: str) -> int:
+    """'recall@5' -> 5."""
+    return int(name.split("@")[-1])
+
+
+def metric_key(name: str) -> str:
+    """MLflow's name for a metric: 'recall@5' -> 'recall_at_5' (MLflow refuses '@')."""
+    return name.replace("@", "_at_")
+
+
+RECALL_NAMES = tuple(recall_name(n) for n in RECALL_NS)
+DEFAULT_METRIC = recall_name(5)
+# what a trial or a training run logs per epoch
+EPOCH_METRICS = RECALL_NAMES + ("loss", "triplets", "negatives", "batches", "skipped_batches",
+                                "lr", "epoch_seconds", "caches_republished")
+# what the dashboards draw of a run's history
+CURVE_METRICS = RECALL_NAMES + ("loss", "epoch_seconds")
