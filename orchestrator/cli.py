@@ -12,11 +12,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from vpr_core import arguments
+from vpr_core.arguments import emit
 from vpr_core.config import SGD_DEFAULTS
 from vpr_core.errors import UserError, exit_status
-from vpr_core.fileio import write_json_atomic
-
-from . import arguments
 
 # flags.json keys that are not restored on --resume: they belong to the new invocation
 NOT_RESTORED = {"resume", "ckpt", "epochs", "run_dir", "show_progress", "device", "workers",
@@ -120,13 +119,6 @@ def make_config(cls, args, restored: dict | None = None, **fixed):
     if getattr(args, "quiet", False):
         values["show_progress"] = False
     return cls(**values).validate()
-
-
-def emit(args, result: dict, lines: list[str]) -> None:
-    for line in lines:
-        print(line, flush=True)
-    if getattr(args, "json", None):
-        write_json_atomic(Path(args.json).absolute(), result)
 
 
 # ---- verbs ---------------------------------------------------------------------------------

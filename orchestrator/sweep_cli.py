@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vpr_core import arguments
+from vpr_core.arguments import emit
 from vpr_core.errors import CommandFailed, UserError
-
-from . import arguments
 
 
 def add_parser(verbs) -> None:
@@ -90,7 +90,6 @@ def absolute_paths(spec) -> None:
 
 
 def run(args) -> None:
-    from .cli import emit
     from .spec import load_spec
 
     spec = apply_flags(load_spec(args.config), args)
@@ -139,7 +138,6 @@ def check_outcome(result) -> None:
 def run_compression_study(spec, args) -> None:
     """A compression spec: its variants as Tune trials, one MLflow study."""
     from . import ray_cluster
-    from .cli import emit
     from .compress_sweep import run_compress_study
     from .tracking import ui_command
 
@@ -163,8 +161,6 @@ def run_evaluation(spec, args) -> None:
     """An evaluation spec: evaluate its checkpoint and log one MLflow run."""
     from vpr_core.config import EvalConfig
     from vpr_core.pipeline import evaluate_config
-
-    from .cli import emit
     from vpr_core.tracking_uri import check_tracking_uri
 
     from .tracking import Tracker, ui_command

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from vpr_core.config import COMPRESS_METHODS
-from vpr_core.image_feed import DECODE_CHOICES
-from vpr_core.models import ARCHES, POOLINGS
-from vpr_core.runtime import PRECISIONS
+from .config import COMPRESS_METHODS
+from .fileio import write_json_atomic
+from .image_feed import DECODE_CHOICES
+from .models import ARCHES, POOLINGS
+from .runtime import PRECISIONS
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -20,6 +22,14 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"error: {message}; see `{self.prog} --help`\n")
         raise SystemExit(2)
+
+
+def emit(args, result: dict, lines: list[str]) -> None:
+    """Print `lines`; with `--json FILE`, also write `result` to FILE (atomically)."""
+    for line in lines:
+        print(line, flush=True)
+    if getattr(args, "json", None):
+        write_json_atomic(Path(args.json).absolute(), result)
 
 
 def add_json(parser) -> None:
