@@ -47,7 +47,7 @@ class RetrievalSettings:
     only_wrong: bool = False
     device: str = "auto"
     workers: int | None = None
-    batch_size: int = 24
+    cache_batch_size: int = 24  # images per forward pass
 
     def validate(self) -> RetrievalSettings:
         if (self.resume is None) == (self.run_id is None):
@@ -57,8 +57,9 @@ class RetrievalSettings:
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise UserError(f"--top-k must be between 1 and {MAX_TOP_K} (the evaluation keeps "
                             f"the {MAX_TOP_K} nearest), got {self.top_k}")
-        if self.batch_size < 1:
-            raise UserError(f"--cache-batch-size must be at least 1, got {self.batch_size}")
+        if self.cache_batch_size < 1:
+            raise UserError(f"--cache-batch-size must be at least 1, got "
+                            f"{self.cache_batch_size}")
         return self
 
 
@@ -196,8 +197,9 @@ def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSet
     precision = resolve_precision(None, device)
     feed = ImageFeed(split, image_size, device, workers=workers, gpu_decode=device.type == "cuda",
                      memory_format=memory_format(device, precision))
-    return evaluate(prepare_model(model, device, precision), feed, batch_size=settings.batch_size,
-                    precision=precision, index=search_index(checkpoint))
+    return evaluate(prepare_model(model, device, precision), feed,
+                    batch_size=settings.cache_batch_size, precision=precision,
+                    index=search_index(checkpoint))
 
 
 def _rows(split, chosen: np.ndarray, matches: np.ndarray, positives: list) -> list[dict]:

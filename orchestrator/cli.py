@@ -14,7 +14,8 @@ from pathlib import Path
 
 from vpr_core import arguments
 from vpr_core.arguments import emit
-from vpr_core.config import SGD_DEFAULTS
+from vpr_core.config import (SGD_DEFAULTS, ClusterConfig, CompressConfig, EvalConfig,
+                             format_image_size)
 from vpr_core.errors import UserError, exit_status
 
 # flags.json keys that are not restored on --resume: they belong to the new invocation
@@ -29,18 +30,10 @@ def build_parser() -> arguments.OneLineParser:
         description="NetVLAD visual place recognition: cluster, train, evaluate, sweep.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=arguments.OneLineParser)
     verbs.required = True
-
-    synth = verbs.add_parser("synth", help="write a synthetic dataset (Pittsburgh layout)")
-    synth.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
-    synth.add_argument("--places", type=int, default=120, help="places per split (default 120)")
-    synth.add_argument("--queries", type=int, help="queries per split (default: --places)")
-    synth.add_argument("--image-size", default="64x80", metavar="HxW", help="default 64x80")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--layout", choices=("pittsburgh", "folder"), default="pittsburgh")
-    arguments.add_json(synth)
+    _add_synth(verbs)
 
     cluster = verbs.add_parser("cluster", help="k-means centroids for NetVLAD's initialisation")
-    arguments.add_data(cluster, split_default="train")
+    arguments.add_data(cluster, split_default=arguments.default(ClusterConfig, "split"))
     arguments.add_model(cluster)
     arguments.add_runtime(cluster)
     arguments.add_json(cluster)
@@ -53,21 +46,12 @@ def build_parser() -> arguments.OneLineParser:
     arguments.add_tracking(train)
     arguments.add_json(train)
 
-    evaluate = verbs.add_parser("eval", help="Recall@1/5/10/20 of a checkpoint on a split")
-    arguments.add_data(evaluate, split_default="val")
-    arguments.add_model(evaluate)
-    evaluate.add_argument("--resume", metavar="RUN_DIR|FILE",
-                          help="checkpoint file or run folder (default: the untrained model)")
-    evaluate.add_argument("--ckpt", choices=("latest", "best"), help="default latest")
-    evaluate.add_argument("--centroids", metavar="FILE", help="untrained model: centroid file")
-    arguments.add_runtime(evaluate)
-    arguments.add_tracking(evaluate)
-    arguments.add_json(evaluate)
+    _add_eval(verbs)
 
     compress = verbs.add_parser("compress", help="a compressed variant of a checkpoint, "
                                                  "measured against it")
     arguments.add_compression(compress)
-    arguments.add_data(compress, split_default="val")
+    arguments.add_data(compress, split_default=arguments.default(CompressConfig, "split"))
     arguments.add_runtime(compress)
     arguments.add_tracking(compress)
     arguments.add_json(compress)
@@ -78,9 +62,38 @@ def build_parser() -> arguments.OneLineParser:
     ui = verbs.add_parser("ui", help="open the MLflow UI on the tracked runs")
     ui.add_argument("--tracking-uri", metavar="URI", help="default sqlite:///$PWD/mlflow.db")
     ui.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only)")
+                    help="address to listen on (default %(default)s: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     return parser
+
+
+def _add_synth(verbs) -> None:
+    from vpr_core.synthetic import SynthConfig
+
+    synth = verbs.add_parser("synth", help="write a synthetic dataset (Pittsburgh layout)")
+    synth.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
+    synth.add_argument("--places", type=int, default=SynthConfig.places,
+                       help="places per split (default %(default)s)")
+    synth.add_argument("--queries", type=int, help="queries per split (default: --places)")
+    synth.add_argument("--image-size", default=format_image_size(SynthConfig.image_size),
+                       metavar="HxW", help="default %(default)s")
+    synth.add_argument("--seed", type=int, default=SynthConfig.seed)
+    synth.add_argument("--layout", choices=("pittsburgh", "folder"), default=SynthConfig.layout)
+    arguments.add_json(synth)
+
+
+def _add_eval(verbs) -> None:
+    evaluate = verbs.add_parser("eval", help="Recall@1/5/10/20 of a checkpoint on a split")
+    arguments.add_data(evaluate, split_default=arguments.default(EvalConfig, "split"))
+    arguments.add_model(evaluate)
+    evaluate.add_argument("--resume", metavar="RUN_DIR|FILE",
+                          help="checkpoint file or run folder (default: the untrained model)")
+    evaluate.add_argument("--ckpt", choices=("latest", "best"),
+                          help=f"default {arguments.default(EvalConfig, 'ckpt')}")
+    evaluate.add_argument("--centroids", metavar="FILE", help="untrained model: centroid file")
+    arguments.add_runtime(evaluate)
+    arguments.add_tracking(evaluate)
+    arguments.add_json(evaluate)
 
 
 def translate_mode(argv: list[str]) -> list[str]:
@@ -129,7 +142,8 @@ def run_synth(args) -> None:
     size = parse_image_size(args.image_size)
     config = SynthConfig(out=Path(args.out), places=args.places,
                          queries=args.queries if args.queries is not None else args.places,
-                         image_size=size or (64, 80), seed=args.seed, layout=args.layout)
+                         image_size=size or SynthConfig.image_size, seed=args.seed,
+                         layout=args.layout)
     result = write_synthetic(config)
     counts = ", ".join(f"{split}: {c['database']} database + {c['queries']} queries"
                        for split, c in result["splits"].items())

@@ -9,18 +9,18 @@ from vpr_core.arguments import emit
 from vpr_core.errors import CommandFailed, UserError
 
 
+SPEC = "the spec's"  # where a sweep's settings come from when no flag gives them
+
+
 def add_parser(verbs) -> None:
-    sweep = verbs.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow")
+    sweep = verbs.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow",
+                             description="A sweep over an experiment spec; flags override "
+                                         "the spec's settings.")
     sweep.add_argument("--config", metavar="YAML",
                        help="experiment spec (default: the embedded experiments/smoke.yaml)")
-    sweep.add_argument("--data-root", metavar="DIR", help="dataset root (either layout)")
-    sweep.add_argument("--dataset", help="Pittsburgh layout: which <name>_<split>.mat")
     sweep.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
-    sweep.add_argument("--epochs", "--nEpochs", dest="epochs", type=int, help="epochs per trial")
     sweep.add_argument("--arch", action="append", choices=("alexnet", "vgg16"),
                        help="restrict the architectures searched (repeatable)")
-    sweep.add_argument("--weights", metavar="imagenet|none|PATH")
-    sweep.add_argument("--image-size", metavar="HxW")
     sweep.add_argument("--seed", type=int, help="the search's seed (TPE)")
     sweep.add_argument("--name", help="the sweep's name (default <spec>-<timestamp>)")
     sweep.add_argument("--resume", action="store_true",
@@ -35,7 +35,11 @@ def add_parser(verbs) -> None:
     sweep.add_argument("--max-concurrent", dest="max_concurrent", type=int)
     sweep.add_argument("--miner-memory-gb", dest="miner_memory_gb", type=float,
                        help="memory budget of the shared mining service (default 40%% of RAM)")
-    sweep.add_argument("--cache-dir", metavar="DIR", help="centroid cache (default ./cache)")
+    arguments.add_data(sweep, default_from=SPEC)
+    trials = sweep.add_argument_group("trials")
+    arguments.add_weights(trials, default_from=SPEC)
+    arguments.add_epochs(trials, default_from=SPEC)
+    arguments.add_cache_dir(trials, default_from=SPEC)
     arguments.add_tracking(sweep)
     arguments.add_json(sweep)
 
