@@ -6,38 +6,54 @@ one line on stderr, exit status 2, nothing written.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from vpr_core import arguments
 from vpr_core.errors import exit_status
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit status 2."""
-
-    def error(self, message: str):
-        sys.stderr.write(f"error: {message}; see `{self.prog} --help`\n")
-        raise SystemExit(2)
+STORE_HELP = "MLflow store the runs are in (default sqlite:///<cwd>/mlflow.db)"
+EXPERIMENT_HELP = "MLflow experiment name (default: the one of the latest sweep)"
+JSON_HELP = "also write a summary of what was drawn"
 
 
-def _common(parser, experiment: str | None = "optional") -> None:
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow store the runs are in (default sqlite:///<cwd>/mlflow.db)")
-    if experiment:
-        parser.add_argument("--experiment", metavar="NAME", required=experiment == "required",
-                            help="MLflow experiment name (default: the one of the latest sweep)")
-    parser.add_argument("--json", metavar="FILE", help="also write a summary of what was drawn")
+def _common(parser, experiment: bool = True) -> None:
+    arguments.add_tracking(parser, uri_help=STORE_HELP,
+                           experiment_help=EXPERIMENT_HELP if experiment else None)
+    arguments.add_json(parser, JSON_HELP, quiet=False)
 
 
-def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="python -m dashboards",
-                           description="Pictures of NetVLAD runs tracked in MLflow.")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineParser)
+def build_parser() -> arguments.OneLineParser:
+    parser = arguments.OneLineParser(prog="python -m dashboards",
+                                     description="Pictures of NetVLAD runs tracked in MLflow.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB",
+                                  parser_class=arguments.OneLineParser)
     verbs.required = True
+    _add_compare(verbs)
 
+    study = verbs.add_parser("compress-report",
+                             help="a compression study: Recall@5 against size and latency")
+    _common(study, experiment=False)
+    study.add_argument("--study", metavar="NAME", help="the study (default: the latest)")
+    study.add_argument("--out", required=True, metavar="FILE.png", help="PNG to write")
+
+    report = verbs.add_parser("report", help="static HTML report of a sweep")
+    _common(report)
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("--sweep", metavar="NAME", help="the latest sweep of this name")
+    which.add_argument("--parent", metavar="RUN_ID", help="the sweep with this parent run")
+    report.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for index.html and its pictures (replaced if a report)")
+    report.add_argument("--mlflow-url", metavar="URL",
+                        help="MLflow UI address (http://host:port) to link each trial to")
+    _add_retrievals(verbs)
+    return parser
+
+
+def _add_compare(verbs) -> None:
     compare = verbs.add_parser("compare", help="Recall@N curves of several runs on one chart")
-    _common(compare, experiment=None)
+    _common(compare, experiment=False)
     chosen = compare.add_mutually_exclusive_group()
     chosen.add_argument("--experiment", metavar="NAME",
                         help="best trial per architecture plus every evaluation run of NAME "
@@ -53,47 +69,30 @@ def build_parser() -> OneLineParser:
                                                             "(artifact folder plots/)")
     compare.add_argument("--title", help="chart title (default Recall@N, <experiment>)")
 
-    study = verbs.add_parser("compress-report",
-                             help="a compression study: Recall@5 against size and latency")
-    _common(study, experiment=None)
-    study.add_argument("--study", metavar="NAME", help="the study (default: the latest)")
-    study.add_argument("--out", required=True, metavar="FILE.png", help="PNG to write")
 
-    report = verbs.add_parser("report", help="static HTML report of a sweep")
-    _common(report)
-    which = report.add_mutually_exclusive_group()
-    which.add_argument("--sweep", metavar="NAME", help="the latest sweep of this name")
-    which.add_argument("--parent", metavar="RUN_ID", help="the sweep with this parent run")
-    report.add_argument("--out", required=True, metavar="DIR",
-                        help="folder for index.html and its pictures (replaced if a report)")
-    report.add_argument("--mlflow-url", metavar="URL",
-                        help="MLflow UI address (http://host:port) to link each trial to")
+def _add_retrievals(verbs) -> None:
+    from .retrievals import RetrievalSettings
 
     retrieval = verbs.add_parser("retrievals", help="top-k matches of queries, framed "
                                                     "green (true positive) or red")
-    _common(retrieval, experiment=None)
+    _common(retrieval, experiment=False)
     source = retrieval.add_mutually_exclusive_group(required=True)
     source.add_argument("--resume", metavar="FILE|RUN_DIR", help="checkpoint file or run folder")
     source.add_argument("--run", metavar="RUN_ID", help="an MLflow run's best checkpoint")
-    retrieval.add_argument("--ckpt", choices=("latest", "best"), default="latest",
-                           help="with a run folder: which checkpoint (default latest)")
-    retrieval.add_argument("--data-root", metavar="DIR", help="dataset root (default: the run's)")
-    retrieval.add_argument("--dataset", help="which <name>_<split>.mat when several")
-    retrieval.add_argument("--split", default="val", help="split to rank (default val)")
-    retrieval.add_argument("--image-size", metavar="HxW", help="default: the run's, else native")
-    for flag, default, help_text in (("--queries", 8, "rows to draw (default 8)"),
-                                     ("--top-k", 5, "matches per query (default 5)"),
-                                     ("--seed", 0, "which queries are drawn (default 0)")):
-        retrieval.add_argument(flag, type=int, default=default, metavar="N", help=help_text)
+    retrieval.add_argument("--ckpt", choices=("latest", "best"),
+                           help="with a run folder: which checkpoint "
+                                f"(default {arguments.default(RetrievalSettings, 'ckpt')})")
+    arguments.add_data(retrieval, split_default=arguments.default(RetrievalSettings, "split"),
+                       default_from="the run's")
+    for flag, help_text in (("--queries", "rows to draw"), ("--top-k", "matches per query"),
+                            ("--seed", "which queries are drawn")):
+        name = flag[2:].replace("-", "_")
+        retrieval.add_argument(flag, type=int, default=getattr(RetrievalSettings, name),
+                               metavar="N", help=f"{help_text} (default %(default)s)")
     retrieval.add_argument("--only-wrong", action="store_true",
                            help="only queries whose top-1 match is not a true positive")
     retrieval.add_argument("--out", required=True, metavar="FILE.png", help="PNG to write")
-    retrieval.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    retrieval.add_argument("--workers", type=int, metavar="N",
-                           help="image-loading worker processes")
-    retrieval.add_argument("--cache-batch-size", type=int, default=24, dest="batch_size",
-                           metavar="N", help="images per forward pass (default 24)")
-    return parser
+    arguments.add_compute(retrieval.add_argument_group("runtime"), RetrievalSettings)
 
 
 def run_compare(args) -> tuple[dict, list[str]]:
@@ -122,13 +121,13 @@ def run_report(args) -> tuple[dict, list[str]]:
 def run_retrievals(args) -> tuple[dict, list[str]]:
     from .retrievals import RetrievalSettings, retrievals
 
+    # flags not given (None) leave RetrievalSettings' own defaults in place
+    given = {name: getattr(args, name) for name in (
+        "ckpt", "tracking_uri", "dataset", "split", "image_size", "queries", "top_k", "seed",
+        "only_wrong", "device", "workers", "cache_batch_size") if getattr(args, name) is not None}
     settings = RetrievalSettings(
-        out=Path(args.out), resume=Path(args.resume) if args.resume else None, ckpt=args.ckpt,
-        run_id=args.run, tracking_uri=args.tracking_uri,
-        data_root=Path(args.data_root) if args.data_root else None, dataset=args.dataset,
-        split=args.split, image_size=args.image_size, queries=args.queries, top_k=args.top_k,
-        seed=args.seed, only_wrong=args.only_wrong, device=args.device, workers=args.workers,
-        batch_size=args.batch_size)
+        out=Path(args.out), resume=Path(args.resume) if args.resume else None, run_id=args.run,
+        data_root=Path(args.data_root) if args.data_root else None, **given)
     summary = retrievals(settings)
     return summary, [f"wrote {summary['out']} ({len(summary['rows'])} queries x top-"
                      f"{summary['top_k']}: {summary['green_frames']} green, "

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from vpr_core.errors import UserError
-from vpr_core.evaluation import named_recalls
 
 from .style import NEGATIVE_COLOUR, POSITIVE_COLOUR
 
@@ -48,7 +47,7 @@ class RetrievalSettings:
     only_wrong: bool = False
     device: str = "auto"
     workers: int | None = None
-    batch_size: int = 24
+    cache_batch_size: int = 24  # images per forward pass
 
     def validate(self) -> RetrievalSettings:
         if (self.resume is None) == (self.run_id is None):
@@ -58,8 +57,9 @@ class RetrievalSettings:
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise UserError(f"--top-k must be between 1 and {MAX_TOP_K} (the evaluation keeps "
                             f"the {MAX_TOP_K} nearest), got {self.top_k}")
-        if self.batch_size < 1:
-            raise UserError(f"--cache-batch-size must be at least 1, got {self.batch_size}")
+        if self.cache_batch_size < 1:
+            raise UserError(f"--cache-batch-size must be at least 1, got "
+                            f"{self.cache_batch_size}")
         return self
 
 
@@ -110,15 +110,17 @@ def grid_size(rows: int, top_k: int, image_hw: tuple[int, int]) -> tuple[int, in
 def retrievals(settings: RetrievalSettings) -> dict:
     """Rank the split's database for each query with the checkpoint, draw the grid to
     `settings.out` and return a summary (rows, matches, green and red frame counts)."""
+    from vpr_core.evaluation import named_recalls
+
     settings.validate()
-    source, spec, split, result = rank(settings)
+    source, shape, split, result = rank(settings)
     positives = split.eval_positives()
     top_k = result.predictions[:, :settings.top_k]
     wrong = np.array([not match_is_positive(q, int(m), positives)
                       for q, m in enumerate(top_k[:, 0])], dtype=bool)
     chosen = choose_queries(wrong, settings.queries, settings.seed, settings.only_wrong)
     rows = _rows(split, chosen, top_k[chosen], positives)
-    title = (f"Top-{settings.top_k} matches of {spec.arch} K={spec.num_clusters} on "
+    title = (f"Top-{settings.top_k} matches of {shape.arch} K={shape.num_clusters} on "
              f"{split.dataset} {split.split} (green: within {split.pos_dist_thr:g} m, red: not)")
     from .plots import save
 
@@ -126,7 +128,7 @@ def retrievals(settings: RetrievalSettings) -> dict:
     save(draw_grid(rows, settings.top_k, title, _first_size(split)), out)
     green = sum(m["positive"] for row in rows for m in row["matches"])
     return {"out": str(out), "checkpoint": source, "run_id": settings.run_id,
-            "arch": spec.arch, "num_clusters": spec.num_clusters, "dataset": split.dataset,
+            "arch": shape.arch, "num_clusters": shape.num_clusters, "dataset": split.dataset,
             "split": split.split, "top_k": settings.top_k,
             "recalls": named_recalls(result.recalls),
             "only_wrong": settings.only_wrong, "wrong_top1": int(wrong.sum()),
@@ -135,7 +137,7 @@ def retrievals(settings: RetrievalSettings) -> dict:
 
 
 def rank(settings: RetrievalSettings) -> tuple:
-    """(checkpoint source, its `ModelSpec`, the `Split`, the `EvalResult` with predictions
+    """(checkpoint source, its `ModelShape`, the `Split`, the `EvalResult` with predictions
     [M, min(20, N)]); every input is checked before the checkpoint is fetched."""
     source, defaults, fetch = _checkpoint_source(settings)
     split, image_size = _split(settings, defaults)
@@ -146,9 +148,9 @@ def rank(settings: RetrievalSettings) -> tuple:
     from vpr_core.models import feature_map_size
 
     with tempfile.TemporaryDirectory() as scratch:
-        model, checkpoint, spec = model_from_checkpoint(fetch(Path(scratch)))
-    feature_map_size(spec.arch, image_size)
-    return source, spec, split, _evaluate(model, checkpoint, split, image_size, settings)
+        model, checkpoint, shape = model_from_checkpoint(fetch(Path(scratch)))
+    feature_map_size(shape.arch, image_size)
+    return source, shape, split, _evaluate(model, checkpoint, split, image_size, settings)
 
 
 def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable]:
@@ -198,8 +200,9 @@ def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSet
     precision = resolve_precision(None, device)
     feed = ImageFeed(split, image_size, device, workers=workers, gpu_decode=device.type == "cuda",
                      memory_format=memory_format(device, precision))
-    return evaluate(prepare_model(model, device, precision), feed, batch_size=settings.batch_size,
-                    precision=precision, index=search_index(checkpoint))
+    return evaluate(prepare_model(model, device, precision), feed,
+                    batch_size=settings.cache_batch_size, precision=precision,
+                    index=search_index(checkpoint))
 
 
 def _rows(split, chosen: np.ndarray, matches: np.ndarray, positives: list) -> list[dict]:

@@ -1,6 +1,6 @@
 """`python -m orchestrator <verb>`: synth, cluster, train, eval, sweep.
 
-Each verb turns flags into a validated config, calls the plain function of `vpr_core` (or the
+Each verb turns flags into a config, calls the plain function of `vpr_core` (or the
 sweep), prints a readable result and, with `--json FILE`, writes it as JSON. A user's mistake
 is a `UserError`: one line on stderr and exit status 2.
 """
@@ -12,11 +12,13 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from vpr_core.config import SGD_DEFAULTS
+from vpr_core import arguments
+from vpr_core.arguments import emit
+from vpr_core.config import (SGD_DEFAULTS, ClusterConfig, CompressConfig, EvalConfig,
+                             format_image_size)
 from vpr_core.errors import UserError, exit_status
-from vpr_core.fileio import write_json_atomic
-
-from . import arguments
+from vpr_core.evaluation import RECALL_NS
+from vpr_core.log import log
 
 # flags.json keys that are not restored on --resume: they belong to the new invocation
 NOT_RESTORED = {"resume", "ckpt", "epochs", "run_dir", "show_progress", "device", "workers",
@@ -30,18 +32,10 @@ def build_parser() -> arguments.OneLineParser:
         description="NetVLAD visual place recognition: cluster, train, evaluate, sweep.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=arguments.OneLineParser)
     verbs.required = True
-
-    synth = verbs.add_parser("synth", help="write a synthetic dataset (Pittsburgh layout)")
-    synth.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
-    synth.add_argument("--places", type=int, default=120, help="places per split (default 120)")
-    synth.add_argument("--queries", type=int, help="queries per split (default: --places)")
-    synth.add_argument("--image-size", default="64x80", metavar="HxW", help="default 64x80")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--layout", choices=("pittsburgh", "folder"), default="pittsburgh")
-    arguments.add_json(synth)
+    _add_synth(verbs)
 
     cluster = verbs.add_parser("cluster", help="k-means centroids for NetVLAD's initialisation")
-    arguments.add_data(cluster, split_default="train")
+    arguments.add_data(cluster, split_default=arguments.default(ClusterConfig, "split"))
     arguments.add_model(cluster)
     arguments.add_runtime(cluster)
     arguments.add_json(cluster)
@@ -54,21 +48,12 @@ def build_parser() -> arguments.OneLineParser:
     arguments.add_tracking(train)
     arguments.add_json(train)
 
-    evaluate = verbs.add_parser("eval", help="Recall@1/5/10/20 of a checkpoint on a split")
-    arguments.add_data(evaluate, split_default="val")
-    arguments.add_model(evaluate)
-    evaluate.add_argument("--resume", metavar="RUN_DIR|FILE",
-                          help="checkpoint file or run folder (default: the untrained model)")
-    evaluate.add_argument("--ckpt", choices=("latest", "best"), help="default latest")
-    evaluate.add_argument("--centroids", metavar="FILE", help="untrained model: centroid file")
-    arguments.add_runtime(evaluate)
-    arguments.add_tracking(evaluate)
-    arguments.add_json(evaluate)
+    _add_eval(verbs)
 
     compress = verbs.add_parser("compress", help="a compressed variant of a checkpoint, "
                                                  "measured against it")
     arguments.add_compression(compress)
-    arguments.add_data(compress, split_default="val")
+    arguments.add_data(compress, split_default=arguments.default(CompressConfig, "split"))
     arguments.add_runtime(compress)
     arguments.add_tracking(compress)
     arguments.add_json(compress)
@@ -79,9 +64,38 @@ def build_parser() -> arguments.OneLineParser:
     ui = verbs.add_parser("ui", help="open the MLflow UI on the tracked runs")
     ui.add_argument("--tracking-uri", metavar="URI", help="default sqlite:///$PWD/mlflow.db")
     ui.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only)")
+                    help="address to listen on (default %(default)s: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     return parser
+
+
+def _add_synth(verbs) -> None:
+    from vpr_core.synthetic import SynthConfig
+
+    synth = verbs.add_parser("synth", help="write a synthetic dataset (Pittsburgh layout)")
+    synth.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
+    synth.add_argument("--places", type=int, default=SynthConfig.places,
+                       help="places per split (default %(default)s)")
+    synth.add_argument("--queries", type=int, help="queries per split (default: --places)")
+    synth.add_argument("--image-size", default=format_image_size(SynthConfig.image_size),
+                       metavar="HxW", help="default %(default)s")
+    synth.add_argument("--seed", type=int, default=SynthConfig.seed)
+    synth.add_argument("--layout", choices=("pittsburgh", "folder"), default=SynthConfig.layout)
+    arguments.add_json(synth)
+
+
+def _add_eval(verbs) -> None:
+    evaluate = verbs.add_parser("eval", help="Recall@1/5/10/20 of a checkpoint on a split")
+    arguments.add_data(evaluate, split_default=arguments.default(EvalConfig, "split"))
+    arguments.add_model(evaluate)
+    evaluate.add_argument("--resume", metavar="RUN_DIR|FILE",
+                          help="checkpoint file or run folder (default: the untrained model)")
+    evaluate.add_argument("--ckpt", choices=("latest", "best"),
+                          help=f"default {arguments.default(EvalConfig, 'ckpt')}")
+    evaluate.add_argument("--centroids", metavar="FILE", help="untrained model: centroid file")
+    arguments.add_runtime(evaluate)
+    arguments.add_tracking(evaluate)
+    arguments.add_json(evaluate)
 
 
 def translate_mode(argv: list[str]) -> list[str]:
@@ -107,7 +121,8 @@ def given(args, names) -> dict:
 
 
 def make_config(cls, args, restored: dict | None = None, **fixed):
-    """`cls` from defaults, then `restored` (flags.json), then explicit flags, then `fixed`."""
+    """`cls` from defaults, then `restored` (flags.json), then explicit flags, then `fixed`.
+    Not validated here: each stage validates its config as it starts."""
     names = [f.name for f in dataclasses.fields(cls)]
     values = {k: v for k, v in (restored or {}).items() if k in names and k not in NOT_RESTORED}
     values.update(given(args, names))
@@ -119,14 +134,7 @@ def make_config(cls, args, restored: dict | None = None, **fixed):
     values.update(fixed)
     if getattr(args, "quiet", False):
         values["show_progress"] = False
-    return cls(**values).validate()
-
-
-def emit(args, result: dict, lines: list[str]) -> None:
-    for line in lines:
-        print(line, flush=True)
-    if getattr(args, "json", None):
-        write_json_atomic(Path(args.json).absolute(), result)
+    return cls(**values)  # validated once, by the stage it is for
 
 
 # ---- verbs ---------------------------------------------------------------------------------
@@ -137,7 +145,8 @@ def run_synth(args) -> None:
     size = parse_image_size(args.image_size)
     config = SynthConfig(out=Path(args.out), places=args.places,
                          queries=args.queries if args.queries is not None else args.places,
-                         image_size=size or (64, 80), seed=args.seed, layout=args.layout)
+                         image_size=size or SynthConfig.image_size, seed=args.seed,
+                         layout=args.layout)
     result = write_synthetic(config)
     counts = ", ".join(f"{split}: {c['database']} database + {c['queries']} queries"
                        for split, c in result["splits"].items())
@@ -172,18 +181,18 @@ def run_train(args) -> None:
     uri = _tracking_uri(args)
     run = TrainingRun(config)  # validates everything before MLflow sees anything
     tracker = _tracker(args, uri)
-    print(f"training {config.arch} + {config.pooling} on {run.train_split.describe()}; "
-          f"run folder {run.run_dir}", flush=True)
+    log.info(f"training {config.arch} + {config.pooling} on {run.train_split.describe()}; "
+             f"run folder {run.run_dir}")
     epochs = []
-    with (tracker.train_run(run) if tracker else contextlib.nullcontext()) as log:
+    with (tracker.train_run(run) if tracker else contextlib.nullcontext()) as track:
         for result in run.epochs():
             epochs.append(result)
             recalls = "  ".join(f"R@{n} {r:.4f}" for n, r in sorted(result.recalls.items()))
             best = "  (best)" if result.is_best else ""
-            print(f"epoch {result.epoch}/{config.epochs}: loss {result.loss:.4f}  {recalls}  "
-                  f"[{result.triplets} triplets, {result.seconds:.1f} s]{best}", flush=True)
-            if log:
-                log(result)
+            log.info(f"epoch {result.epoch}/{config.epochs}: loss {result.loss:.4f}  {recalls}  "
+                     f"[{result.triplets} triplets, {result.seconds:.1f} s]{best}")
+            if track:
+                track(result)
     summary = TrainResult(run.run_dir, run.best_score, run.best_epoch, epochs,
                           run.stopped_early, config.precision).to_dict()
     emit(args, summary, [f"=> Best Recall@5: {run.best_score:.4f} (epoch {run.best_epoch}); "
@@ -192,22 +201,15 @@ def run_train(args) -> None:
 
 def run_eval(args) -> None:
     from vpr_core.config import EvalConfig
-    from vpr_core.pipeline import evaluate_config
+
+    from .evaluate import evaluate_and_track
 
     restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
     restored = {k: v for k, v in restored.items()
                 if k in ("data_root", "dataset", "image_size", "pooling", "cache_dir")}
     config = make_config(EvalConfig, args, restored)
-    uri = _tracking_uri(args)
-    result, checkpoint_path = evaluate_config(config)
-    payload = result.to_dict()
-    if checkpoint_path is not None:
-        payload["checkpoint"] = str(checkpoint_path)
-    tracker = _tracker(args, uri)
-    if tracker:
-        payload["mlflow_run_id"] = tracker.log_evaluation(config, result, checkpoint_path)
-    emit(args, payload, [f"{result.dataset} {result.split}: {result.num_queries} queries, "
-                         f"{result.num_database} database images"] + result.lines())
+    payload, lines = evaluate_and_track(config, _tracking_uri(args), args.experiment)
+    emit(args, payload, lines)
 
 
 def run_compress(args) -> None:
@@ -234,11 +236,12 @@ def compression_table(result) -> list[str]:
     """The original and the variant side by side, as the terminal shows them."""
     rows = [result.original, result.variant]
     timings = sorted({key for figures in rows for key in figures.latency_ms})
-    header = (f"{'variant':<30} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@20':>6} {'MB':>7} "
-              f"{'B/image':>8} {'zeros':>6}" + "".join(f" {key + ' ms':>12}" for key in timings))
+    recall_titles = " ".join(f"{'R@' + str(n):>6}" for n in RECALL_NS)
+    header = (f"{'variant':<30} {recall_titles} {'MB':>7} {'B/image':>8} {'zeros':>6}"
+              + "".join(f" {key + ' ms':>12}" for key in timings))
     lines = [header, "-" * len(header)]
     for figures in rows:
-        recalls = " ".join(f"{figures.recalls[n]:6.3f}" for n in (1, 5, 10, 20))
+        recalls = " ".join(f"{figures.recalls[n]:6.3f}" for n in RECALL_NS)
         latency = "".join(f" {figures.latency_ms.get(key, float('nan')):12.2f}"
                           for key in timings)
         lines.append(f"{figures.label[:30]:<30} {recalls} {figures.size_bytes / 2**20:7.1f} "

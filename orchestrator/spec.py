@@ -89,7 +89,7 @@ class SweepSpec:
             raise UserError(f"resources.cpus_per_trial must be positive, got "
                             f"{self.cpus_per_trial}")
         self.trial_config(self.first_point(), data_root=Path("/"), cache_dir=Path("/"),
-                          run_dir=Path("/"))
+                          run_dir=Path("/")).validate()
         return self
 
     def first_point(self) -> dict:
@@ -97,7 +97,7 @@ class SweepSpec:
         return {name: values[0] for name, values in self.space.items()}
 
     def trial_config(self, sampled: dict, **paths) -> TrainConfig:
-        """The validated TrainConfig of one trial: fixed settings + sampled ones + paths."""
+        """The TrainConfig of one trial: fixed settings + sampled ones + paths."""
         values = dict(self.train)
         values.update(sampled)
         values.update(paths)
@@ -108,7 +108,7 @@ class SweepSpec:
         except TypeError as error:
             raise UserError(f"the spec's train section has a setting TrainConfig does not know "
                             f"({error}); fix the YAML") from None
-        return config.validate()
+        return config  # validated by the trial's TrainingRun (and once by `validate`)
 
 
 def load_spec(path: Path | None) -> SweepSpec:

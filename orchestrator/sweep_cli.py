@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vpr_core import arguments
+from vpr_core.arguments import emit
 from vpr_core.errors import CommandFailed, UserError
+from vpr_tracking.names import Tag
 
-from . import arguments
+# what an evaluation spec takes from its `train` section
+EVAL_RUNTIME = ("cache_batch_size", "precision", "decode", "image_store_gb", "image_size",
+                "workers", "device")
+
+
+SPEC = "the spec's"  # where a sweep's settings come from when no flag gives them
 
 
 def add_parser(verbs) -> None:
-    sweep = verbs.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow")
+    sweep = verbs.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow",
+                             description="A sweep over an experiment spec; flags override "
+                                         "the spec's settings.")
     sweep.add_argument("--config", metavar="YAML",
                        help="experiment spec (default: the embedded experiments/smoke.yaml)")
-    sweep.add_argument("--data-root", metavar="DIR", help="dataset root (either layout)")
-    sweep.add_argument("--dataset", help="Pittsburgh layout: which <name>_<split>.mat")
     sweep.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
-    sweep.add_argument("--epochs", "--nEpochs", dest="epochs", type=int, help="epochs per trial")
     sweep.add_argument("--arch", action="append", choices=("alexnet", "vgg16"),
                        help="restrict the architectures searched (repeatable)")
-    sweep.add_argument("--weights", metavar="imagenet|none|PATH")
-    sweep.add_argument("--image-size", metavar="HxW")
     sweep.add_argument("--seed", type=int, help="the search's seed (TPE)")
     sweep.add_argument("--name", help="the sweep's name (default <spec>-<timestamp>)")
     sweep.add_argument("--resume", action="store_true",
@@ -35,7 +40,11 @@ def add_parser(verbs) -> None:
     sweep.add_argument("--max-concurrent", dest="max_concurrent", type=int)
     sweep.add_argument("--miner-memory-gb", dest="miner_memory_gb", type=float,
                        help="memory budget of the shared mining service (default 40%% of RAM)")
-    sweep.add_argument("--cache-dir", metavar="DIR", help="centroid cache (default ./cache)")
+    arguments.add_data(sweep, default_from=SPEC)
+    trials = sweep.add_argument_group("trials")
+    arguments.add_weights(trials, default_from=SPEC)
+    arguments.add_epochs(trials, default_from=SPEC)
+    arguments.add_cache_dir(trials, default_from=SPEC)
     arguments.add_tracking(sweep)
     arguments.add_json(sweep)
 
@@ -90,7 +99,6 @@ def absolute_paths(spec) -> None:
 
 
 def run(args) -> None:
-    from .cli import emit
     from .spec import load_spec
 
     spec = apply_flags(load_spec(args.config), args)
@@ -138,7 +146,6 @@ def check_outcome(result) -> None:
 def run_compression_study(spec, args) -> None:
     """A compression spec: its variants as Tune trials, one MLflow study."""
     from . import ray_cluster
-    from .cli import emit
     from .compress_sweep import run_compress_study
     from vpr_tracking.uri import ui_command
 
@@ -159,30 +166,22 @@ def run_compression_study(spec, args) -> None:
 
 
 def run_evaluation(spec, args) -> None:
-    """An evaluation spec: evaluate its checkpoint and log one MLflow run."""
+    """An evaluation spec: its checkpoint evaluated as `eval` does it, logged as one MLflow
+    run (the spec's `train` section gives the runtime settings)."""
     from vpr_core.config import EvalConfig
-    from vpr_core.pipeline import evaluate_config
+    from vpr_tracking.uri import check_tracking_uri
 
-    from vpr_tracking.uri import check_tracking_uri, ui_command
-
-    from .cli import emit
-    from .tracking import Tracker
+    from .evaluate import evaluate_and_track
 
     if spec.data_root is None:
         raise UserError("an evaluation spec needs data.root (or --data-root)")
     uri = check_tracking_uri(spec.tracking_uri)
-    settings = {k: v for k, v in spec.train.items()
-                if k in ("cache_batch_size", "precision", "decode", "image_store_gb", "image_size",
-                         "workers", "device")}
+    settings = {k: v for k, v in spec.train.items() if k in EVAL_RUNTIME}
     config = EvalConfig(data_root=spec.data_root, dataset=spec.dataset,
                         split=spec.evaluate.get("split", "val"),
                         resume=Path(spec.evaluate["checkpoint"]),
                         ckpt=spec.evaluate.get("ckpt", "latest"),
-                        show_progress=not args.quiet, **settings).validate()
-    result, checkpoint = evaluate_config(config)
-    tracker = Tracker(uri, spec.experiment or f"netvlad-{spec.name}")
-    run_id = tracker.log_evaluation(config, result, checkpoint, tags={"spec": spec.name})
-    payload = dict(result.to_dict(), checkpoint=str(checkpoint), mlflow_run_id=run_id,
-                   mlflow_ui=ui_command(uri))
-    emit(args, payload, [f"{spec.name}: {result.dataset} {result.split}, {checkpoint}"]
-         + result.lines() + [f"logged as MLflow run {run_id}; open: {ui_command(uri)}"])
+                        show_progress=not args.quiet, **settings)
+    payload, lines = evaluate_and_track(config, uri, spec.experiment or f"netvlad-{spec.name}",
+                                        tags={Tag.SPEC: spec.name})
+    emit(args, payload, [f"{spec.name}: {payload['checkpoint']}", *lines])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.checkpoints import checkpoint_file, infer_model_spec, load_checkpoint, save_checkpoint
+from vpr_core.checkpoints import (checkpoint_file, infer_model_shape, load_checkpoint,
+                                  save_checkpoint)
 from vpr_core.errors import UserError
 from vpr_core.loading import model_from_checkpoint
 from vpr_core.models import build_model
@@ -137,7 +138,7 @@ def test_unreadable_checkpoints_are_one_clear_error(tmp_path, content):
 
 def test_arch_and_k_are_read_from_the_keys_and_checked(tmp_path):
     model = build_model("alexnet", "netvlad", 4, "none")
-    assert infer_model_spec(model.state_dict()).arch == "alexnet"
+    assert infer_model_shape(model.state_dict()).arch == "alexnet"
     path = tmp_path / "a.pth.tar"
     save_checkpoint(path, reference_checkpoint(model))
     with pytest.raises(UserError, match="arch alexnet, not vgg16"):
@@ -146,7 +147,7 @@ def test_arch_and_k_are_read_from_the_keys_and_checked(tmp_path):
         model_from_checkpoint(path, num_clusters=8)
     state = dict(model.state_dict(), **{"pool.conv.bias": torch.zeros(4)})
     with pytest.raises(UserError, match="vladv2"):
-        infer_model_spec(state)
+        infer_model_shape(state)
 
 
 def test_save_is_atomic_when_the_writer_fails(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from vpr_core.checkpoints import ModelSpec, save_checkpoint
+from vpr_core.checkpoints import ModelShape, save_checkpoint
 from vpr_core.compression import CompressionContext, compressed_checkpoint, measure, prune
 from vpr_core.config import TrainConfig
 from vpr_core.datasets import open_split
@@ -82,7 +82,7 @@ def test_unstructured_zeroes_the_smallest_share_of_encoder_weights(synth_root, t
     with torch.no_grad():
         descriptors = pruned(images)
     assert torch.allclose(descriptors.norm(dim=1), torch.ones(3), atol=1e-5)
-    spec = ModelSpec("alexnet", "netvlad", 4)
+    spec = ModelShape("alexnet", "netvlad", 4)
     reloaded = reload(pruned, settings, spec, tmp_path / "pruned.pth.tar")
     with torch.no_grad():
         assert torch.equal(reloaded(images), descriptors)
@@ -103,7 +103,7 @@ def test_channels_make_a_smaller_file_and_a_faster_forward(synth_root, tmp_path)
     for key in ("pool.centroids", "pool.conv.weight"):
         assert torch.equal(pruned.state_dict()[key], model.state_dict()[key])
 
-    spec = ModelSpec("vgg16", "netvlad", 4)
+    spec = ModelShape("vgg16", "netvlad", 4)
     full = save_checkpoint(tmp_path / "full.pth.tar", {"state_dict": model.state_dict()})
     reloaded = reload(pruned, settings, spec, tmp_path / "pruned.pth.tar")
     assert (tmp_path / "pruned.pth.tar").stat().st_size < 0.6 * full.stat().st_size

@@ -14,7 +14,7 @@ from torch.ao.nn.intrinsic.quantized import ConvReLU2d as QuantizedConvReLU2d
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 from torch.ao.quantization import FakeQuantizeBase
 
-from vpr_core.checkpoints import ModelSpec, save_checkpoint
+from vpr_core.checkpoints import ModelShape, save_checkpoint
 from vpr_core.compression import CompressionContext, compressed_checkpoint, quantize
 from vpr_core.config import TrainConfig
 from vpr_core.datasets import open_split
@@ -86,7 +86,7 @@ def test_ptq_int8_keeps_the_descriptors_and_round_trips_through_a_checkpoint(
     # each image's int8 descriptor is nearer its own fp32 descriptor than any other image's
     assert torch.equal((found @ fp32.T).argmax(dim=1), torch.arange(len(found)))
 
-    spec = ModelSpec("alexnet", pooling, 4 if pooling == "netvlad" else None)
+    spec = ModelShape("alexnet", pooling, 4 if pooling == "netvlad" else None)
     path = save_checkpoint(tmp_path / "int8.pth.tar",
                            compressed_checkpoint(int8, "quantize", settings, spec, extra))
     loaded, checkpoint, loaded_spec = model_from_checkpoint(path)  # torch.load(weights_only)
@@ -112,7 +112,7 @@ def test_ptq_int8_vgg16_is_faster_and_smaller_than_fp32(feed, tmp_path, capsys):
                 seconds[name].append(time.perf_counter() - started)
     speedup = statistics.median(seconds["fp32"]) / statistics.median(seconds["int8"])
 
-    spec = ModelSpec("vgg16", "netvlad", 4)
+    spec = ModelShape("vgg16", "netvlad", 4)
     fp32_file = save_checkpoint(tmp_path / "fp32.pth.tar",
                                 {"state_dict": model.state_dict(), "arch": "vgg16"})
     int8_file = save_checkpoint(tmp_path / "int8.pth.tar",
@@ -159,7 +159,7 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
     assert (simulated * found).sum(dim=1).min() > 0.99
 
     path = save_checkpoint(tmp_path / "qat.pth.tar", compressed_checkpoint(
-        int8, "quantize", settings, ModelSpec("alexnet", "netvlad", 4)))
+        int8, "quantize", settings, ModelShape("alexnet", "netvlad", 4)))
     loaded, _, _ = model_from_checkpoint(path)
     with torch.no_grad():
         assert torch.equal(loaded(images), found)

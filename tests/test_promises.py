@@ -400,7 +400,7 @@ def test_train_uses_the_centroid_file_it_is_given(synth_root, tmp_path, capsys, 
 
 def test_the_reference_flag_spellings_land_in_the_config(tmp_path):
     def config(cls, argv):
-        return make_config(cls, build_parser().parse_args(translate_mode(argv)))
+        return make_config(cls, build_parser().parse_args(translate_mode(argv))).validate()
 
     args = build_parser().parse_args(translate_mode(["--mode=train", "--nEpochs", "3"]))
     assert args.verb == "train"

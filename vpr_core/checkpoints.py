@@ -40,7 +40,7 @@ ALLOWED_GLOBALS = _allowed_numpy_globals()
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelShape:
     """What a state_dict holds: the architecture, the pooling and K."""
 
     arch: str
@@ -110,7 +110,7 @@ def strip_parallel_prefix(state_dict: dict) -> dict:
     return out
 
 
-def infer_model_spec(state_dict: dict, pooling_hint: str | None = None) -> ModelSpec:
+def infer_model_shape(state_dict: dict, pooling_hint: str | None = None) -> ModelShape:
     """Tell AlexNet from VGG16 by its conv layers, and K from `pool.centroids`."""
     shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
     if "encoder.28.weight" in shapes:
@@ -128,23 +128,23 @@ def infer_model_spec(state_dict: dict, pooling_hint: str | None = None) -> Model
         if dim != ENCODER_DIMS[arch]:
             raise UserError(f"the checkpoint's pool.centroids are {dim}-d but its {arch} encoder "
                             f"gives {ENCODER_DIMS[arch]}-d features; the file is inconsistent")
-        return ModelSpec(arch, "netvlad", int(num_clusters))
+        return ModelShape(arch, "netvlad", int(num_clusters))
     if pooling_hint not in ("max", "avg"):
         # max and avg pooling have no parameters: nothing in the file tells them apart
         raise UserError("the checkpoint has no NetVLAD layer and neither it nor a flags.json "
                         "says whether it pools by max or avg; pass --pooling max or --pooling avg")
-    return ModelSpec(arch, pooling_hint, None)
+    return ModelShape(arch, pooling_hint, None)
 
 
-def check_spec(spec: ModelSpec, arch: str | None, num_clusters: int | None, path: Path) -> None:
+def check_shape(shape: ModelShape, arch: str | None, num_clusters: int | None, path: Path) -> None:
     """A clear error when the checkpoint disagrees with the --arch / --num-clusters asked for."""
-    if arch is not None and arch != spec.arch:
-        raise UserError(f"{path} holds a model of arch {spec.arch}, not {arch}; "
-                        f"pass --arch {spec.arch} or leave --arch out")
-    if num_clusters is not None and spec.num_clusters is not None \
-            and num_clusters != spec.num_clusters:
-        raise UserError(f"{path} holds a NetVLAD with K={spec.num_clusters}, not "
-                        f"{num_clusters}; pass --num-clusters {spec.num_clusters} or leave it out")
+    if arch is not None and arch != shape.arch:
+        raise UserError(f"{path} holds a model of arch {shape.arch}, not {arch}; "
+                        f"pass --arch {shape.arch} or leave --arch out")
+    if num_clusters is not None and shape.num_clusters is not None \
+            and num_clusters != shape.num_clusters:
+        raise UserError(f"{path} holds a NetVLAD with K={shape.num_clusters}, not "
+                        f"{num_clusters}; pass --num-clusters {shape.num_clusters} or leave it out")
 
 
 def read_flags(checkpoint_path: Path) -> dict:

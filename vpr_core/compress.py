@@ -75,7 +75,7 @@ def compress(config: CompressConfig) -> CompressResult:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     source = checkpoint_file(config.resume, config.ckpt)
-    original, checkpoint, spec = model_from_checkpoint(source)
+    original, checkpoint, shape = model_from_checkpoint(source)
     if search_index(checkpoint) is not None:
         raise UserError(f"{source} is a product-quantised variant, whose codes fit its model "
                         f"as it is; compress the checkpoint it was made from, and apply pq "
@@ -87,7 +87,7 @@ def compress(config: CompressConfig) -> CompressResult:
     train_split = open_split(config.data_root, config.train_split, config.dataset)
     split = open_split(config.data_root, config.split, config.dataset)
     image_size = resolve_image_size(split, config.image_size)
-    feature_map_size(spec.arch, image_size)
+    feature_map_size(shape.arch, image_size)
     run_dir = config.run_dir or _default_run_dir(source, config)
     context = CompressionContext(
         train_feed=ImageFeed.for_config(config, train_split, image_size, device),
@@ -104,7 +104,7 @@ def compress(config: CompressConfig) -> CompressResult:
         variant, extra = module.apply(start, settings, context)
         previous = checkpoint.get("compression")
         extra = {**(checkpoint.get("compression_extra") or {}), **extra}
-        saved = compressed_checkpoint(variant, config.method, settings, spec, extra,
+        saved = compressed_checkpoint(variant, config.method, settings, shape, extra,
                                       previous=previous, source=str(source))
         path = _write_run(run_dir, saved, config, source, settings)
     except BaseException:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import ModelSpec, check_spec, infer_model_spec, load_checkpoint, read_flags
+from .checkpoints import ModelShape, check_shape, infer_model_shape, load_checkpoint, read_flags
 from .clustering import cluster, read_centroids
 from .config import ClusterConfig, CommonConfig
 from .datasets import Split
@@ -40,7 +40,7 @@ def fresh_model(config: CommonConfig, train_split: Split, centroids: Path | None
 
 
 def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int | None = None,
-                          pooling: str | None = None) -> tuple[PlaceModel, dict, ModelSpec]:
+                          pooling: str | None = None) -> tuple[PlaceModel, dict, ModelShape]:
     """(model with the checkpoint's weights, the checkpoint dict, what it holds).
 
     `arch` / `num_clusters`, when given, must agree with the checkpoint. No backbone weights
@@ -51,20 +51,21 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
         return _compressed_model(path, checkpoint, arch, num_clusters)
     # the pooling: asked for, else recorded in the checkpoint (this project's) or its flags.json
     hint = pooling or checkpoint.get("pooling") or read_flags(path).get("pooling")
-    spec = infer_model_spec(checkpoint["state_dict"], hint)
-    check_spec(spec, arch, num_clusters, path)
-    model = build_model(spec.arch, spec.pooling, spec.num_clusters or 1, weights="none")
+    shape = infer_model_shape(checkpoint["state_dict"], hint)
+    check_shape(shape, arch, num_clusters, path)
+    model = build_model(shape.arch, shape.pooling, shape.num_clusters or 1, weights="none")
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise UserError(f"{path} does not fit a {spec.arch} {spec.pooling} model ({first[:200]}); "
-                        f"pass a checkpoint of this project or of pytorch-NetVlad") from None
-    return model, checkpoint, spec
+        raise UserError(f"{path} does not fit a {shape.arch} {shape.pooling} model "
+                        f"({first[:200]}); pass a checkpoint of this project or of "
+                        f"pytorch-NetVlad") from None
+    return model, checkpoint, shape
 
 
 def _compressed_model(path: Path, checkpoint: dict, arch: str | None, num_clusters: int | None
-                      ) -> tuple[torch.nn.Module, dict, ModelSpec]:
+                      ) -> tuple[torch.nn.Module, dict, ModelShape]:
     """A compressed variant (see `vpr_core.compression`): the original architecture, reshaped
     by its method, then the state dict."""
     from .compression import METHOD_NAMES, chain, method
@@ -75,9 +76,9 @@ def _compressed_model(path: Path, checkpoint: dict, arch: str | None, num_cluste
             or base.get("arch") not in ENCODER_DIMS:
         raise UserError(f"{path} names a compression this version does not know "
                         f"({record.get('method')!r}); evaluate it with the version that made it")
-    spec = ModelSpec(base["arch"], base.get("pooling", "netvlad"), base.get("num_clusters"))
-    check_spec(spec, arch, num_clusters, path)
-    model = build_model(spec.arch, spec.pooling, spec.num_clusters or 1, weights="none")
+    shape = ModelShape(base["arch"], base.get("pooling", "netvlad"), base.get("num_clusters"))
+    check_shape(shape, arch, num_clusters, path)
+    model = build_model(shape.arch, shape.pooling, shape.num_clusters or 1, weights="none")
     for step in chain(record):  # a variant of a variant: its steps in order
         model = method(step["method"]).rebuild(model, step.get("settings") or {},
                                                checkpoint["state_dict"],
@@ -87,4 +88,4 @@ def _compressed_model(path: Path, checkpoint: dict, arch: str | None, num_cluste
     except RuntimeError as error:
         raise UserError(f"{path} does not fit the {record['method']} variant it says it is "
                         f"({str(error).splitlines()[-1][:160]}); it is damaged") from None
-    return model, checkpoint, spec
+    return model, checkpoint, shape

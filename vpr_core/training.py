@@ -442,8 +442,3 @@ class TrainingRun:
             raise UserError(f"cannot write the checkpoint of epoch {epoch} in {folder} "
                             f"({error.strerror or error}); free disk space, then {then}") from None
         return latest
-
-
-def train(config: TrainConfig, miner: Miner | None = None) -> TrainResult:
-    """Train with `config` (CLI `train`); returns the per-epoch results."""
-    return TrainingRun(config, miner).run()

@@ -57,7 +57,7 @@ def method(name: str):
 def compressed_checkpoint(model: torch.nn.Module, name: str, settings: dict, base,
                           extra: dict | None = None, previous: dict | None = None,
                           **fields) -> dict:
-    """The checkpoint dict of a compressed variant of a model of `base` (a `ModelSpec`):
+    """The checkpoint dict of a compressed variant of a model of `base` (a `ModelShape`):
     what `vpr_core.checkpoints.save_checkpoint` writes and `model_from_checkpoint` reads.
 
     `previous` is the record of the checkpoint that was compressed, when it was itself a

@@ -1,0 +1,24 @@
+"""One evaluation, tracked or not: the code behind `eval` and behind evaluation specs."""
+from __future__ import annotations
+
+from vpr_core.evaluation import evaluate_config
+from vpr_tracking.uri import ui_command
+
+
+def evaluate_and_track(config, uri: str | None = None, experiment: str | None = None,
+                       tags: dict | None = None) -> tuple[dict, list[str]]:
+    """Evaluate `config` (an `EvalConfig`) and, with a checked tracking `uri`, log it as one
+    MLflow run of `experiment`. Returns (the --json payload, the lines to print)."""
+    result, checkpoint = evaluate_config(config)
+    payload = result.to_dict()
+    if checkpoint is not None:
+        payload["checkpoint"] = str(checkpoint)
+    lines = [f"{result.dataset} {result.split}: {result.num_queries} queries, "
+             f"{result.num_database} database images", *result.lines()]
+    if uri is not None:
+        from .tracking import Tracker
+
+        run_id = Tracker(uri, experiment).log_evaluation(config, result, checkpoint, tags)
+        payload.update(mlflow_run_id=run_id, mlflow_ui=ui_command(uri))
+        lines.append(f"logged as MLflow run {run_id}; open: {ui_command(uri)}")
+    return payload, lines
