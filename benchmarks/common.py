@@ -40,6 +40,14 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def device_and_precision(args) -> tuple[torch.device, str]:
+    """The device and precision a benchmark's --device / --precision flags resolve to."""
+    from vpr_core.runtime import resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    return device, resolve_precision(args.precision, device)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

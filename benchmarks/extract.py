@@ -30,11 +30,9 @@ from vpr_core.runtime import (
     default_workers,
     memory_format,
     prepare_model,
-    resolve_device,
-    resolve_precision,
 )
 
-from .common import alternate, emit, machine, ratio, timed
+from .common import alternate, device_and_precision, emit, machine, ratio, timed
 from .datagen import write_dataset
 
 
@@ -66,8 +64,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    device, precision = device_and_precision(args)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.data_root) if args.data_root else Path(scratch) / "data"
         if not args.data_root:

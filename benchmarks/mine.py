@@ -36,8 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from benchmarks.common import (emit, machine, peak_gpu_memory_gb, peak_host_memory_gb, ratio,
-                               synchronize)
+from benchmarks.common import (
+    emit,
+    machine,
+    peak_gpu_memory_gb,
+    peak_host_memory_gb,
+    ratio,
+    synchronize,
+)
 from benchmarks.reference_loop import knn_backend, per_query_mine
 from vpr_core.mining import CandidateSampler, DescriptorCache, MiningIndex, MiningRequest, Triplet
 

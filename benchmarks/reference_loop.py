@@ -324,6 +324,28 @@ class _Clock:
         return seconds
 
 
+def _train_epoch(model, dataset, optimizer, criterion, num_subsets: int, clock, *, threads: int,
+                 batch_size: int, cache_batch_size: int, device) -> tuple:
+    """One epoch as the reference runs it: an HDF5 cache of the whole training set before each
+    subset. Returns (cache seconds, training seconds, summed loss, batches)."""
+    cache_seconds = train_seconds = loss_sum = 0.0
+    batches = 0
+    split, image_size = dataset.split, dataset.image_size
+    for indices in np.array_split(np.arange(len(dataset)), max(num_subsets, 1)):
+        clock.lap()
+        build_cache(model, split, image_size, dataset.cache_path, threads=threads,
+                    batch_size=cache_batch_size, device=device)
+        cache_seconds += clock.lap()
+        subset_loss, subset_batches = train_subset(
+            model, dataset, indices, optimizer, criterion, threads=threads,
+            batch_size=batch_size, device=device)
+        loss_sum += subset_loss
+        batches += subset_batches
+        dataset.cache_path.unlink()
+        train_seconds += clock.lap()
+    return cache_seconds, train_seconds, loss_sum, batches
+
+
 def reference_run(data_root, *, arch: str = "alexnet", num_clusters: int = 16, epochs: int = 2,
                   image_size: tuple[int, int] | None = None,
                   device: torch.device | str = "cpu", weights: str = "none",
@@ -361,20 +383,9 @@ def reference_run(data_root, *, arch: str = "alexnet", num_clusters: int = 16, e
     for epoch in range(1, epochs + 1):
         for group in optimizer.param_groups:  # StepLR(step_size=5, gamma=0.5).step(epoch)
             group["lr"] = lr * 0.5 ** (epoch // 5)
-        cache_seconds = train_seconds = loss_sum = 0.0
-        batches = 0
-        for indices in np.array_split(np.arange(len(dataset)), max(num_subsets, 1)):
-            clock.lap()
-            build_cache(model, train_split, image_size, dataset.cache_path, threads=threads,
-                        batch_size=cache_batch_size, device=device)
-            cache_seconds += clock.lap()
-            subset_loss, subset_batches = train_subset(
-                model, dataset, indices, optimizer, criterion, threads=threads,
-                batch_size=batch_size, device=device)
-            loss_sum += subset_loss
-            batches += subset_batches
-            dataset.cache_path.unlink()
-            train_seconds += clock.lap()
+        cache_seconds, train_seconds, loss_sum, batches = _train_epoch(
+            model, dataset, optimizer, criterion, num_subsets, clock, threads=threads,
+            batch_size=batch_size, cache_batch_size=cache_batch_size, device=device)
         recalls = validate(model, val_split, image_size, threads=threads,
                            batch_size=cache_batch_size, device=device)
         val_seconds = clock.lap()

@@ -27,10 +27,18 @@ import torch
 
 from vpr_core.clustering import cluster
 from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
-from vpr_core.runtime import default_workers, resolve_device, resolve_precision
+from vpr_core.runtime import default_workers
 from vpr_core.training import TrainingRun
 
-from .common import emit, machine, peak_gpu_memory_gb, peak_host_memory_gb, ratio, timed
+from .common import (
+    device_and_precision,
+    emit,
+    machine,
+    peak_gpu_memory_gb,
+    peak_host_memory_gb,
+    ratio,
+    timed,
+)
 from .datagen import write_dataset
 
 
@@ -59,8 +67,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    device, precision = device_and_precision(args)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         root = Path(args.data_root) if args.data_root else scratch / "data"

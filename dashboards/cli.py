@@ -12,7 +12,6 @@ from pathlib import Path
 from vpr_core import arguments
 from vpr_core.errors import exit_status
 
-
 STORE_HELP = "MLflow store the runs are in (default sqlite:///<cwd>/mlflow.db)"
 EXPERIMENT_HELP = "MLflow experiment name (default: the one of the latest sweep)"
 JSON_HELP = "also write a summary of what was drawn"

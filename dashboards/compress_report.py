@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 
 from vpr_core.errors import UserError
-
 from vpr_tracking.names import DEFAULT_METRIC, ORIGINAL_VARIANT, Kind, Tag, metric_key
 from vpr_tracking.store import RunRecord, Store, as_store, children_filter
 

@@ -19,8 +19,14 @@ from vpr_core.errors import UserError
 from vpr_tracking.names import DEFAULT_METRIC
 from vpr_tracking.search_space import run_label
 from vpr_tracking.store import RunRecord, Store, as_store
-from vpr_tracking.trials import (best_row, epochs_of, latest_sweep_experiment, sweep_parent,
-                                 trial_row, trials_of)
+from vpr_tracking.trials import (
+    best_row,
+    epochs_of,
+    latest_sweep_experiment,
+    sweep_parent,
+    trial_row,
+    trials_of,
+)
 
 from .compare import best_per_arch, curve_of_run
 from .search_views import View, draw_views, rebuild_study

@@ -192,8 +192,13 @@ def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSet
     from vpr_core.compression import cpu_only, search_index
     from vpr_core.evaluation import evaluate
     from vpr_core.image_feed import ImageFeed
-    from vpr_core.runtime import (default_workers, memory_format, prepare_model,
-                                  resolve_device, resolve_precision)
+    from vpr_core.runtime import (
+        default_workers,
+        memory_format,
+        prepare_model,
+        resolve_device,
+        resolve_precision,
+    )
 
     device = resolve_device("cpu" if cpu_only(checkpoint) else settings.device)
     workers = default_workers() if settings.workers is None else settings.workers

@@ -14,8 +14,13 @@ from pathlib import Path
 
 from vpr_core import arguments
 from vpr_core.arguments import emit
-from vpr_core.config import (SGD_DEFAULTS, ClusterConfig, CompressConfig, EvalConfig,
-                             format_image_size)
+from vpr_core.config import (
+    SGD_DEFAULTS,
+    ClusterConfig,
+    CompressConfig,
+    EvalConfig,
+    format_image_size,
+)
 from vpr_core.errors import UserError, exit_status
 from vpr_core.evaluation import RECALL_NS
 from vpr_core.log import log

@@ -16,8 +16,14 @@ import numpy as np
 import ray
 from ray import tune
 
-from vpr_core.mining import (CacheMissing, DescriptorCache, Miner, MiningIndex, MiningRequest,
-                             Triplet)
+from vpr_core.mining import (
+    CacheMissing,
+    DescriptorCache,
+    Miner,
+    MiningIndex,
+    MiningRequest,
+    Triplet,
+)
 
 SERVICE_NAME = "netvlad-mining-service"
 NAMESPACE = "vpr-sweeps"

@@ -15,8 +15,17 @@ from ray import tune
 
 from vpr_core.log import log
 from vpr_tracking import search_space
-from vpr_tracking.names import (EPOCH_METRICS, FAILED, FINISHED, KILLED, RECALL_NS, RUNNING,
-                                Kind, Tag, recall_name)
+from vpr_tracking.names import (
+    EPOCH_METRICS,
+    FAILED,
+    FINISHED,
+    KILLED,
+    RECALL_NS,
+    RUNNING,
+    Kind,
+    Tag,
+    recall_name,
+)
 from vpr_tracking.store import tracking_unreachable
 
 from .tracking import Tracker, log_run_files

@@ -22,7 +22,7 @@ from vpr_core.errors import UserError
 from vpr_core.log import log
 from vpr_core.synthetic import SynthConfig, write_synthetic
 from vpr_tracking import search_space
-from vpr_tracking.names import RECALL_NS, FINISHED, KILLED, RUNNING, Kind, Tag, recall_name
+from vpr_tracking.names import FINISHED, KILLED, RECALL_NS, RUNNING, Kind, Tag, recall_name
 from vpr_tracking.params import training_params
 from vpr_tracking.trials import TrialRow, best_row, trial_rows
 from vpr_tracking.uri import check_tracking_uri, ui_command
@@ -47,7 +47,7 @@ class SweepPlan:
     dataset: str
     image_size: tuple | None  # None: the images keep their own (mixed) sizes
     cache_dir: Path
-    resume: bool
+    restore: bool  # continue the interrupted sweep `name`
 
     @property
     def experiment_path(self) -> str:
@@ -93,15 +93,16 @@ class SweepResult:
                 "mlflow_ui": ui_command(self.tracking_uri)}
 
 
-def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None = None,
+def run_sweep(spec: SweepSpec, *, restore: bool = False, ray_address: str | None = None,
               storage: str | None = None, name: str | None = None,
               num_cpus: int | None = None, callbacks: list | None = None) -> SweepResult:
-    """Run (or resume) the sweep described by `spec`; returns the trials as MLflow holds them.
+    """Run the sweep described by `spec`, or with `restore` continue the interrupted one
+    (`name`, default the latest of the spec); returns the trials as MLflow holds them.
     `callbacks` are extra Tune callbacks."""
     from . import ray_cluster
 
     started = time.perf_counter()
-    plan = prepare(spec, resume, ray_address, storage, name)
+    plan = prepare(spec, restore, ray_address, storage, name)
     per_trial, concurrency, service_gpu = plan_resources(
         spec, ray_cluster.connect(ray_address, num_cpus=num_cpus))
     tracker = Tracker(plan.uri, plan.experiment)
@@ -120,7 +121,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, ray_address: str | None 
     return result
 
 
-def prepare(spec: SweepSpec, resume: bool, ray_address: str | None, storage: str | None,
+def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: str | None,
             name: str | None) -> SweepPlan:
     """Check everything a user can get wrong before anything is written: the spec, the
     tracking URI, the Ray address, the sweep to resume, then the dataset."""
@@ -131,7 +132,7 @@ def prepare(spec: SweepSpec, resume: bool, ray_address: str | None, storage: str
     if ray_address:
         ray_cluster.check_reachable(ray_address)
     storage_path = storage_location(storage)
-    if resume:
+    if restore:
         name = name or latest_name(storage_path, spec)
     name = name or default_name(spec)
     data_root = prepare_data(spec)
@@ -141,8 +142,8 @@ def prepare(spec: SweepSpec, resume: bool, ray_address: str | None, storage: str
     plan = SweepPlan(spec, name, uri, spec.experiment or f"netvlad-{spec.name}", storage_path,
                      data_root, splits[0].dataset,
                      spec.train.get("image_size") or splits[0].native_size,
-                     Path(spec.train.get("cache_dir", "cache")).absolute(), resume)
-    if resume:
+                     Path(spec.train.get("cache_dir", "cache")).absolute(), restore)
+    if restore:
         from ray import tune
 
         if not tune.Tuner.can_restore(plan.experiment_path):
@@ -251,7 +252,7 @@ def fixed_params(plan: SweepPlan, on_gpu: bool) -> dict:
 def open_parent_run(tracker: Tracker, plan: SweepPlan, fixed: dict) -> str:
     """The sweep's parent run: a new one, or for a resume the one it started."""
     found = tracker.find_run(**{Tag.SWEEP: plan.name, Tag.KIND: Kind.SWEEP}) \
-        if plan.resume else None
+        if plan.restore else None
     if found is not None:
         tracker.store.start(found)
         return found
@@ -290,7 +291,7 @@ def _tuner(plan: SweepPlan, tracker: Tracker, parent: str, fixed: dict, per_tria
         tune.with_parameters(train_trial, spec=spec, data_root=str(plan.data_root),
                              cache_dir=str(plan.cache_dir), service=plan.service_name),
         per_trial)
-    if plan.resume:
+    if plan.restore:
         return tune.Tuner.restore(plan.experiment_path, trainable=trainable,
                                   resume_unfinished=True, resume_errored=False,
                                   param_space=tune_space(spec))

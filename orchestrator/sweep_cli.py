@@ -109,7 +109,7 @@ def run(args) -> None:
     from .sweep import format_table, run_sweep
 
     try:
-        result = run_sweep(spec, resume=args.resume, ray_address=args.ray_address,
+        result = run_sweep(spec, restore=args.resume, ray_address=args.ray_address,
                            storage=args.storage, name=args.name)
     finally:
         from . import ray_cluster
@@ -145,9 +145,10 @@ def check_outcome(result) -> None:
 
 def run_compression_study(spec, args) -> None:
     """A compression spec: its variants as Tune trials, one MLflow study."""
+    from vpr_tracking.uri import ui_command
+
     from . import ray_cluster
     from .compress_sweep import run_compress_study
-    from vpr_tracking.uri import ui_command
 
     try:
         results, failed, parent, uri = run_compress_study(

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import tempfile
 from pathlib import Path
 
-from vpr_tracking.names import (DEFAULT_EXPERIMENT, FAILED, FINISHED, KILLED, ORIGINAL_VARIANT,
-                                Kind, Tag, recall_name)
+from vpr_tracking.names import (
+    DEFAULT_EXPERIMENT,
+    FAILED,
+    FINISHED,
+    KILLED,
+    ORIGINAL_VARIANT,
+    Kind,
+    Tag,
+    recall_name,
+)
 from vpr_tracking.params import evaluation_params, training_params
 from vpr_tracking.store import Store, store_at
 
@@ -116,7 +125,10 @@ def log_run_files(store: Store, run_id: str, checkpoints: Path | None, centroids
     if centroids:
         store.log_file(run_id, Path(centroids), "centroids")
     if history:
-        from dashboards.plots import learning_curves
+        from dashboards.plots import learning_curves, save
 
-        store.log_figure(run_id, learning_curves(history, title, arch), "recall_curve.png")
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "recall_curve.png"
+            save(learning_curves(history, title, arch), path)
+            store.log_file(run_id, path, "plots")
 

@@ -21,7 +21,6 @@ from vpr_tracking import search_space
 from .mining_service import RayMiner
 from .spec import SweepSpec
 
-
 FAILURE_NOTE = "deterministic_failure.txt"
 
 

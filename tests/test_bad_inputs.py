@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from scipy.io import loadmat, savemat
-
 from cli_helpers import InProcess, assert_user_error, run_main, tree
+from scipy.io import loadmat, savemat
 from test_datasets import cells
+
 from vpr_core.models import build_model
 
 NO_WEIGHTS = ["--arch", "alexnet", "--num-clusters", "4", "--weights", "none", "--quiet"]

@@ -18,13 +18,13 @@ import urllib.error
 import urllib.request
 
 import pytest
-from mlflow import MlflowClient
-
 import test_dashboards
 from dashboards_store import EXPERIMENT, SWEEP, TRIALS
-from orchestrator.tracking import Tracker
+from mlflow import MlflowClient
 from test_dashboards import served
 from test_security import running_ui
+
+from orchestrator.tracking import Tracker
 
 # the fake sweep's store and its report, the fixtures of test_dashboards (module-scoped: made
 # once more for this module)

@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.checkpoints import (checkpoint_file, infer_model_shape, load_checkpoint,
-                                  save_checkpoint)
+from vpr_core.checkpoints import (
+    checkpoint_file,
+    infer_model_shape,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vpr_core.errors import UserError
 from vpr_core.loading import model_from_checkpoint
 from vpr_core.models import build_model

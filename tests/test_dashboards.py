@@ -19,19 +19,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_user_error, run_cli, run_main, tree
+from dashboards_store import EVAL_RECALLS, EXPERIMENT, SWEEP, TRIALS, log_fake_sweep
 from PIL import Image
 
-from cli_helpers import assert_user_error, run_cli, run_main, tree
 from dashboards.cli import main as dashboards_main
 from dashboards.compare import given_curve
 from dashboards.plots import recall_figure_size
-from dashboards.retrievals import (choose_queries, frame_colours, grid_size, match_distances,
-                                   match_is_positive)
-from vpr_tracking.search_space import space_from_params, space_params
+from dashboards.retrievals import (
+    choose_queries,
+    frame_colours,
+    grid_size,
+    match_distances,
+    match_is_positive,
+)
 from dashboards.style import ARCH_COLOURS, NEGATIVE_COLOUR, POSITIVE_COLOUR
-from dashboards_store import EVAL_RECALLS, EXPERIMENT, SWEEP, TRIALS, log_fake_sweep
 from vpr_core.errors import UserError
 from vpr_core.models import build_model
+from vpr_tracking.search_space import space_from_params, space_params
 
 
 @pytest.fixture(scope="module")

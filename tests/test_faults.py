@@ -11,11 +11,11 @@ import time
 
 import ray
 import yaml
+from cli_helpers import REPO, run_cli
+from conftest import TINY_SPEC
 from mlflow import MlflowClient
 from ray import tune
 
-from cli_helpers import REPO, run_cli
-from conftest import TINY_SPEC
 from orchestrator.mining_service import NAMESPACE, RayMiner, start_service
 from orchestrator.spec import spec_from_dict
 from orchestrator.sweep import run_sweep

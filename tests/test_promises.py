@@ -18,10 +18,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_helpers import REPO, run_main
 from mlflow import MlflowClient
 from PIL import Image
 
-from cli_helpers import REPO, run_main
 from orchestrator.cli import build_parser, make_config, translate_mode
 from vpr_core.checkpoints import load_checkpoint
 from vpr_core.clustering import cluster, read_centroids
@@ -254,10 +254,10 @@ def test_a_full_disk_keeps_the_centroid_file(synth_root, tmp_path, monkeypatch):
 
 def test_a_full_disk_keeps_the_sweep_report(synth_root, alexnet_checkpoint, tmp_path, capsys,
                                             monkeypatch):
+    from dashboards_store import EXPERIMENT, log_fake_sweep
     from matplotlib.figure import Figure
 
     from dashboards.cli import main as dashboards_main
-    from dashboards_store import EXPERIMENT, log_fake_sweep
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     log_fake_sweep(uri, synth_root, alexnet_checkpoint, tmp_path)

@@ -5,11 +5,11 @@ import pytest
 from cli_helpers import assert_user_error, run_main, tree
 
 from orchestrator.sweep import SweepResult, latest_name
-from vpr_tracking.trials import TrialRow
 from orchestrator.sweep_cli import apply_flags, check_outcome
 from vpr_core.config import TrainConfig
 from vpr_core.errors import CommandFailed, UserError
 from vpr_core.training import TrainingRun
+from vpr_tracking.trials import TrialRow
 
 TINY = ["--arch", "alexnet", "--num-clusters", 4, "--weights", "none", "--quiet"]
 

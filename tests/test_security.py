@@ -12,9 +12,8 @@ import time
 import urllib.request
 
 import pytest
-from mlflow import MlflowClient
-
 from cli_helpers import REPO, assert_user_error, run_cli
+from mlflow import MlflowClient
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import yaml
-from mlflow import MlflowClient
-
 from cli_helpers import REPO, run_cli
 from conftest import TINY_SPEC
+from mlflow import MlflowClient
+
 from orchestrator.spec import spec_from_dict
 from orchestrator.sweep import run_sweep
 

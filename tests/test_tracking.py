@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from mlflow import MlflowClient
-
 from cli_helpers import run_main
-from vpr_tracking.names import metric_key
-from vpr_tracking.uri import check_tracking_uri
+from mlflow import MlflowClient
 from test_checkpoints import released_vgg16_checkpoint, save_like_2018
+
 from vpr_core.errors import UserError
 from vpr_core.models import build_model
+from vpr_tracking.names import metric_key
+from vpr_tracking.uri import check_tracking_uri
 
 
 def test_tracking_uris(tmp_path, monkeypatch):

@@ -12,8 +12,8 @@ from vpr_core.datasets import open_split
 from vpr_core.errors import UserError
 from vpr_core.evaluation import evaluate
 from vpr_core.image_feed import ImageFeed
-from vpr_core.synthetic import SynthConfig, write_synthetic
 from vpr_core.mining import Triplet
+from vpr_core.synthetic import SynthConfig, write_synthetic
 from vpr_core.training import TrainingRun
 
 

@@ -16,8 +16,8 @@ from .config import ClusterConfig, format_image_size
 from .datasets import Split, open_split, resolve_image_size
 from .errors import UserError
 from .extraction import extract_descriptors
-from .image_feed import ImageFeed
 from .fileio import file_lock, missing_ancestors, remove_created, write_atomic
+from .image_feed import ImageFeed
 from .models import ENCODER_DIMS, L2Norm, build_encoder, feature_map_size
 from .runtime import prepare_model, resolve_device, seed_everything
 from .search import faiss_gpus

@@ -18,15 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import (
-    BEST_FILE,
-    CHECKPOINT_DIR,
-    FLAGS_FILE,
-    LATEST_FILE,
-    checkpoint_file,
-    read_flags,
-    save_checkpoint,
-)
+from . import checkpoints
 from .compression import CompressionContext, compressed_checkpoint, method, search_index
 from .compression.measure import Figures, measure
 from .config import SGD_DEFAULTS, CommonConfig, CompressConfig, TrainConfig
@@ -37,7 +29,6 @@ from .image_feed import ImageFeed
 from .loading import model_from_checkpoint
 from .models import feature_map_size, freeze_pretrained_layers
 from .runtime import resolve_device, seed_everything
-
 
 # the source run's training settings a fine-tuning keeps (its lr and epochs are the command's)
 FINETUNE_FROM_SOURCE = ("margin", "optim", "momentum", "weight_decay", "lr_step", "lr_gamma",
@@ -74,7 +65,7 @@ def compress(config: CompressConfig) -> CompressResult:
     config.validate()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    source = checkpoint_file(config.resume, config.ckpt)
+    source = checkpoints.checkpoint_file(config.resume, config.ckpt)
     original, checkpoint, shape = model_from_checkpoint(source)
     if search_index(checkpoint) is not None:
         raise UserError(f"{source} is a product-quantised variant, whose codes fit its model "
@@ -98,7 +89,7 @@ def compress(config: CompressConfig) -> CompressResult:
     context.finetune = _finetuner(config, source, history)
     try:
         start = copy.deepcopy(original).to(device)
-        if read_flags(source).get("weights", "none") != "none" and \
+        if checkpoints.read_flags(source).get("weights", "none") != "none" and \
                 isinstance(start.encoder, torch.nn.Sequential):
             freeze_pretrained_layers(start.encoder, start.arch)  # fine-tune as it was trained
         variant, extra = module.apply(start, settings, context)
@@ -165,7 +156,8 @@ def label(name: str, settings: dict, finetune_epochs: int = 0,
 
 
 def _default_run_dir(source: Path, config: CompressConfig) -> Path:
-    run = source.parent.parent if source.parent.name == CHECKPOINT_DIR else source.parent
+    in_run = source.parent.name == checkpoints.CHECKPOINT_DIR
+    run = source.parent.parent if in_run else source.parent
     stamp = time.strftime("%b%d_%H-%M-%S")
     return Path("runs").absolute() / f"{run.name}_{config.method}_{stamp}"
 
@@ -180,7 +172,7 @@ def _finetuner(config: CompressConfig, source: Path, history: list):
             return model
         from .training import TrainingRun
 
-        source_flags = read_flags(source)
+        source_flags = checkpoints.read_flags(source)
         restored = {k: v for k, v in source_flags.items() if k in FINETUNE_FROM_SOURCE}
         if str(restored.get("optim", "SGD")).upper() == "ADAM":
             restored = {k: v for k, v in restored.items() if k not in SGD_DEFAULTS}
@@ -200,11 +192,11 @@ def _finetuner(config: CompressConfig, source: Path, history: list):
 
 def _write_run(run_dir: Path, saved: dict, config: CompressConfig, source: Path,
                settings: dict) -> Path:
-    folder = run_dir / CHECKPOINT_DIR
-    path = save_checkpoint(folder / LATEST_FILE, saved)
-    write_atomic(folder / BEST_FILE, lambda tmp: shutil.copyfile(path, tmp))
+    folder = run_dir / checkpoints.CHECKPOINT_DIR
+    path = checkpoints.save_checkpoint(folder / checkpoints.LATEST_FILE, saved)
+    write_atomic(folder / checkpoints.BEST_FILE, lambda tmp: shutil.copyfile(path, tmp))
     flags = config.to_dict()
     flags.update(source=str(source), run_dir=str(run_dir), settings=settings,
                  arch=saved["arch"], pooling=saved["pooling"])
-    write_json_atomic(folder / FLAGS_FILE, flags)
+    write_json_atomic(folder / checkpoints.FLAGS_FILE, flags)
     return path

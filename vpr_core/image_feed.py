@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import runtime
 from .datasets import Split
 from .datasets.images import IMAGENET_MEAN, IMAGENET_STD, UnreadableImage, decode_file
 from .errors import UserError
 from .image_store import ImageStore
-from . import runtime
 from .runtime import progress, to_device
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import functools
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpr_core.errors import UserError
 
-from .names import (CURVE_METRICS, DEFAULT_METRIC, MODEL_EXPERIMENT, RECALL_NS, Tag, metric_key,
-                    recall_name)
+from .names import (
+    CURVE_METRICS,
+    DEFAULT_METRIC,
+    MODEL_EXPERIMENT,
+    RECALL_NS,
+    Tag,
+    metric_key,
+    recall_name,
+)
 from .uri import check_tracking_uri, sqlite_file
 
 # MLflow's codes for a store that is out of reach or overloaded (not for a wrong request)
@@ -287,14 +293,6 @@ class Store:
     def log_folder(self, run_id: str, folder: Path, artifact_folder: str) -> None:
         self._call(f"run {run_id}", self.client.log_artifacts, run_id, str(folder),
                    artifact_folder)
-
-    def log_figure(self, run_id: str, figure, name: str, folder: str = "plots") -> None:
-        from dashboards.plots import save
-
-        with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / name
-            save(figure, path)
-            self.log_file(run_id, path, folder)
 
     def start(self, run_id: str) -> None:
         """Mark a run RUNNING again: resumed work continues it."""

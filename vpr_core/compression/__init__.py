@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from ..extraction import extract_descriptors
 from ..image_feed import ImageFeed
 
 METHOD_NAMES = ("pca-whiten", "prune", "quantize", "half", "pq")
@@ -44,6 +45,13 @@ class CompressionContext:
     precision: str
     seed: int
     finetune: Callable
+
+    def training_descriptors(self, model, desc: str):
+        """The descriptors `model` gives the training split's database images (numpy)."""
+        feed = self.train_feed
+        return extract_descriptors(model, feed, range(feed.split.num_database),
+                                   batch_size=self.batch_size, precision=self.precision,
+                                   desc=desc)
 
 
 def method(name: str):

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..extraction import extract_descriptors
 
 CPU_ONLY = False
 EPSILON = 1e-9  # keeps the whitening finite along directions with (almost) no variance
@@ -80,11 +79,7 @@ def fit(descriptors: np.ndarray, dim: int, whiten: bool) -> tuple[np.ndarray, np
 
 def apply(model, settings: dict, context):
     """Fit on the training database's descriptors (encoded by `model`) and append the layer."""
-    feed = context.train_feed
-    descriptors = extract_descriptors(model, feed, range(feed.split.num_database),
-                                      batch_size=context.batch_size,
-                                      precision=context.precision,
-                                      desc="pca: training descriptors")
+    descriptors = context.training_descriptors(model, "pca: training descriptors")
     mean, projection = fit(descriptors, settings["dim"], settings["whiten"])
     layer = PCAWhiten(descriptors.shape[1], settings["dim"])
     layer.mean.copy_(torch.from_numpy(mean))

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..extraction import extract_descriptors
 
 CPU_ONLY = False
 MAX_BITS = 8
@@ -47,10 +46,7 @@ def bits_for(count: int) -> int:
 
 def apply(model, settings: dict, context):
     """Train the quantiser on the training database's descriptors."""
-    feed = context.train_feed
-    descriptors = extract_descriptors(model, feed, range(feed.split.num_database),
-                                      batch_size=context.batch_size,
-                                      precision=context.precision, desc="pq: training")
+    descriptors = context.training_descriptors(model, "pq: training")
     bits = bits_for(len(descriptors))
     index = faiss.IndexPQ(descriptors.shape[1], settings["pq_bytes"], bits)
     index.pq.cp.min_points_per_centroid = 1  # only decides whether faiss prints a warning

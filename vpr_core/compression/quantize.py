@@ -145,8 +145,7 @@ def _quiet():
 def _prepared(encoder: nn.Sequential, mode: str, example: torch.Tensor) -> nn.Module:
     """The encoder traced with observers (ptq, eval mode) or fake quantization (qat, train
     mode) after each conv(+ReLU) and max-pool; convs and their ReLUs are fused."""
-    from torch.ao.quantization import (get_default_qat_qconfig_mapping,
-                                       get_default_qconfig_mapping)
+    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
     with _quiet():
