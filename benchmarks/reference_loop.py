@@ -57,7 +57,7 @@ from torchvision import transforms
 
 from benchmarks.common import synchronize
 from vpr_core.datasets import open_split, resolve_image_size
-from vpr_core.evaluation import recall_at_n
+from vpr_core.evaluation import RECALL_NS, recall_at_n, recall_name
 from vpr_core.models import L2Norm, build_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,7 +66,6 @@ CLUSTER_IMAGES = 500  # nDescriptors 50000 / nPerImage 100
 CLUSTER_LOCATIONS = 100
 NEGATIVE_SAMPLES = 1000  # nNegSample
 NUM_NEGATIVES = 10  # nNeg
-RECALL_NS = (1, 5, 10, 20)
 
 _TO_TENSOR = transforms.Compose([transforms.ToTensor(),
                                  transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -299,7 +298,7 @@ def validate(model, split, image_size, *, threads: int, batch_size: int,
     index.add(database)
     _, predictions = index.search(queries, min(max(RECALL_NS), split.num_database))
     recalls = recall_at_n(predictions, split.eval_positives(), RECALL_NS)
-    return {f"recall@{n}": round(float(r), 4) for n, r in recalls.items()}
+    return {recall_name(n): round(float(r), 4) for n, r in recalls.items()}
 
 
 def _seed(seed: int) -> None:

@@ -27,18 +27,11 @@ import torch
 
 from vpr_core.clustering import cluster
 from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
+from vpr_core.evaluation import named_recalls
 from vpr_core.runtime import default_workers
 from vpr_core.training import TrainingRun
 
-from .common import (
-    device_and_precision,
-    emit,
-    machine,
-    peak_gpu_memory_gb,
-    peak_host_memory_gb,
-    ratio,
-    timed,
-)
+from . import common
 from .datagen import write_dataset
 
 
@@ -67,7 +60,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse(argv)
-    device, precision = device_and_precision(args)
+    device, precision = common.device_and_precision(args)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         root = Path(args.data_root) if args.data_root else scratch / "data"
@@ -81,7 +74,8 @@ def main(argv: list[str]) -> None:
                         image_store_gb=args.image_store_gb, show_progress=False)
         ours = ours_run(settings, args.epochs, scratch)
         ours["cli_seconds_outside_epochs"] = cli_overhead(settings, scratch)
-        emit({"benchmark": "train", "side": "this_project", **machine(device), **ours})
+        common.emit({"benchmark": "train", "side": "this_project", **common.machine(device),
+                     **ours})
         if args.skip_reference:
             return
         from .reference_loop import reference_run
@@ -89,20 +83,21 @@ def main(argv: list[str]) -> None:
         reference = reference_run(root, arch=args.arch, num_clusters=args.num_clusters,
                                   epochs=args.epochs, device=device, weights=args.weights,
                                   threads=args.workers, workdir=scratch / "reference")
-        emit({"benchmark": "train", "side": "reference_loop", **machine(device), **reference})
+        common.emit({"benchmark": "train", "side": "reference_loop", **common.machine(device),
+                     **reference})
         total_ours = ours["cluster_seconds"] + sum(e["seconds"] for e in ours["epochs"])
         total_reference = reference["cluster_seconds"] + sum(
             e["seconds"] for e in reference["epochs"])
         epoch_ours = min(e["seconds"] for e in ours["epochs"])
         epoch_reference = min(e["seconds"] for e in reference["epochs"])
-        emit({"benchmark": "train", "side": "summary", "arch": args.arch,
+        common.emit({"benchmark": "train", "side": "summary", "arch": args.arch,
               "device": str(device), "precision": precision, "epochs": args.epochs,
               "cluster_plus_epochs_seconds": round(total_ours, 2),
               "reference_cluster_plus_epochs_seconds": round(total_reference, 2),
-              "speedup_cluster_plus_epochs": ratio(total_reference, total_ours),
+              "speedup_cluster_plus_epochs": common.ratio(total_reference, total_ours),
               "best_epoch_seconds": round(epoch_ours, 2),
               "reference_best_epoch_seconds": round(epoch_reference, 2),
-              "speedup_epoch": ratio(epoch_reference, epoch_ours),
+              "speedup_epoch": common.ratio(epoch_reference, epoch_ours),
               "train_step_ratio_to_bare": ours["train_step_ratio_to_bare"],
               "startup_seconds": ours["startup_seconds"],
               "cli_seconds_outside_epochs": ours["cli_seconds_outside_epochs"]})
@@ -131,7 +126,7 @@ def cli_overhead(settings: dict, scratch: Path) -> float:
 def ours_run(settings: dict, epochs: int, scratch: Path) -> dict:
     """Clustering, start-up and epochs of a `TrainingRun`; then bare steps on its model."""
     cache = scratch / "cache"
-    cluster_seconds = timed(lambda: cluster(ClusterConfig(**settings, cache_dir=cache)),
+    cluster_seconds = common.timed(lambda: cluster(ClusterConfig(**settings, cache_dir=cache)),
                             torch.device("cpu"))
     started = time.perf_counter()
     run = TrainingRun(TrainConfig(**settings, cache_dir=cache, run_dir=scratch / "run",
@@ -152,13 +147,13 @@ def ours_run(settings: dict, epochs: int, scratch: Path) -> dict:
             "epochs": [{"epoch": r.epoch, "seconds": round(r.seconds, 2),
                         **{k: round(v, 2) for k, v in r.stage_seconds.items()},
                         "loss": round(r.loss, 4), "batches": r.batches,
-                        **{f"recall@{n}": v for n, v in r.recalls.items()}} for r in results],
+                        **named_recalls(r.recalls)} for r in results],
             "train_steps_per_s": round(steps_per_s, 2),
             "bare_steps_per_s": round(bare_per_s, 2),
             "images_per_batch": round(images_per_batch, 1),
-            "train_step_ratio_to_bare": ratio(steps_per_s, bare_per_s),
-            "peak_host_memory_gb": round(peak_host_memory_gb(), 2),
-            "peak_gpu_memory_gb": peak_gpu_memory_gb(run.device)}
+            "train_step_ratio_to_bare": common.ratio(steps_per_s, bare_per_s),
+            "peak_host_memory_gb": round(common.peak_host_memory_gb(), 2),
+            "peak_gpu_memory_gb": common.peak_gpu_memory_gb(run.device)}
 
 
 def bare_steps_per_s(run: TrainingRun, queries: float, images: float, steps: int) -> float:
@@ -172,6 +167,6 @@ def bare_steps_per_s(run: TrainingRun, queries: float, images: float, steps: int
     state = {k: v.clone() for k, v in run.model.state_dict().items()}
     run.model.train()
     run._step(images, counts)  # warm-up
-    seconds = timed(lambda: [run._step(images, counts) for _ in range(steps)], run.device)
+    seconds = common.timed(lambda: [run._step(images, counts) for _ in range(steps)], run.device)
     run.model.load_state_dict(state)
     return steps / seconds

@@ -161,11 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> None:
         args = build_parser().parse_args(argv)
         summary, lines = VERBS[args.verb](args)
-        if args.json:
-            from vpr_core.fileio import write_json_atomic
-
-            write_json_atomic(Path(args.json).absolute(), summary)
-        for line in lines:
-            print(line, flush=True)
+        arguments.emit(args, summary, lines)
 
     return exit_status(command)

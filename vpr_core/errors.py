@@ -25,26 +25,25 @@ def exit_status(command) -> int:
     """Run a command-line verb (a callable): 0 when it returns, 2 with one line on stderr for
     a `UserError`, 1 with one line for `CommandFailed`, 130 for Ctrl-C, 1 when the reader of
     the output went away."""
-    import sys
+    from .log import log  # 'error: ...' on stderr
 
     try:
         command()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        log.error(str(error))
         return 2
     except CommandFailed as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        log.error(str(error))
         return 1
     except OSError as error:
         if error.errno not in DISK_FULL:
             raise
         # every file is written to a temporary name and renamed: the old one is still there
-        print(f"error: cannot write {error.filename} ({error.strerror}); free disk space and "
-              f"run the command again (the files it had written before are intact)",
-              file=sys.stderr, flush=True)
+        log.error(f"cannot write {error.filename} ({error.strerror}); free disk space and run "
+                  f"the command again (the files it had written before are intact)")
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
+        log.warning("interrupted")
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         return 1
