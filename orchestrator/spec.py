@@ -96,11 +96,12 @@ class SweepSpec:
         """A point of the space (each dimension's first choice or lower bound)."""
         return {name: values[0] for name, values in self.space.items()}
 
-    def trial_config(self, sampled: dict, **paths) -> TrainConfig:
-        """The TrainConfig of one trial: fixed settings + sampled ones + paths."""
+    def trial_config(self, sampled: dict, **given) -> TrainConfig:
+        """The TrainConfig of one trial: fixed settings + sampled ones + `given` (its paths
+        and whatever else the caller settles)."""
         values = dict(self.train)
         values.update(sampled)
-        values.update(paths)
+        values.update(given)
         values.setdefault("dataset", self.dataset)
         values["show_progress"] = False
         try:

@@ -240,11 +240,15 @@ def latest_name(storage, spec: SweepSpec) -> str:
 
 
 def fixed_params(plan: SweepPlan, on_gpu: bool) -> dict:
-    """The MLflow params every trial shares: its training config without the searched values
-    (the image size 'native' when images keep their own sizes)."""
-    config = plan.spec.trial_config(plan.spec.first_point(), data_root=plan.data_root,
-                                    cache_dir=plan.cache_dir, run_dir=Path("/"),
-                                    device="cuda" if on_gpu else "cpu")
+    """The MLflow params every trial shares: its training config, validated as the trials
+    validate it, without the searched values (the image size 'native' when images keep their
+    own sizes). The precision is the one trials resolve on their device (bf16 on a GPU): the
+    driver may have no GPU."""
+    spec = plan.spec
+    precision = spec.train.get("precision") or ("bf16" if on_gpu else "fp32")
+    config = spec.trial_config(spec.first_point(), data_root=plan.data_root,
+                               cache_dir=plan.cache_dir, run_dir=Path("/"),
+                               precision=precision).validate()
     params = training_params(config, plan.dataset, plan.image_size)
     return {k: v for k, v in params.items() if k not in search_space.NAMES}
 

@@ -54,8 +54,9 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     for child in children:
         params = child.data.params
         assert {"arch", "num_clusters", "margin", "lr", "image_size", "dataset", "weights",
-                "seed"} <= set(params)
+                "seed", "precision", "momentum"} <= set(params)
         assert params["image_size"] == "48x64" and params["weights"] == "none"
+        assert params["precision"] == "fp32" and params["momentum"] == "0.9"  # as trials train
         assert child.data.tags["trial_id"] and child.data.tags.get("git_commit")
         history = client.get_metric_history(child.info.run_id, "recall_at_5")
         assert [m.step for m in history] == list(range(1, len(history) + 1)) and history
