@@ -72,7 +72,7 @@ def _facts(content) -> str:
 
 
 def _table(rows: list) -> str:
-    header = ["trial", *(d.header.strip() for d in DIMENSIONS), *(f"R@{n}" for n in RECALL_NS),
+    header = ["trial", *(d.title for d in DIMENSIONS), *(f"R@{n}" for n in RECALL_NS),
               "epochs", "status / stop reason", "duration"]
     lines = ['<table id="trials">', "<thead><tr>"
              + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]

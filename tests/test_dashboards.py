@@ -36,7 +36,13 @@ from dashboards.retrievals import (
 from dashboards.style import ARCH_COLOURS, NEGATIVE_COLOUR, POSITIVE_COLOUR
 from vpr_core.errors import UserError
 from vpr_core.models import build_model
-from vpr_tracking.search_space import space_from_params, space_params
+from vpr_tracking.search_space import (
+    DIMENSIONS,
+    space_from_params,
+    space_params,
+    table_cells,
+    table_header,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +134,12 @@ def test_the_search_space_is_read_back_from_a_sweep_parent():
                                          "margin": (0.03, 0.3), "lr": (1e-05, 0.001)}
     assert space_from_params({"lr_range": "0.0001-1e-03"}) == {"lr": (0.0001, 0.001)}
     assert space_from_params({"margin_range": "abc", "archs": ""}) == {}
+
+
+def test_a_trial_without_values_keeps_the_table_columns():
+    full = table_cells({"arch": "vgg16", "num_clusters": 16, "margin": 0.1, "lr": 1e-4})
+    assert len(table_header()) == len(full) == len(table_cells({}))
+    assert table_cells({}).split() == ["-"] * len(DIMENSIONS)
 
 
 def test_frames_follow_the_ground_truth_on_a_constructed_case():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 from vpr_core.errors import UserError
@@ -25,16 +26,19 @@ class Dimension:
     """One searched setting. `default`: the choices, or the (low, high) bounds. `start`: its
     value in the first points (clamped into the space), or for a choice `EVERY` (each choice
     gets a first point of its own: every architecture is tried) or `MIDDLE`. `label` formats
-    a value in run labels, `cell` in fixed-width tables (`header` is the column's title)."""
+    a value in run labels; `cell` (a format spec starting with its width, e.g. '7.3f') a value
+    in fixed-width tables, under the column title `title`. A choice's values are `element`s:
+    one of `allowed` when given, else positive numbers."""
 
     name: str
     kind: str
     default: tuple
     start: object
     label: str
-    header: str
+    title: str
     cell: str
     element: type = float
+    allowed: tuple | None = None
 
     def parse(self, raw, where: str):
         """The spec's value: a list of choices, or a number / {log_uniform: [low, high]}."""
@@ -60,11 +64,12 @@ class Dimension:
                 raise UserError(f"{where} must be a log-uniform range 0 < low <= high, got "
                                 f"{[low, high]}")
             return
-        allowed = ARCHES if self.name == "arch" else None
+        allowed = self.allowed
         bad = [v for v in values if (allowed and v not in allowed) or (
             not allowed and (isinstance(v, bool) or not isinstance(v, self.element) or v < 1))]
         if not values or bad:
-            what = f"some of {', '.join(allowed)}" if allowed else "positive integers"
+            what = f"some of {', '.join(allowed)}" if allowed else "positive integers" \
+                if self.element is int else "positive numbers"
             raise UserError(f"{where} must list {what}, got {values}")
 
     def contains(self, values, value) -> bool:
@@ -79,19 +84,26 @@ class Dimension:
     def format_label(self, value) -> str:
         return self.label.format(value)
 
+    @property
+    def width(self) -> int:
+        return int(re.match(r"[<>^]?(\d*)", self.cell).group(1) or 0)
+
+    @property
+    def header(self) -> str:
+        """The column title, as wide and aligned as the cells."""
+        return format(self.title, f"{'<' if self.cell.startswith('<') else '>'}{self.width}")
+
     def format_cell(self, value) -> str:
-        width = int("".join(c for c in self.cell if c.isdigit()) or 0)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            return f"{'-':>{width}}"
+            return f"{'-':>{self.width}}"
         return format(value, self.cell)
 
 
 DIMENSIONS = (
-    Dimension("arch", CHOICE, tuple(ARCHES), EVERY, "{}", f"{'arch':<8}", "<8", str),
-    Dimension("num_clusters", CHOICE, (16, 32, 64), MIDDLE, "K={}", f"{'K':>3}", ">3", int),
-    Dimension("margin", LOG_UNIFORM, (0.03, 0.3), 0.1, "margin={:.3g}", f"{'margin':>7}",
-              "7.3f"),
-    Dimension("lr", LOG_UNIFORM, (1e-5, 1e-3), 1e-4, "lr={:.2g}", f"{'lr':>8}", "8.2e"),
+    Dimension("arch", CHOICE, tuple(ARCHES), EVERY, "{}", "arch", "<8", str, tuple(ARCHES)),
+    Dimension("num_clusters", CHOICE, (16, 32, 64), MIDDLE, "K={}", "K", ">3", int),
+    Dimension("margin", LOG_UNIFORM, (0.03, 0.3), 0.1, "margin={:.3g}", "margin", "7.3f"),
+    Dimension("lr", LOG_UNIFORM, (1e-5, 1e-3), 1e-4, "lr={:.2g}", "lr", "8.2e"),
 )
 NAMES = tuple(d.name for d in DIMENSIONS)
 BY_NAME = {d.name: d for d in DIMENSIONS}
