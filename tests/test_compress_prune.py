@@ -59,12 +59,17 @@ def speed_up(model, faster, images, runs=5) -> float:
     return statistics.median(seconds(model) / seconds(faster) for _ in range(runs))
 
 
-def test_unstructured_zeroes_the_smallest_share_of_encoder_weights(synth_root, tmp_path):
+def pruned_30(root, arch: str, structure: str):
+    """(a seeded untrained model, its settings, 30% of it pruned, the extras), in eval mode."""
     torch.manual_seed(0)
-    model = build_model("alexnet", "netvlad", 4, weights="none").eval()
-    settings = prune.validate({"amount": 0.3, "structure": "unstructured"}, model)
-    pruned, extra = prune.apply(model, settings, context(synth_root))
-    pruned.eval()
+    model = build_model(arch, "netvlad", 4, weights="none").eval()
+    settings = prune.validate({"amount": 0.3, "structure": structure}, model)
+    pruned, extra = prune.apply(model, settings, context(root))
+    return model, settings, pruned.eval(), extra
+
+
+def test_unstructured_zeroes_the_smallest_share_of_encoder_weights(synth_root, tmp_path):
+    model, settings, pruned, extra = pruned_30(synth_root, "alexnet", "unstructured")
 
     assert extra == {} and zero_share(model) == 0.0  # the original is left as it was
     assert abs(zero_share(pruned) - 0.3) <= 0.01
@@ -89,11 +94,7 @@ def test_unstructured_zeroes_the_smallest_share_of_encoder_weights(synth_root, t
 
 
 def test_channels_make_a_smaller_file_and_a_faster_forward(synth_root, tmp_path):
-    torch.manual_seed(0)
-    model = build_model("vgg16", "netvlad", 4, weights="none").eval()
-    settings = prune.validate({"amount": 0.3, "structure": "channels"}, model)
-    pruned, _ = prune.apply(model, settings, context(synth_root))
-    pruned.eval()
+    model, settings, pruned, _ = pruned_30(synth_root, "vgg16", "channels")
 
     widths = conv_widths(pruned)
     assert widths[0] == (3, 45) and widths[-1] == (358, 512)  # round(0.3 * 64) = 19 removed

@@ -5,6 +5,7 @@ search space's own params are named in `search_space`.
 """
 from __future__ import annotations
 
+# declared with the evaluation in vpr_core, named here beside the rest of the vocabulary
 from vpr_core.evaluation import RECALL_NS, recall_name
 
 DEFAULT_EXPERIMENT = "netvlad"
@@ -46,7 +47,6 @@ class Tag:
 
 # MLflow's words for an experiment of trained models (not GenAI traces)
 MODEL_EXPERIMENT = "custom_model_development"
-__all__ = ["RECALL_NS", "recall_name"]  # declared in vpr_core.evaluation, named here too
 # a run's status when it ends; RUNNING is never left behind
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 ORIGINAL_VARIANT = "original"

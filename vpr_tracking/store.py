@@ -83,13 +83,6 @@ class RunRecord:
         value = self.params.get("num_clusters")
         return None if value in (None, "", "None") else int(float(value))
 
-    def float_param(self, name: str) -> float | None:
-        value = self.params.get(name)
-        try:
-            return None if value is None else float(value)
-        except ValueError:
-            return None
-
     @property
     def seconds(self) -> float | None:
         """Wall-clock duration, or None for a run that has not ended."""
@@ -335,7 +328,9 @@ def _from_store(error: BaseException) -> bool:
     return type(error).__module__.split(".")[0] in STORE_MODULES
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The checkout's commit (one `git` call per process, not one per run)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)
