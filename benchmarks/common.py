@@ -8,8 +8,20 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+
+def frozen_weights_file(arch: str, folder: Path) -> Path:
+    """Random encoder weights saved as a weight file. Loading one freezes the layers that
+    ImageNet weights freeze (the reference's default), without a download."""
+    from vpr_core.models import encoder_layers
+
+    path = folder / f"{arch}_random.pth"
+    layers = torch.nn.Sequential(*encoder_layers(arch))
+    torch.save({f"features.{k}": v for k, v in layers.state_dict().items()}, path)
+    return path
 
 
 def emit(record: dict) -> dict:

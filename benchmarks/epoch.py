@@ -18,15 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from vpr_core.clustering import cluster
 from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
-from vpr_core.models import encoder_layers
 from vpr_core.runtime import default_workers, resolve_device
 from vpr_core.training import TrainingRun
 
-from .common import emit, machine, peak_gpu_memory_gb, peak_host_memory_gb, timed
+from .common import (
+    emit,
+    frozen_weights_file,
+    machine,
+    peak_gpu_memory_gb,
+    peak_host_memory_gb,
+    timed,
+)
 from .datagen import write_dataset
 
 PITTS30K_TRAIN = {"database": 10000, "queries": 7416, "size": "480x640"}
@@ -47,6 +51,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=("fp32", "bf16"))
     parser.add_argument("--cache-refresh-rate", type=int, default=1000)
+    parser.add_argument("--frozen-cache-gb", type=float,
+                        help="memory for the frozen layers' output (default: the product's; "
+                             "0: off, every step runs the whole encoder)")
     parser.add_argument("--progress", action="store_true", help="progress bars on stderr")
     return parser.parse_args(argv)
 
@@ -65,10 +72,7 @@ def main(argv: list[str]) -> None:
             write_dataset(root, args.database, args.queries, parse_image_size(args.size),
                           splits=("train", "val"))
         generated = time.perf_counter() - started
-        weights = scratch / f"{args.arch}_random.pth"
-        torch.save({f"features.{k}": v for k, v in
-                    torch.nn.Sequential(*encoder_layers(args.arch)).state_dict().items()},
-                   weights)
+        weights = frozen_weights_file(args.arch, scratch)
         settings = dict(data_root=root, arch=args.arch, num_clusters=args.num_clusters,
                         weights=str(weights), workers=args.workers, device=args.device,
                         precision=args.precision, cache_dir=scratch / "cache",
@@ -76,7 +80,8 @@ def main(argv: list[str]) -> None:
         cluster_seconds = timed(lambda: cluster(ClusterConfig(**settings)), device)
         started = time.perf_counter()
         run = TrainingRun(TrainConfig(**settings, run_dir=scratch / "run", epochs=1,
-                                      cache_refresh_rate=args.cache_refresh_rate))
+                                      cache_refresh_rate=args.cache_refresh_rate,
+                                      frozen_cache_gb=args.frozen_cache_gb))
         startup = time.perf_counter() - started
         result = next(run.epochs())
         end_to_end = cluster_seconds + startup + result.seconds
@@ -85,6 +90,7 @@ def main(argv: list[str]) -> None:
               "database": run.train_split.num_database, "queries": run.train_split.num_queries,
               "image_size": f"{run.image_size[0]}x{run.image_size[1]}",
               "cache_refresh_rate": args.cache_refresh_rate, "workers": args.workers,
+              "frozen_features": run.frozen_splits,
               "dataset_generation_seconds": round(generated, 1),
               "cluster_seconds": round(cluster_seconds, 1), "startup_seconds": round(startup, 1),
               "epoch_seconds": round(result.seconds, 1),

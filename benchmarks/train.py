@@ -47,7 +47,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--num-clusters", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2,
                         help="epochs of each side (the cluster + 2 epochs comparison: 2)")
-    parser.add_argument("--weights", default="none")
+    parser.add_argument("--weights", default="frozen",
+                        help="frozen (default: random weights from a file, which freezes the "
+                             "layers ImageNet weights freeze, as the reference's default "
+                             "does), none (every layer trains) or a weight file")
+    parser.add_argument("--frozen-cache-gb", type=float,
+                        help="memory for the frozen layers' output (default: the product's; "
+                             "0: off)")
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=("fp32", "bf16"))
@@ -68,11 +74,13 @@ def main(argv: list[str]) -> None:
             write_dataset(root, args.database, args.queries, parse_image_size(args.size),
                           splits=("train", "val"),
                           split_sizes={"val": (args.val, args.val)})
+        if args.weights == "frozen":
+            args.weights = str(common.frozen_weights_file(args.arch, scratch))
         settings = dict(data_root=root, arch=args.arch, num_clusters=args.num_clusters,
                         weights=args.weights, workers=args.workers, device=args.device,
                         precision=precision, decode=args.decode,
                         image_store_gb=args.image_store_gb, show_progress=False)
-        ours = ours_run(settings, args.epochs, scratch)
+        ours = ours_run(settings, args.epochs, scratch, args.frozen_cache_gb)
         ours["cli_seconds_outside_epochs"] = cli_overhead(settings, scratch)
         common.emit({"benchmark": "train", "side": "this_project", **common.machine(device),
                      **ours})
@@ -123,24 +131,25 @@ def cli_overhead(settings: dict, scratch: Path) -> float:
     return round(wall - epoch, 2)
 
 
-def ours_run(settings: dict, epochs: int, scratch: Path) -> dict:
+def ours_run(settings: dict, epochs: int, scratch: Path, frozen_cache_gb: float | None) -> dict:
     """Clustering, start-up and epochs of a `TrainingRun`; then bare steps on its model."""
     cache = scratch / "cache"
     cluster_seconds = common.timed(lambda: cluster(ClusterConfig(**settings, cache_dir=cache)),
                             torch.device("cpu"))
     started = time.perf_counter()
     run = TrainingRun(TrainConfig(**settings, cache_dir=cache, run_dir=scratch / "run",
-                                  epochs=epochs))
+                                  epochs=epochs, frozen_cache_gb=frozen_cache_gb))
     startup = time.perf_counter() - started
     results = list(run.epochs())
     last = results[-1]
     steps_per_s = last.batches / last.stage_seconds["training_steps"]
     images_per_batch = (2 * last.triplets + last.negatives) / max(1, last.batches)
-    bare_per_s = bare_steps_per_s(run, last.triplets / max(1, last.batches), images_per_batch,
-                                  last.batches)
+    bare_per_s, bare_rest_per_s = bare_steps_per_s(
+        run, last.triplets / max(1, last.batches), images_per_batch, last.batches)
     return {"arch": run.config.arch, "precision": run.config.precision,
             "decode": "gpu" if run.train_feed.gpu_decode else "cpu",
             "image_store": run.train_feed.store() is not None,
+            "frozen_features": run.frozen_splits,
             "image_size": f"{run.image_size[0]}x{run.image_size[1]}",
             "workers": run.config.workers, "cluster_seconds": round(cluster_seconds, 2),
             "startup_seconds": round(startup, 2),
@@ -152,21 +161,41 @@ def ours_run(settings: dict, epochs: int, scratch: Path) -> dict:
             "bare_steps_per_s": round(bare_per_s, 2),
             "images_per_batch": round(images_per_batch, 1),
             "train_step_ratio_to_bare": common.ratio(steps_per_s, bare_per_s),
+            "bare_steps_after_frozen_per_s": bare_rest_per_s,
+            "train_step_ratio_to_bare_after_frozen": common.ratio(steps_per_s, bare_rest_per_s),
             "peak_host_memory_gb": round(common.peak_host_memory_gb(), 2),
             "peak_gpu_memory_gb": common.peak_gpu_memory_gb(run.device)}
 
 
-def bare_steps_per_s(run: TrainingRun, queries: float, images: float, steps: int) -> float:
-    """Training steps per second on random images already on the device: the same model,
-    loss, backward and optimiser step as an epoch's, without loading or mining."""
+def bare_steps_per_s(run: TrainingRun, queries: float, images: float, steps: int
+                     ) -> tuple[float, float | None]:
+    """Training steps per second with the inputs already on the device (the same model, loss,
+    backward and optimiser step as an epoch's, without loading or mining): of the whole model
+    on random images; and, where the run keeps its frozen layers' output, of the layers after
+    them on that output (None otherwise)."""
     batch = max(1, round(queries))
     negatives = max(1, round(images) - 2 * batch)
     counts = [negatives // batch + (1 if b < negatives % batch else 0) for b in range(batch)]
     images = torch.randn(2 * batch + negatives, 3, *run.image_size, device=run.device)
     images = images.contiguous(memory_format=run.train_feed.memory_format)
     state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    forward = run.train_forward
     run.model.train()
-    run._step(images, counts)  # warm-up
-    seconds = common.timed(lambda: [run._step(images, counts) for _ in range(steps)], run.device)
-    run.model.load_state_dict(state)
+    try:
+        run.train_forward = run.model
+        whole = _steps_per_s(run, images, counts, steps)
+        after_frozen = None
+        if run.frozen_splits:
+            run.train_forward = forward
+            rows = next(run.train_source.batches([list(range(len(images)))]))
+            after_frozen = round(_steps_per_s(run, rows, counts, steps), 2)
+    finally:
+        run.train_forward = forward
+        run.model.load_state_dict(state)
+    return whole, after_frozen
+
+
+def _steps_per_s(run: TrainingRun, inputs: torch.Tensor, counts: list[int], steps: int) -> float:
+    run._step(inputs, counts)  # warm-up
+    seconds = common.timed(lambda: [run._step(inputs, counts) for _ in range(steps)], run.device)
     return steps / seconds

@@ -28,7 +28,7 @@ from vpr_core.log import log
 # flags.json keys that are not restored on --resume: they belong to the new invocation
 NOT_RESTORED = {"resume", "ckpt", "epochs", "run_dir", "show_progress", "device", "workers",
                 "cache_batch_size", "centroids", "precision", "decode", "image_store_gb",
-                "start_epoch", "fresh_optimizer"}
+                "start_epoch", "fresh_optimizer", "frozen_cache_gb"}
 
 
 def build_parser() -> arguments.OneLineParser:
@@ -173,7 +173,7 @@ def run_cluster(args) -> None:
 
 def run_train(args) -> None:
     from vpr_core.config import TrainConfig
-    from vpr_core.training import TrainingRun, TrainResult
+    from vpr_core.training import TrainingRun
 
     restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
     fixed = {}
@@ -198,8 +198,7 @@ def run_train(args) -> None:
                      f"[{result.triplets} triplets, {result.seconds:.1f} s]{best}")
             if track:
                 track(result)
-    summary = TrainResult(run.run_dir, run.best_score, run.best_epoch, epochs,
-                          run.stopped_early, config.precision).to_dict()
+    summary = run.summary(epochs).to_dict()
     emit(args, summary, [f"=> Best Recall@5: {run.best_score:.4f} (epoch {run.best_epoch}); "
                          f"checkpoints in {run.run_dir / 'checkpoints'}"])
 

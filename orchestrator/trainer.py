@@ -15,6 +15,8 @@ from ray import tune
 
 from vpr_core.checkpoints import BEST_FILE, CHECKPOINT_DIR, FLAGS_FILE, LATEST_FILE
 from vpr_core.errors import UserError
+from vpr_core.frozen_features import budget_bytes
+from vpr_core.runtime import resolve_device
 from vpr_core.training import TrainingRun
 from vpr_tracking import search_space
 
@@ -54,6 +56,7 @@ def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, servic
         {name: config[name] for name in search_space.NAMES},
         data_root=Path(data_root), cache_dir=Path(cache_dir), run_dir=run_dir,
         resume=resume, workers=max(0, int(spec.cpus_per_trial) - 1))
+    _share_frozen_budget(train_config, context)
     run = TrainingRun(train_config, miner=RayMiner(service), owner=context.get_trial_id())
     centroids = str(run.centroids_path or "")
     try:
@@ -66,6 +69,17 @@ def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, servic
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(scratch))
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _share_frozen_budget(train_config, context) -> None:
+    """Trials that share a GPU each keep their part of the default frozen-feature budget
+    (see `vpr_core.frozen_features`), so that together they keep what one run would."""
+    if train_config.frozen_cache_gb is not None:
+        return
+    share = float(context.get_trial_resources().required_resources.get("GPU", 0))
+    device = resolve_device(train_config.device)
+    if device.type == "cuda" and 0 < share < 1:
+        train_config.frozen_cache_gb = budget_bytes(None, device, share) / 1e9
 
 
 def _restore_checkpoint(run_dir: Path) -> Path | None:

@@ -168,6 +168,7 @@ def test_finetuning_lowers_the_triplet_loss_and_keeps_the_pruning(synth_root, tm
     ({"structure": "channels"}, "prune needs --amount"),
     ({"amount": 0.3, "structure": "filters"}, "--structure 'filters' is not a pruning"),
     ({"amount": 0.3, "bits": 8}, "prune takes --amount and --structure, not --bits"),
+    ({"amount": 0.3, "refit": False}, "--no-refit applies to --structure channels"),
 ])
 def test_bad_settings_are_one_clear_user_error(settings, words):
     model = build_model("alexnet", "netvlad", 4, weights="none")
@@ -184,6 +185,40 @@ def test_a_model_without_an_encoder_and_pool_is_refused():
 def test_validate_normalises_the_settings():
     model = build_model("alexnet", "avg", weights="none")
     assert prune.validate({"amount": "0.25", "structure": "Channels"}, model) == \
-        {"amount": 0.25, "structure": "channels"}
+        {"amount": 0.25, "structure": "channels", "refit": True}
+    assert prune.validate({"amount": 0.25, "structure": "channels", "refit": False}, model) == \
+        {"amount": 0.25, "structure": "channels", "refit": False}
     assert prune.validate({"amount": 0.1, "structure": None}, model) == \
         {"amount": 0.1, "structure": "unstructured"}
+
+
+def test_refitting_brings_the_pruned_encoder_closer_to_the_original(synth_root):
+    torch.manual_seed(0)
+    model = build_model("alexnet", "netvlad", 4, weights="none").eval()
+    half = {"amount": 0.5, "structure": "channels"}
+    refitted, _ = prune.apply(model, prune.validate(half, model), context(synth_root))
+    sliced, _ = prune.apply(model, prune.validate({**half, "refit": False}, model),
+                            context(synth_root))
+    assert conv_widths(refitted) == conv_widths(sliced)
+    # images the refit never saw (it samples the training database)
+    images = next(ImageFeed(open_split(synth_root, "val"), IMAGE_SIZE, CPU).batches([range(24)]))
+    with torch.no_grad():
+        target = model.encoder(images)
+
+        def error(pruned) -> float:
+            return float((pruned.encoder(images) - target).norm() / target.norm())
+
+        assert error(refitted) < 0.7 * error(sliced), (error(refitted), error(sliced))
+
+
+def test_a_conv_that_lost_no_input_keeps_its_weights():
+    from vpr_core.compression.refit import refit_conv
+
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, 2, 1))
+    refitted = nn.Sequential(*[layer for layer in encoder])
+    refitted[2] = nn.Conv2d(6, 5, 3, 2, 1)
+    refitted[2].load_state_dict(encoder[2].state_dict())
+    refit_conv(refitted, encoder, 2, [torch.randn(4, 3, 12, 10)], torch.Generator())
+    assert torch.allclose(refitted[2].weight, encoder[2].weight, atol=1e-5)
+    assert torch.allclose(refitted[2].bias, encoder[2].bias, atol=1e-5)

@@ -72,8 +72,11 @@ def test_ptq_int8_keeps_the_descriptors_and_round_trips_through_a_checkpoint(
     int8, extra = quantize.apply(model, settings, context(feed))
 
     assert isinstance(int8, PlaceModel) and (int8.arch, int8.pooling) == ("alexnet", pooling)
-    assert len(quantized_convs(int8)) == CONVS["alexnet"]
+    assert settings["float_layers"] == [0, 10]  # the first and the last conv stay float
+    assert len(quantized_convs(int8)) == CONVS["alexnet"] - 2
     assert all(conv.weight().dtype == torch.qint8 for conv in quantized_convs(int8))
+    float_convs = [name for name, m in int8.encoder.named_modules() if type(m) is nn.Conv2d]
+    assert float_convs == ["0.0", "10"]  # conv1 (fused with its ReLU) and conv5
     assert isinstance(model.encoder, nn.Sequential)  # the float model is left as it was
     if pooling == "netvlad":
         assert isinstance(int8.pool, NetVLAD)
@@ -91,7 +94,7 @@ def test_ptq_int8_keeps_the_descriptors_and_round_trips_through_a_checkpoint(
                            compressed_checkpoint(int8, "quantize", settings, spec, extra))
     loaded, checkpoint, loaded_spec = model_from_checkpoint(path)  # torch.load(weights_only)
     assert loaded_spec == spec and checkpoint["compression"]["settings"] == settings
-    assert len(quantized_convs(loaded)) == CONVS["alexnet"]
+    assert len(quantized_convs(loaded)) == CONVS["alexnet"] - 2
     with torch.no_grad():
         assert torch.equal(loaded(images), found)
 
@@ -149,7 +152,7 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
     assert [e.epoch for e in epochs] == [1, 2] and all(e.batches > 0 for e in epochs)
     assert all(math.isfinite(e.loss) and e.loss >= 0 for e in epochs)
     assert epochs[-1].loss <= 2 * epochs[0].loss + 1e-6
-    assert len(quantized_convs(int8)) == CONVS["alexnet"]
+    assert len(quantized_convs(int8)) == CONVS["alexnet"] - 2
     with torch.no_grad():
         simulated, found = trained["fake_quantized"](images), int8(images)
     tuned = trained["fake_quantized"].encoder.get_submodule("10").weight
@@ -163,6 +166,22 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
     loaded, _, _ = model_from_checkpoint(path)
     with torch.no_grad():
         assert torch.equal(loaded(images), found)
+
+
+def test_float_layers_choose_the_convs_kept_in_float(feed, images):
+    model = float_model("alexnet", images)
+    every = quantize.validate({"mode": "ptq-int8", "float_layers": []}, model)
+    int8, _ = quantize.apply(model, every, context(feed))
+    assert len(quantized_convs(int8)) == CONVS["alexnet"]
+    # a checkpoint of the version before float_layers existed rebuilds with every conv int8
+    before = {key: value for key, value in every.items() if key != "float_layers"}
+    rebuilt = quantize.rebuild(build_model("alexnet", "netvlad", 4, weights="none"), before,
+                               int8.state_dict(), {})
+    rebuilt.load_state_dict(int8.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), int8(images))
+    with pytest.raises(UserError, match="float_layers must list encoder conv indices"):
+        quantize.validate({"mode": "ptq-int8", "float_layers": [1]}, model)  # a ReLU
 
 
 def test_qat_int8_without_fine_tuning_epochs_is_calibrated(feed, images):

@@ -214,6 +214,11 @@ def add_training(parser) -> None:
                        const=True, help="with --resume: start the optimiser afresh instead of "
                                         "refusing a checkpoint whose optimiser state does not "
                                         "fit")
+    group.add_argument("--frozen-cache-gb", dest="frozen_cache_gb", type=float, metavar="GB",
+                       help="memory for the frozen layers' output of every image, computed "
+                            "once instead of at every step (pretrained encoders), 0: off "
+                            "(default: 30%% of the GPU's, or a quarter of the host's up to "
+                            "8 GB)")
 
 
 def _add_optimisation(group) -> None:
@@ -271,6 +276,9 @@ def add_compression(parser) -> None:
     group.add_argument("--structure", choices=("unstructured", "channels"),
                        help="prune: zero single weights (unstructured) or remove whole channels "
                             f"(default {METHOD_DEFAULTS['structure']})")
+    group.add_argument("--no-refit", dest="refit", action="store_const", const=False,
+                       help="prune --structure channels: keep the sliced weights, without "
+                            "refitting the next conv to the original's outputs")
     group.add_argument("--mode", choices=("ptq-int8", "qat-int8"),
                        help="quantize: post-training (ptq-int8) or quantization-aware training "
                             f"(default {METHOD_DEFAULTS['mode']})")

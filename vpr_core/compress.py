@@ -151,6 +151,8 @@ def label(name: str, settings: dict, finetune_epochs: int = 0,
     values = " ".join(str(settings[key]) for key in shown if key in settings)
     if name == "pca-whiten" and not settings.get("whiten", True):
         values += " (no whitening)"
+    if name == "prune" and settings.get("refit") is False:
+        values += " (no refit)"
     tuned = f" +{finetune_epochs} ep lr {finetune_lr:g}" if finetune_epochs else ""
     return f"{name} {values}" + (" B" if name == "pq" else "") + tuned
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .frozen_features import check_budget
 from .image_feed import decodes_on_gpu
 from .models import ARCHES, POOLINGS
 from .runtime import default_workers, resolve_device, resolve_precision
@@ -133,6 +134,9 @@ class TrainConfig(CommonConfig):
     patience: int = 10  # evaluations without a better Recall@5 before stopping; 0: never
     start_epoch: int = 0  # epochs counted as done before the first one (without --resume)
     fresh_optimizer: bool = False  # with --resume: a new optimiser state, not the checkpoint's
+    # memory for the frozen layers' output of every image (see vpr_core.frozen_features);
+    # None: 30% of the GPU's, or a quarter of the host's up to 8 GB; 0: off
+    frozen_cache_gb: float | None = None
 
     def validate(self):
         super().validate()
@@ -144,6 +148,7 @@ class TrainConfig(CommonConfig):
         _at_least(self.eval_every, 1, "--eval-every")
         _at_least(self.patience, 0, "--patience")
         self._check_optimiser()
+        check_budget(self.frozen_cache_gb)
         if self.ckpt not in ("latest", "best"):
             raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")
         self._check_resume()
@@ -235,7 +240,7 @@ def _at_least(value, minimum: int, flag: str) -> None:
 
 COMPRESS_METHODS = ("pca-whiten", "prune", "quantize", "half", "pq")
 # the flags each method takes (its settings); any other method-specific flag is refused
-METHOD_FLAGS = {"pca-whiten": ("dim", "whiten"), "prune": ("amount", "structure"),
+METHOD_FLAGS = {"pca-whiten": ("dim", "whiten"), "prune": ("amount", "structure", "refit"),
                 "quantize": ("mode",), "half": ("dtype",), "pq": ("pq_bytes",)}
 METHOD_DEFAULTS = {"whiten": True, "structure": "unstructured", "mode": "ptq-int8",
                    "dtype": "bf16"}
@@ -250,6 +255,7 @@ class CompressConfig(CommonConfig):
     whiten: bool | None = None  # pca-whiten: scale to unit variance (default yes)
     amount: float | None = None  # prune: share of weights (or channels) to remove
     structure: str | None = None  # prune: unstructured (default) or channels
+    refit: bool | None = None  # prune channels: refit each pruned conv's successor (default yes)
     mode: str | None = None  # quantize: ptq-int8 (default) or qat-int8
     dtype: str | None = None  # half: bf16 (default) or fp16
     pq_bytes: int | None = None  # pq: bytes per database descriptor

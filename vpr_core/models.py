@@ -72,11 +72,14 @@ class PlaceModel(nn.Module):
     def num_clusters(self) -> int | None:
         return self.pool.num_clusters if isinstance(self.pool, NetVLAD) else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Descriptors of `images`; from encoder layer `start` on when it is not 0, `images`
+        being then the output of the layers before it (see `vpr_core.frozen_features`)."""
         weight = next(self.encoder.parameters(), None)
         if weight is not None and weight.dtype in HALF_DTYPES and images.dtype != weight.dtype:
             images = images.to(weight.dtype)  # an encoder stored in half precision
-        descriptors = self.pool(self.encoder(images))
+        encoder = self.encoder[start:] if start else self.encoder
+        descriptors = self.pool(encoder(images))
         return descriptors if self.whiten is None else self.whiten(descriptors)
 
 

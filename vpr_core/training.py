@@ -39,6 +39,7 @@ from .errors import UserError
 from .evaluation import evaluate, named_recalls
 from .extraction import extract_descriptors
 from .fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
+from .frozen_features import FrozenFeatures, budget_bytes
 from .image_feed import ImageFeed
 from .loading import fresh_model, model_from_checkpoint
 from .mining import CacheMissing, CandidateSampler, DescriptorCache, InProcessMiner, Miner, Triplet
@@ -100,11 +101,12 @@ class TrainResult:
     epochs: list = field(default_factory=list)
     stopped_early: bool = False
     precision: str = "fp32"
+    frozen_features: list = field(default_factory=list)  # splits read as frozen-layer output
 
     def to_dict(self) -> dict:
         return {"run_dir": str(self.run_dir), "best_recall@5": self.best_score,
                 "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
-                "precision": self.precision,
+                "precision": self.precision, "frozen_features": self.frozen_features,
                 "epochs": [{"epoch": e.epoch, **e.metrics()} for e in self.epochs]}
 
 
@@ -138,6 +140,11 @@ class TrainingRun:
                                                self.device)
         self.val_feed = ImageFeed.for_config(config, self.val_split, self.image_size,
                                              self.device)
+        # what refreshes, steps and validation read, and the model part that reads it: the
+        # images and the whole model, or the frozen layers' output and the rest (see
+        # `_use_frozen_features`)
+        self.train_source, self.val_source = self.train_feed, self.val_feed
+        self.frozen_checked = False
         self.clock = StageClock(self.device)
         self.batch_multiple = CUDA_BATCH_MULTIPLE if self.device.type == "cuda" else 1
         self.start_epoch, self.best_score, self.best_epoch, self.not_improved = \
@@ -182,6 +189,7 @@ class TrainingRun:
                                                           config.centroids)
             checkpoint = None
         self.model = prepare_model(self.model, self.device, config.precision)
+        self.train_forward = self.val_forward = self.model
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if config.optim == "SGD":
             self.optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
@@ -244,13 +252,12 @@ class TrainingRun:
             self.miner.release(self.owner)
 
     def run(self) -> TrainResult:
-        result = TrainResult(self.run_dir, self.best_score, self.best_epoch,
-                             precision=self.config.precision)
-        for epoch_result in self.epochs():
-            result.epochs.append(epoch_result)
-        result.best_score, result.best_epoch = self.best_score, self.best_epoch
-        result.stopped_early = self.stopped_early
-        return result
+        return self.summary(list(self.epochs()))
+
+    def summary(self, epochs: list[EpochResult]) -> TrainResult:
+        """The run's result after `epochs`, the results `epochs()` yielded."""
+        return TrainResult(self.run_dir, self.best_score, self.best_epoch, list(epochs),
+                           self.stopped_early, self.config.precision, self.frozen_splits)
 
     def learning_rate(self, epoch: int) -> float:
         """The reference's StepLR, stepped with the epoch number before each epoch."""
@@ -287,6 +294,9 @@ class TrainingRun:
         num_subsets = 1 if config.cache_refresh_rate == 0 else \
             math.ceil(len(order) / config.cache_refresh_rate)
         totals = {"loss_sum": 0.0, "triplets": 0, "negatives": 0, "batches": 0, "skipped": 0}
+        if not self.frozen_checked:
+            with self.clock("frozen_features"):
+                self._use_frozen_features()
         bar = progress(total=math.ceil(len(order) / config.batch_size),
                        enabled=config.show_progress, desc=f"train epoch {epoch}", unit="batch")
         for subset in np.array_split(order, num_subsets):
@@ -304,6 +314,36 @@ class TrainingRun:
                 "negatives": totals["negatives"], "batches": real,
                 "skipped_batches": totals["skipped"]}
 
+    def _use_frozen_features(self) -> None:
+        """Run the frozen layers once over the training, then the validation images, as far
+        as --frozen-cache-gb holds them (see `vpr_core.frozen_features`)."""
+        self.frozen_checked = True
+        config = self.config
+        budget = budget_bytes(config.frozen_cache_gb, self.device)
+        kept = []
+        for name, feed in (("train", self.train_feed), ("val", self.val_feed)):
+            features = FrozenFeatures.build(self.model, feed, budget=budget,
+                                            batch_size=config.cache_batch_size,
+                                            precision=config.precision,
+                                            show_progress=config.show_progress)
+            if features is None:
+                break
+            budget -= features.nbytes
+            setattr(self, f"{name}_source", features)
+            setattr(self, f"{name}_forward", features.forward_of(self.model))
+            kept.append(f"{len(feed.paths)} {feed.split.split} images "
+                        f"({features.nbytes / 1e9:.2f} GB)")
+        if kept:
+            log.info("the first %d encoder layers are frozen: their output is computed once, "
+                     "for %s; training runs the layers after them", self.train_source.layers,
+                     " and ".join(kept))
+
+    @property
+    def frozen_splits(self) -> list[str]:
+        """The splits whose frozen-layer output is kept (empty until the first epoch)."""
+        return [source.split.split for source in (self.train_source, self.val_source)
+                if isinstance(source, FrozenFeatures)]
+
     def _publish_cache(self, subset: np.ndarray, epoch: int) -> None:
         """Encode the database and the subset's queries and hand them to the miner.
 
@@ -311,13 +351,13 @@ class TrainingRun:
         The cache is float16: half the bytes in the mining service, the same triplets (see
         `python -m benchmarks mine`).
         """
-        feed, config = self.train_feed, self.config
+        source, forward, config = self.train_source, self.train_forward, self.config
         ids = np.sort(subset)
         settings = dict(batch_size=config.cache_batch_size, precision=config.precision,
                         dtype=CACHE_DTYPE, show_progress=config.show_progress)
-        database = extract_descriptors(self.model, feed, range(self.train_split.num_database),
+        database = extract_descriptors(forward, source, range(self.train_split.num_database),
                                        desc="cache: database", **settings)
-        queries = extract_descriptors(self.model, feed, [feed.query_index(q) for q in ids],
+        queries = extract_descriptors(forward, source, [source.query_index(q) for q in ids],
                                       desc="cache: queries", **settings)
         if not (np.isfinite(database).all() and np.isfinite(queries).all()):
             # a diverged model gives NaN descriptors, which mine no triplet and so no NaN loss
@@ -349,7 +389,8 @@ class TrainingRun:
         usable = [batch for batch in usable if batch]
         self.model.train()
         losses = []  # on the device: read once per subset, not once per step
-        for batch, images in zip(usable, self.train_feed.batches(map(self._images_of, usable))):
+        inputs = self.train_source.batches(map(self._images_of, usable))
+        for batch, images in zip(usable, inputs):
             counts = [len(t.negatives) for t in batch]
             losses.append(self._step(images, counts))
             totals["triplets"] += len(counts)
@@ -378,13 +419,14 @@ class TrainingRun:
         return indices + indices[:1] * (-len(indices) % self.batch_multiple)
 
     def _step(self, images: torch.Tensor, negative_counts: list[int]) -> torch.Tensor:
-        """images [2B + sum(n) (+ padding), 3, H, W]: queries, positives, negatives.
+        """images [2B + sum(n) (+ padding), 3, H, W]: queries, positives, negatives (or the
+        frozen layers' output for them, see `_use_frozen_features`).
 
         Returns the loss as a device scalar: reading it would make the host wait.
         """
         batch, total = len(negative_counts), sum(negative_counts)
         with autocast(self.device, self.config.precision):
-            descriptors = self.model(images)
+            descriptors = self.train_forward(images)
         queries, positives, negatives = torch.split(descriptors[:2 * batch + total].float(),
                                                     [batch, batch, total])
         counts = to_device(torch.tensor(negative_counts), self.device)
@@ -401,7 +443,8 @@ class TrainingRun:
         return loss.detach()
 
     def _validate(self) -> dict:
-        result = evaluate(self.model, self.val_feed, batch_size=self.config.cache_batch_size,
+        result = evaluate(self.val_forward, self.val_source,
+                          batch_size=self.config.cache_batch_size,
                           precision=self.config.precision,
                           show_progress=self.config.show_progress)
         return result.recalls

@@ -7,10 +7,12 @@ every optimiser step).
 
 `channels`: in every encoder conv but the last, the `amount` share of output filters with the
 smallest L1 norm is removed (at least one kept), and the next conv loses the matching input
-channels. The convs are rebuilt narrower in the same `nn.Sequential` positions, so the keys
-stay the reference's `encoder.N.weight/bias` with smaller shapes: a smaller file and a faster
-forward. The last conv keeps its width, NetVLAD's D, and `pool.*` is never touched (its 1x1
-conv is the soft assignment).
+channels; unless `refit` is False, that next conv is then refitted to give the original
+model's output from what is left (`vpr_core.compression.refit`, on calibration images of the
+training database). The convs are rebuilt narrower in the same `nn.Sequential` positions,
+so the keys stay the reference's `encoder.N.weight/bias` with smaller shapes: a smaller file
+and a faster forward. The last conv keeps its width, NetVLAD's D, and `pool.*` is never
+touched (its 1x1 conv is the soft assignment).
 
 Both keep plain tensors in the state dict (no `torch.nn.utils.prune` reparametrisation).
 """
@@ -18,24 +20,30 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UserError
+from ..image_feed import chunks
 from ..models import POOLINGS, PlaceModel
+from .refit import refit_conv
 
 STRUCTURES = ("unstructured", "channels")
 CPU_ONLY = False
+CALIBRATION_IMAGES = 128  # training database images the refit of channel pruning samples
 
 
 def validate(settings: dict, model: nn.Module) -> dict:
-    """`{"amount": float in (0, 1), "structure": "unstructured" | "channels"}`, checked.
+    """`{"amount": float in (0, 1), "structure": "unstructured" | "channels"}`, checked, with
+    `"refit": bool` (default True) for channels.
 
     `structure` defaults to unstructured. Raises `UserError` for an amount outside (0, 1), an
     unknown structure, another setting, or a model that is not an encoder + pool."""
     settings = {key: value for key, value in dict(settings).items() if value is not None}
-    unknown = sorted(set(settings) - {"amount", "structure"})
+    unknown = sorted(set(settings) - {"amount", "structure", "refit"})
     if unknown:
         flags = " ".join(f"--{name.replace('_', '-')}" for name in unknown)
         raise UserError(f"prune takes --amount and --structure, not {flags}; leave it out")
@@ -49,7 +57,12 @@ def validate(settings: dict, model: nn.Module) -> dict:
         raise UserError(f"prune needs a trained encoder + pool model, not a "
                         f"{type(model).__name__}; pass a checkpoint of train (not a compressed "
                         f"variant)")
-    return {"amount": amount, "structure": structure}
+    if structure == "unstructured":
+        if "refit" in settings:
+            raise UserError("--no-refit applies to --structure channels (unstructured pruning "
+                            "refits nothing); leave it out")
+        return {"amount": amount, "structure": structure}
+    return {"amount": amount, "structure": structure, "refit": bool(settings.get("refit", True))}
 
 
 def apply(model: PlaceModel, settings: dict, context) -> tuple[PlaceModel, dict]:
@@ -61,7 +74,9 @@ def apply(model: PlaceModel, settings: dict, context) -> tuple[PlaceModel, dict]
         after_step = KeepZeros(pruned.encoder, prune_smallest_weights(pruned.encoder,
                                                                       settings["amount"]))
     else:
-        prune_weakest_filters(pruned.encoder, settings["amount"])
+        refit = settings.get("refit") and context is not None
+        prune_weakest_filters(pruned.encoder, settings["amount"],
+                              _refitter(model, pruned, context) if refit else None)
         after_step = None
     if context is not None and context.finetune is not None:
         pruned = context.finetune(pruned, after_step)
@@ -125,10 +140,12 @@ class KeepZeros:
 
 
 # ---- channels ---------------------------------------------------------------------------
-def prune_weakest_filters(encoder: nn.Sequential, amount: float) -> None:
+def prune_weakest_filters(encoder: nn.Sequential, amount: float,
+                          refit: Callable[[int], None] | None = None) -> None:
     """Remove from every conv but the last the `amount` share of its output filters with the
     smallest L1 norm (at least one kept), and the matching input channels of the next conv,
-    in place: each conv is replaced, at its index, by a narrower one.
+    in place: each conv is replaced, at its index, by a narrower one; then `refit(index)` of
+    that next conv, when given.
 
     The layers between two convs (ReLU, max-pooling) act per channel, so removing a channel
     from both sides leaves every other channel's activations as they were."""
@@ -140,6 +157,25 @@ def prune_weakest_filters(encoder: nn.Sequential, amount: float) -> None:
         kept = torch.sort(torch.topk(norms, conv.out_channels - removed).indices).values
         encoder[index] = _sliced_conv(conv, outputs=kept)
         encoder[next_index] = _sliced_conv(encoder[next_index], inputs=kept)
+        if refit is not None:
+            refit(next_index)
+
+
+def _refitter(original: PlaceModel, pruned: PlaceModel, context) -> Callable[[int], None]:
+    """`refit(index)`: `refit_conv` of the pruned encoder's conv `index` against the original
+    encoder, on up to CALIBRATION_IMAGES training database images spread over the database
+    (read once, kept on the device)."""
+    feed = context.train_feed
+    total = feed.split.num_database
+    picked = np.unique(np.linspace(0, total - 1, min(CALIBRATION_IMAGES, total))
+                       .round().astype(np.int64))
+    device = next(pruned.encoder.parameters()).device
+    images = [batch.to(device) for batch in feed.batches(chunks(picked, context.batch_size))]
+    generator = torch.Generator().manual_seed(context.seed)
+
+    def refit(index: int) -> None:
+        refit_conv(pruned.encoder, original.encoder, index, images, generator)
+    return refit
 
 
 def _sliced_conv(conv: nn.Conv2d, outputs: torch.Tensor | None = None,

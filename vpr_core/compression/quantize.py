@@ -1,10 +1,12 @@
 """Int8 quantization of the encoder for CPU inference (`quantize --mode ptq-int8|qat-int8`).
 
 The encoder's convs, ReLUs and max-pools become int8 modules of PyTorch's FX graph mode
-quantization on the x86 engine (weights per output channel, activations per tensor); its
-output is dequantized, so `pool` (NetVLAD, whose softmax and normalisations need float, or
-max/avg) stays float32 and the model still maps float images [N, 3, H, W] to float
-descriptors [N, D].
+quantization on the x86 engine (weights per output channel, activations per tensor), except
+the convs of `float_layers` (by default the first, which sees the raw image, and the last,
+whose output NetVLAD's residuals are taken from: the two whose rounding costs recall most,
+for a few percent of the arithmetic); its output is dequantized, so `pool` (NetVLAD, whose
+softmax and normalisations need float, or max/avg) stays float32 and the model still maps
+float images [N, 3, H, W] to float descriptors [N, D].
 
 - `ptq-int8`: post-training quantization; the observers are calibrated on training database
   images, then the encoder is converted.
@@ -46,10 +48,11 @@ _TORCH_NOTICES = (r"torch\.ao\.quantization is deprecated", r"Please use quant_m
 
 def validate(settings: dict, model: PlaceModel) -> dict:
     """The settings, complete and JSON-able: `mode` (required), `calibration_images` (ptq;
-    None or absent: 256) and `backend` ('x86', recorded for `rebuild`). Raises `UserError`
-    for anything else, and for a model that is not a `PlaceModel` pooled by NetVLAD, max or
-    avg with a float32 encoder (pruned or not)."""
-    unknown = sorted(set(settings) - {"mode", "calibration_images", "backend"})
+    None or absent: 256), `float_layers` (encoder indices of convs kept in float; None or
+    absent: the first and the last) and `backend` ('x86', recorded for `rebuild`). Raises
+    `UserError` for anything else, and for a model that is not a `PlaceModel` pooled by
+    NetVLAD, max or avg with a float32 encoder (pruned or not)."""
+    unknown = sorted(set(settings) - {"mode", "calibration_images", "backend", "float_layers"})
     if unknown:
         raise UserError(f"quantize takes no setting {', '.join(unknown)}; pass only --mode "
                         f"{' or '.join(MODES)}")
@@ -66,7 +69,20 @@ def validate(settings: dict, model: PlaceModel) -> dict:
         raise UserError(f"quantize backend {settings['backend']!r} is not supported; leave it "
                         f"out for {BACKEND}")
     _check_model(model)
-    return {"mode": mode, "calibration_images": count, "backend": BACKEND}
+    return {"mode": mode, "calibration_images": count, "backend": BACKEND,
+            "float_layers": _float_layers(settings.get("float_layers"), model.encoder)}
+
+
+def _float_layers(given, encoder: nn.Sequential) -> list[int]:
+    """The encoder indices of the convs that stay float: `given`, or the first and the last."""
+    convs = [i for i, layer in enumerate(encoder) if isinstance(layer, nn.Conv2d)]
+    if given is None:
+        return sorted({convs[0], convs[-1]})
+    if not isinstance(given, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i in convs for i in given):
+        raise UserError(f"quantize float_layers must list encoder conv indices (of {convs}), "
+                        f"got {given!r}; leave it out for the first and the last")
+    return sorted(set(given))
 
 
 def apply(model: PlaceModel, settings: dict, context) -> tuple[PlaceModel, dict]:
@@ -84,7 +100,8 @@ def apply(model: PlaceModel, settings: dict, context) -> tuple[PlaceModel, dict]
     _use_backend()
     model = copy.deepcopy(model).cpu()  # the caller's float model stays as it was
     example = torch.zeros(TRACE_SHAPE)
-    model.encoder = _prepared(model.encoder, settings["mode"], example)
+    model.encoder = _prepared(model.encoder, settings["mode"], example,
+                              settings["float_layers"])
     _calibrate(model.encoder, context, settings["calibration_images"])
     if settings["mode"] == "qat-int8":
         model = context.finetune(model, None).cpu()
@@ -102,7 +119,9 @@ def rebuild(model: PlaceModel, settings: dict, state_dict: dict, extra: dict) ->
     _use_backend()
     model = model.cpu()
     example = torch.zeros(TRACE_SHAPE)
-    model.encoder = _prepared(model.encoder, "ptq-int8", example)
+    # checkpoints from before float_layers have every conv in int8
+    model.encoder = _prepared(model.encoder, "ptq-int8", example,
+                              settings.get("float_layers", []))
     with torch.no_grad():
         model.encoder.eval()(torch.randn(TRACE_SHAPE, generator=torch.Generator().manual_seed(0)))
     return _converted(model)
@@ -142,18 +161,23 @@ def _quiet():
         yield
 
 
-def _prepared(encoder: nn.Sequential, mode: str, example: torch.Tensor) -> nn.Module:
+def _prepared(encoder: nn.Sequential, mode: str, example: torch.Tensor,
+              float_layers: list[int]) -> nn.Module:
     """The encoder traced with observers (ptq, eval mode) or fake quantization (qat, train
-    mode) after each conv(+ReLU) and max-pool; convs and their ReLUs are fused."""
+    mode) after each conv(+ReLU) and max-pool but those of `float_layers`; convs and their
+    ReLUs are fused."""
     from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
+    qat = mode == "qat-int8"
     with _quiet():
-        if mode == "qat-int8":
-            return prepare_qat_fx(encoder.train(), get_default_qat_qconfig_mapping(BACKEND),
-                                  example_inputs=(example,))
-        return prepare_fx(encoder.eval(), get_default_qconfig_mapping(BACKEND),
-                          example_inputs=(example,))
+        mapping = (get_default_qat_qconfig_mapping if qat else get_default_qconfig_mapping)(
+            BACKEND)
+        for index in float_layers:
+            mapping.set_module_name(str(index), None)
+        if qat:
+            return prepare_qat_fx(encoder.train(), mapping, example_inputs=(example,))
+        return prepare_fx(encoder.eval(), mapping, example_inputs=(example,))
 
 
 @torch.no_grad()

@@ -1,0 +1,115 @@
+"""The frozen layers' output, computed once per run (vpr_core.frozen_features)."""
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vpr_core.config import TrainConfig
+from vpr_core.datasets import open_split
+from vpr_core.errors import UserError
+from vpr_core.frozen_features import FromLayer, FrozenFeatures, frozen_layers
+from vpr_core.image_feed import ImageFeed
+from vpr_core.models import build_model, encoder_layers
+from vpr_core.training import TrainingRun
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory) -> dict:
+    """Random encoder weights in torchvision's layout: loading them freezes the layers that
+    ImageNet weights would (the tests have no network)."""
+    folder = tmp_path_factory.mktemp("weights")
+    files = {}
+    for arch in ("alexnet", "vgg16"):
+        torch.manual_seed(1)
+        layers = torch.nn.Sequential(*encoder_layers(arch))
+        files[arch] = folder / f"{arch}.pth"
+        torch.save({f"features.{k}": v for k, v in layers.state_dict().items()}, files[arch])
+    return files
+
+
+def config(root, tmp_path: Path, weights, **overrides) -> TrainConfig:
+    values = dict(data_root=root, arch="alexnet", num_clusters=4, weights=str(weights),
+                  cache_dir=tmp_path / "cache", run_dir=tmp_path / "run", epochs=2,
+                  workers=0, show_progress=False, lr=0.01)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_the_frozen_layers_are_those_pretrained_weights_freeze(weight_files):
+    assert frozen_layers(build_model("alexnet", weights=str(weight_files["alexnet"]))) == 10
+    assert frozen_layers(build_model("vgg16", weights=str(weight_files["vgg16"]))) == 24
+    assert frozen_layers(build_model("alexnet", weights="none")) == 0  # all of it trains
+    unfrozen_first = build_model("alexnet", weights=str(weight_files["alexnet"]))
+    unfrozen_first.encoder[0].weight.requires_grad_(True)
+    assert frozen_layers(unfrozen_first) == 0
+
+
+def test_the_rest_of_the_model_on_frozen_features_is_the_whole_model(synth_root, weight_files):
+    model = build_model("alexnet", num_clusters=4, weights=str(weight_files["alexnet"])).eval()
+    split = open_split(synth_root, "val")
+    feed = ImageFeed(split, split.native_size, torch.device("cpu"))
+    features = FrozenFeatures.build(model, feed, budget=10**9, batch_size=8, precision="fp32")
+    groups = [[0, 5, 2], [len(split.all_paths) - 1]]
+    with torch.no_grad():
+        for images, rows in zip(feed.batches(groups), features.batches(groups)):
+            assert torch.allclose(FromLayer(model, 10)(rows), model(images), atol=1e-6)
+    assert features.nbytes == len(split.all_paths) * rows[0].numel() * 4
+
+
+def test_training_on_frozen_features_equals_training_on_images(synth_root, tmp_path,
+                                                               weight_files):
+    kept = TrainingRun(config(synth_root, tmp_path / "kept", weight_files["alexnet"]))
+    recomputed = TrainingRun(config(synth_root, tmp_path / "off", weight_files["alexnet"],
+                                    frozen_cache_gb=0))
+    with_features, without = kept.run(), recomputed.run()
+    assert with_features.frozen_features == ["train", "val"]
+    assert without.frozen_features == []
+    assert "frozen_features" in with_features.epochs[0].stage_seconds
+    for a, b in zip(with_features.epochs, without.epochs):
+        assert a.triplets == b.triplets and a.batches == b.batches > 0
+        assert a.loss == pytest.approx(b.loss, rel=1e-4)
+        assert a.recalls == b.recalls
+    trained = kept.model.state_dict()
+    for key, value in recomputed.model.state_dict().items():
+        assert torch.allclose(trained[key], value, atol=1e-5), key
+    changed = kept.model.encoder[10].weight  # conv5, the trained layer
+    assert not torch.equal(changed, build_model("alexnet", num_clusters=4, weights=str(
+        weight_files["alexnet"])).encoder[10].weight)
+
+
+def test_the_budget_keeps_the_training_split_first(synth_root, tmp_path, weight_files):
+    probe = TrainingRun(config(synth_root, tmp_path / "probe", weight_files["vgg16"],
+                               arch="vgg16", epochs=1))
+    probe._use_frozen_features()
+    train_bytes = probe.train_source.nbytes
+    assert probe.frozen_splits == ["train", "val"]
+
+    tight = TrainingRun(config(synth_root, tmp_path / "tight", weight_files["vgg16"],
+                               arch="vgg16", epochs=1, frozen_cache_gb=(train_bytes + 1) / 1e9))
+    tight._use_frozen_features()
+    assert tight.frozen_splits == ["train"]
+    assert tight.val_forward is tight.model
+    too_small = TrainingRun(config(synth_root, tmp_path / "small", weight_files["vgg16"],
+                                   arch="vgg16", epochs=1,
+                                   frozen_cache_gb=(train_bytes - 1) / 1e9))
+    too_small._use_frozen_features()
+    assert too_small.frozen_splits == [] and too_small.train_forward is too_small.model
+
+
+def test_a_model_trained_from_scratch_keeps_reading_images(synth_root, tmp_path):
+    run = TrainingRun(config(synth_root, tmp_path, "none", epochs=1))
+    assert run.run().frozen_features == []
+
+
+def test_a_negative_budget_is_refused(synth_root, tmp_path, weight_files):
+    with pytest.raises(UserError, match="--frozen-cache-gb must be 0"):
+        config(synth_root, tmp_path, weight_files["alexnet"], frozen_cache_gb=-1).validate()
+
+
+def test_only_plain_layers_count_as_frozen(weight_files):
+    model = build_model("alexnet", weights=str(weight_files["alexnet"]))
+    model.encoder[1] = nn.Dropout()  # behaves differently in training: not computable once
+    assert frozen_layers(model) == 1

@@ -1,0 +1,82 @@
+"""Refitting a conv whose input channels were pruned, so that its output stays the original's.
+
+Removing filters from one conv takes input channels away from the next, whose output then
+drifts from what the layers after it (and NetVLAD's clusters) were trained on. The next conv's
+remaining weights and bias are refitted by ridge least squares: on calibration images, its
+output in the pruned model (from the pruned model's activations) should match the same conv's
+output in the original model. For each output channel that is a linear problem over the
+kernel's input patch, solved from its normal equations summed over sampled output positions.
+The ridge pulls the fit towards the sliced weights where the samples say little (at the low
+resolution of the last convs there are fewer samples than unknowns).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SAMPLES_PER_IMAGE = 256  # output positions drawn per calibration image
+RIDGE = 1e-2  # times the mean of the normal matrix's diagonal
+
+
+@torch.no_grad()
+def refit_conv(pruned: nn.Sequential, original: nn.Sequential, index: int,
+               batches: Iterable[torch.Tensor], generator: torch.Generator) -> None:
+    """Refit `pruned[index]` (a conv, in place) so that `pruned[:index + 1]` matches
+    `original[:index + 1]` on the images of `batches` ([N, 3, H, W] on the conv's device)."""
+    conv = pruned[index]
+    gram, cross = None, None
+    for images in batches:
+        inputs, target = pruned[:index](images), original[:index + 1](images)
+        rows, columns = _positions(target.shape, generator, images.device)
+        patches = _patches(inputs, conv, rows, columns)  # [S, Cin * kh * kw (+ 1)]
+        outputs = target.permute(0, 2, 3, 1)[rows[0], rows[1], columns].double()  # [S, Cout]
+        gram = patches.T @ patches if gram is None else gram + patches.T @ patches
+        cross = patches.T @ outputs if cross is None else cross + patches.T @ outputs
+    if gram is None:
+        return
+    current = conv.weight.flatten(1)
+    if conv.bias is not None:
+        current = torch.cat([current, conv.bias[:, None]], dim=1)
+    current = current.T.double()  # [Cin * kh * kw (+ 1), Cout]
+    ridge = RIDGE * gram.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    # min |outputs - patches @ w|^2 + ridge |w - current|^2, for all output channels at once
+    solution = torch.linalg.solve(gram + ridge * eye, cross + ridge * current)
+    weights = conv.weight.numel() // conv.out_channels
+    conv.weight.copy_(solution[:weights].T.reshape(conv.weight.shape))
+    if conv.bias is not None:
+        conv.bias.copy_(solution[weights])
+
+
+def _positions(shape: torch.Size, generator: torch.Generator, device: torch.device):
+    """Up to SAMPLES_PER_IMAGE random output positions per image of an output `shape`
+    [N, C, H', W']: ((image, row) indices, column indices), each of length S."""
+    count, _, height, width = shape
+    per_image = min(SAMPLES_PER_IMAGE, height * width)
+    flat = torch.stack([torch.randperm(height * width, generator=generator)[:per_image]
+                        for _ in range(count)])  # [N, per_image]
+    images = torch.arange(count).repeat_interleave(per_image)
+    flat = flat.flatten()
+    return (images.to(device), (flat // width).to(device)), (flat % width).to(device)
+
+
+def _patches(inputs: torch.Tensor, conv: nn.Conv2d, rows: tuple, columns: torch.Tensor
+             ) -> torch.Tensor:
+    """The conv's input patch at each sampled output position, flattened as its weight is
+    ([Cin, kh, kw]), with a trailing 1 when it has a bias: [S, Cin * kh * kw (+ 1)] float64."""
+    images, out_rows = rows
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    ph, pw = conv.padding
+    padded = F.pad(inputs, (pw, pw, ph, ph)).permute(0, 2, 3, 1)  # [N, H + 2p, W + 2p, Cin]
+    ys = out_rows[:, None] * sh + torch.arange(kh, device=inputs.device) * dh  # [S, kh]
+    xs = columns[:, None] * sw + torch.arange(kw, device=inputs.device) * dw  # [S, kw]
+    patch = padded[images[:, None, None], ys[:, :, None], xs[:, None, :]]  # [S, kh, kw, Cin]
+    patch = patch.permute(0, 3, 1, 2).flatten(1).double()
+    if conv.bias is None:
+        return patch
+    return torch.cat([patch, torch.ones(len(patch), 1, dtype=patch.dtype,
+                                        device=patch.device)], dim=1)
+
