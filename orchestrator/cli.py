@@ -104,8 +104,11 @@ def _add_eval(verbs) -> None:
 
 
 def translate_mode(argv: list[str]) -> list[str]:
-    """Accept the reference's `--mode=train|test|cluster` in place of the verb."""
+    """Accept the reference's `--mode=train|test|cluster` in place of the verb (a command
+    that starts with its verb keeps its own `--mode`, as `compress --mode ptq-int8`)."""
     verbs = {"train": "train", "test": "eval", "cluster": "cluster"}
+    if argv and not argv[0].startswith("-"):
+        return argv
     for i, arg in enumerate(argv):
         value = None
         if arg.startswith("--mode="):

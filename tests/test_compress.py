@@ -192,3 +192,18 @@ def test_a_compression_study_runs_as_a_sweep(ray_session, trained, synth_root, t
     assert sorted(r.data.tags["variant"] for r in children) == \
         ["half bf16", "original", "pca-whiten 16", "pca-whiten 8"]
     assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
+
+
+def test_finetuning_keeps_its_best_validated_epoch(trained, synth_root, tmp_path, capsys,
+                                                   monkeypatch):
+    result = compress(trained, tmp_path, capsys, monkeypatch, "--data-root", synth_root,
+                      "--split", "val", "--method", "prune", "--amount", 0.5, "--structure",
+                      "channels", "--finetune-epochs", 2, "--finetune-lr", 0.05)
+    history = result["finetune"]
+    assert [entry["epoch"] for entry in history] == [0, 1, 2]  # 0: before fine-tuning
+    assert [entry["kept"] for entry in history].count(True) == 1
+    best = max(entry["recall@5"] for entry in history)
+    kept = next(entry for entry in history if entry["kept"])
+    assert kept == next(entry for entry in history if entry["recall@5"] == best)
+    # the variant measured on val (and saved) is the kept epoch's model
+    assert recalls(result["variant"]) == recalls(kept)

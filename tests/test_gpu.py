@@ -13,6 +13,7 @@ from vpr_core.config import TrainConfig
 from vpr_core.datasets import open_split
 from vpr_core.image_feed import ImageFeed, chunks
 from vpr_core.mining import FaissRanker, MiningIndex, TorchRanker
+from vpr_core.models import encoder_layers
 from vpr_core.training import TrainingRun
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -147,3 +148,25 @@ def test_bf16_training_on_cuda_lowers_the_loss(synth_root, tmp_path):
     assert results[-1].loss < results[0].loss, [r.loss for r in results]
     assert set(results[0].stage_seconds) == {"cache_refresh", "mining", "training_steps",
                                             "validation"}
+
+
+def test_frozen_features_on_cuda_train_as_the_whole_encoder_does(synth_root, tmp_path):
+    weights = Path(tmp_path) / "alexnet.pth"
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(*encoder_layers("alexnet"))
+    torch.save({f"features.{k}": v for k, v in layers.state_dict().items()}, weights)
+    runs = {}
+    for name, budget in (("kept", None), ("off", 0.0)):
+        config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=8,
+                             weights=str(weights), cache_dir=Path(tmp_path) / "cache",
+                             run_dir=Path(tmp_path) / name, epochs=2, device="cuda",
+                             workers=2, show_progress=False, lr=1e-2, frozen_cache_gb=budget)
+        runs[name] = TrainingRun(config)
+        runs[name].results = list(runs[name].epochs())
+    kept, off = runs["kept"], runs["off"]
+    assert kept.frozen_splits == ["train", "val"] and off.frozen_splits == []
+    storage = kept.train_source.storage
+    assert storage.is_cuda and storage.dtype == torch.bfloat16  # what bf16 autocast gives
+    for a, b in zip(kept.results, off.results):
+        assert a.triplets == b.triplets and a.batches == b.batches
+        assert abs(a.loss - b.loss) <= 0.05 * b.loss, (a.loss, b.loss)

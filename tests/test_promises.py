@@ -427,6 +427,15 @@ def test_the_reference_flag_spellings_land_in_the_config(tmp_path):
             clustering.workers, clustering.device) == (16, "none", 4, 0, "cpu")
 
 
+def test_a_verb_keeps_its_own_mode_flag():
+    """`compress --method quantize --mode ptq-int8`, as the README writes it, is compress's
+    --mode, not the reference's --mode=train|test|cluster."""
+    argv = ["compress", "--resume", "runs/a", "--method", "quantize", "--mode", "ptq-int8"]
+    assert translate_mode(argv) == argv
+    args = build_parser().parse_args(translate_mode(argv))
+    assert (args.verb, args.method, args.mode) == ("compress", "quantize", "ptq-int8")
+
+
 def test_mixed_image_sizes_need_image_size(alexnet_checkpoint, synth_root, tmp_path, capsys,
                                            monkeypatch):
     root = tmp_path / "data"

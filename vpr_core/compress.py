@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import shutil
 import tempfile
 import time
@@ -24,12 +25,14 @@ from .compression.measure import Figures, measure
 from .config import SGD_DEFAULTS, CommonConfig, CompressConfig, TrainConfig
 from .datasets import open_split, resolve_image_size
 from .errors import UserError
+from .evaluation import named_recalls
 from .fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
 from .image_feed import ImageFeed
 from .loading import model_from_checkpoint
 from .models import feature_map_size, freeze_pretrained_layers
 from .runtime import resolve_device, seed_everything
 
+log = logging.getLogger(__name__)
 # the source run's training settings a fine-tuning keeps (its lr and epochs are the command's)
 FINETUNE_FROM_SOURCE = ("margin", "optim", "momentum", "weight_decay", "lr_step", "lr_gamma",
                         "batch_size", "num_negatives", "num_negative_samples",
@@ -44,7 +47,8 @@ class CompressResult:
     original: Figures
     variant: Figures
     seconds: float
-    finetune: list = field(default_factory=list)  # per fine-tuning epoch: loss, Recall@N
+    # per fine-tuning epoch (0: before it): loss, Recall@N on validation, whether it was kept
+    finetune: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "run_dir": str(self.run_dir),
@@ -166,9 +170,11 @@ def _default_run_dir(source: Path, config: CompressConfig) -> Path:
 
 def _finetuner(config: CompressConfig, source: Path, history: list):
     """`finetune(model, after_step)`: the project's training on the compressed model for
-    `config.finetune_epochs` (none: the model as it is), with the source run's settings; each
-    epoch's figures are appended to `history`. Its checkpoints are scratch (a half-compressed
-    model): only the final variant is kept."""
+    `config.finetune_epochs` (none: the model as it is), with the source run's settings. As
+    `train` keeps its best checkpoint, the model returned is the one with the best validation
+    Recall@5 among the epochs and the start (fine-tuning can also lose recall). Each epoch's
+    figures, the start's as epoch 0, are appended to `history`. Its checkpoints are scratch (a
+    half-compressed model): only the final variant is kept."""
     def finetune(model, after_step=None):
         if not config.finetune_epochs:
             return model
@@ -187,9 +193,29 @@ def _finetuner(config: CompressConfig, source: Path, history: list):
                                 train_split=config.train_split,
                                 run_dir=Path(scratch) / "finetune", patience=0)
             run = TrainingRun(train, model=model, after_step=after_step)
-            history.extend({"epoch": r.epoch, **r.metrics()} for r in run.epochs())
+            _keep_best(run, history)
         return run.model
     return finetune
+
+
+def _keep_best(run, history: list) -> None:
+    """Fine-tune through `run`, then put back the weights of its best validated epoch (or of
+    the start, epoch 0); `history` gets each epoch's figures, the kept one marked."""
+    start = run.validate()
+    history.append({"epoch": 0, **named_recalls(start), "kept": False})
+    best, best_recall = len(history) - 1, start.get(5, 0.0)
+    best_state = copy.deepcopy(run.model.state_dict())
+    for result in run.epochs():
+        history.append({"epoch": result.epoch, **result.metrics(), "kept": False})
+        # (an epoch without validation repeats the last recalls, which are not better)
+        if result.recalls.get(5, -1.0) > best_recall:
+            best, best_recall = len(history) - 1, result.recalls[5]
+            best_state = copy.deepcopy(run.model.state_dict())
+    history[best]["kept"] = True
+    run.model.load_state_dict(best_state)
+    if best != len(history) - 1:
+        log.info("fine-tuning: epoch %d had the best validation Recall@5 (%.4f); keeping it",
+                 history[best]["epoch"], best_recall)
 
 
 def _write_run(run_dir: Path, saved: dict, config: CompressConfig, source: Path,

@@ -275,7 +275,7 @@ class TrainingRun:
         is_best = False
         if evaluated:
             with self.clock("validation"):
-                self.recalls = self._validate()
+                self.recalls = self.validate()
             is_best = self.recalls[5] > self.best_score
             if is_best:
                 self.best_score, self.best_epoch, self.not_improved = self.recalls[5], epoch, 0
@@ -442,7 +442,8 @@ class TrainingRun:
             self.after_step()
         return loss.detach()
 
-    def _validate(self) -> dict:
+    def validate(self) -> dict:
+        """Recall@N of the model as it is on the validation split."""
         result = evaluate(self.val_forward, self.val_source,
                           batch_size=self.config.cache_batch_size,
                           precision=self.config.precision,
