@@ -7,6 +7,7 @@ never a value).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,13 +73,17 @@ def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, servic
 
 
 def _share_frozen_budget(train_config, context) -> None:
-    """Trials that share a GPU each keep their part of the default frozen-feature budget
-    (see `vpr_core.frozen_features`), so that together they keep what one run would."""
+    """Trials side by side on one GPU (or one host) each keep their part of the default
+    frozen-feature budget (see `vpr_core.frozen_features`): together, what one run would."""
     if train_config.frozen_cache_gb is not None:
         return
-    share = float(context.get_trial_resources().required_resources.get("GPU", 0))
+    resources = context.get_trial_resources().required_resources
     device = resolve_device(train_config.device)
-    if device.type == "cuda" and 0 < share < 1:
+    if device.type == "cuda":
+        share = float(resources.get("GPU", 0)) or 1.0
+    else:
+        share = float(resources.get("CPU", 1)) / (os.cpu_count() or 1)
+    if share < 1:
         train_config.frozen_cache_gb = budget_bytes(None, device, share) / 1e9
 
 

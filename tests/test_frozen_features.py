@@ -113,3 +113,23 @@ def test_only_plain_layers_count_as_frozen(weight_files):
     model = build_model("alexnet", weights=str(weight_files["alexnet"]))
     model.encoder[1] = nn.Dropout()  # behaves differently in training: not computable once
     assert frozen_layers(model) == 1
+
+
+def test_sweep_trials_side_by_side_share_the_default_budget(synth_root, tmp_path, monkeypatch):
+    """Two 1-CPU trials on a 2-CPU host keep half the default each; a given budget stays.
+    (The trial context is a stand-in: a real one exists only inside a running trial.)"""
+    from types import SimpleNamespace
+
+    from orchestrator import trainer
+    from vpr_core.frozen_features import budget_bytes
+
+    context = SimpleNamespace(get_trial_resources=lambda: SimpleNamespace(
+        required_resources={"CPU": 1.0}))
+    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 2)
+    shared = config(synth_root, tmp_path, "none").validate()
+    trainer._share_frozen_budget(shared, context)
+    whole = budget_bytes(None, torch.device("cpu"))
+    assert shared.frozen_cache_gb == pytest.approx(whole / 2 / 1e9)
+    given = config(synth_root, tmp_path, "none", frozen_cache_gb=3.0).validate()
+    trainer._share_frozen_budget(given, context)
+    assert given.frozen_cache_gb == 3.0

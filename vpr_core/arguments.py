@@ -218,7 +218,7 @@ def add_training(parser) -> None:
                        help="memory for the frozen layers' output of every image, computed "
                             "once instead of at every step (pretrained encoders), 0: off "
                             "(default: 30%% of the GPU's, or a quarter of the host's up to "
-                            "8 GB)")
+                            "8 GB, split between sweep trials side by side)")
 
 
 def _add_optimisation(group) -> None:

@@ -52,8 +52,9 @@ def frozen_layers(model: nn.Module) -> int:
 
 
 def budget_bytes(budget_gb: float | None, device: torch.device, share: float = 1.0) -> int:
-    """`--frozen-cache-gb` in bytes; None: 30% of the GPU's memory (times `share`, the part of
-    the GPU a sweep trial holds), or on the CPU a quarter of the host's memory, at most 8 GB."""
+    """`--frozen-cache-gb` in bytes; None: 30% of the GPU's memory, or on the CPU a quarter of
+    the host's memory, at most 8 GB; times `share`, the part of the GPU or host that one of
+    several sweep trials side by side holds."""
     if budget_gb is not None:
         return int(float(budget_gb) * 1e9)
     if device.type == "cuda":
@@ -63,7 +64,7 @@ def budget_bytes(budget_gb: float | None, device: torch.device, share: float = 1
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         host = 4 * HOST_CAP_GB * 1e9
-    return int(min(HOST_CAP_GB * 1e9, HOST_SHARE * host))
+    return int(share * min(HOST_CAP_GB * 1e9, HOST_SHARE * host))
 
 
 def check_budget(budget_gb: float | None) -> None:
