@@ -125,7 +125,9 @@ def test_ptq_int8_vgg16_is_faster_and_smaller_than_fp32(feed, tmp_path, capsys):
         print(f"\nVGG16 8x128x160 on {torch.get_num_threads()} threads: int8 {speedup:.2f}x "
               f"faster than fp32; checkpoint {shrink:.2f}x smaller")
     assert speedup > 1.0
-    assert shrink > 3.5  # int8 weights: a quarter of the bytes; biases and NetVLAD stay fp32
+    # int8 weights take a quarter of the bytes; biases, NetVLAD and the float convs (conv1_1
+    # and conv5_3, 16% of the weights) stay fp32: 2.7x measured
+    assert shrink > 2.4
 
 
 def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, feed, images,

@@ -93,7 +93,7 @@ def test_learning_rate_steps_and_early_stopping(synth_root, tmp_path, monkeypatc
     # better through epoch 8; 9, 10 (equal is not better) and 11 are not: 3 > patience 2
     scores = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.75, 0.8, 0.79, 0.9])
     monkeypatch.setattr(run, "_train_epoch", one_step_epoch)
-    monkeypatch.setattr(run, "_validate", lambda: {n: next(scores) if n == 5 else 0.0
+    monkeypatch.setattr(run, "validate", lambda: {n: next(scores) if n == 5 else 0.0
                                                    for n in (1, 5, 10, 20)})
     results = list(run.epochs())
     assert [r.epoch for r in results] == list(range(1, 12))
