@@ -45,6 +45,8 @@ step 150 extract "${extract[@]}" --arch vgg16 --batch-size 32 --workers 8 --devi
     --repeats 2 --variants --other-paths ${COMPILE:+--compile}
 [ -n "${MINE:-}" ] && step 120 mine --reference-queries 10
 step 100 train "${train[@]}" --device "$DEVICE" --workers 8
+# every layer trained (no frozen layers kept): the image path of training steps
+step 100 train "${train[@]}" --device "$DEVICE" --workers 8 --weights none --skip-reference
 step 330 epoch "${epoch[@]}" --device "$DEVICE" --workers 8 --progress
 echo "== $(date +%T) done"
 python3 -m benchmarks table "$results"
