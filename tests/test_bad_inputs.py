@@ -145,6 +145,8 @@ def cases(tmp_path_factory, synth_root):
          ["--margin must be positive"]),
         ("zero batch size", ["train", "--data-root", root, "--batch-size", "0", *NO_WEIGHTS],
          ["--batch-size"]),
+        ("negative frozen budget", ["train", "--data-root", root, "--frozen-cache-gb", "-1",
+                                    *NO_WEIGHTS], ["--frozen-cache-gb must be 0"]),
         ("unknown arch", ["eval", "--data-root", root, "--arch", "resnet50"], ["resnet50"]),
         ("unknown arch (cluster)", ["cluster", "--data-root", root, "--arch", "resnet"],
          ["resnet"]),
