@@ -30,9 +30,9 @@ def refit_conv(pruned: nn.Sequential, original: nn.Sequential, index: int,
     gram, cross = None, None
     for images in batches:
         inputs, target = pruned[:index](images), original[:index + 1](images)
-        rows, columns = _positions(target.shape, generator, images.device)
-        patches = _patches(inputs, conv, rows, columns)  # [S, Cin * kh * kw (+ 1)]
-        outputs = target.permute(0, 2, 3, 1)[rows[0], rows[1], columns].double()  # [S, Cout]
+        at = _positions(target.shape, generator, images.device)  # (image, row, column)
+        patches = _patches(inputs, conv, *at)  # [S, Cin * kh * kw (+ 1)]
+        outputs = target.permute(0, 2, 3, 1)[at].double()  # [S, Cout]
         gram = patches.T @ patches if gram is None else gram + patches.T @ patches
         cross = patches.T @ outputs if cross is None else cross + patches.T @ outputs
     if gram is None:
@@ -51,23 +51,22 @@ def refit_conv(pruned: nn.Sequential, original: nn.Sequential, index: int,
         conv.bias.copy_(solution[weights])
 
 
-def _positions(shape: torch.Size, generator: torch.Generator, device: torch.device):
+def _positions(shape: torch.Size, generator: torch.Generator, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Up to SAMPLES_PER_IMAGE random output positions per image of an output `shape`
-    [N, C, H', W']: ((image, row) indices, column indices), each of length S."""
+    [N, C, H', W']: (image, row, column) indices, each of length S."""
     count, _, height, width = shape
     per_image = min(SAMPLES_PER_IMAGE, height * width)
     flat = torch.stack([torch.randperm(height * width, generator=generator)[:per_image]
-                        for _ in range(count)])  # [N, per_image]
+                        for _ in range(count)]).flatten()  # [N * per_image]
     images = torch.arange(count).repeat_interleave(per_image)
-    flat = flat.flatten()
-    return (images.to(device), (flat // width).to(device)), (flat % width).to(device)
+    return images.to(device), (flat // width).to(device), (flat % width).to(device)
 
 
-def _patches(inputs: torch.Tensor, conv: nn.Conv2d, rows: tuple, columns: torch.Tensor
-             ) -> torch.Tensor:
+def _patches(inputs: torch.Tensor, conv: nn.Conv2d, images: torch.Tensor,
+             out_rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """The conv's input patch at each sampled output position, flattened as its weight is
     ([Cin, kh, kw]), with a trailing 1 when it has a bias: [S, Cin * kh * kw (+ 1)] float64."""
-    images, out_rows = rows
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     ph, pw = conv.padding
     padded = F.pad(inputs, (pw, pw, ph, ph)).permute(0, 2, 3, 1)  # [N, H + 2p, W + 2p, Cin]
