@@ -1,3 +1,4 @@
+import copy
 import statistics
 import time
 
@@ -212,13 +213,26 @@ def test_refitting_brings_the_pruned_encoder_closer_to_the_original(synth_root):
 
 
 def test_a_conv_that_lost_no_input_keeps_its_weights():
-    from vpr_core.compression.refit import refit_conv
+    from vpr_core.compression.refit import Refitter
 
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, 2, 1))
     refitted = nn.Sequential(*[layer for layer in encoder])
     refitted[2] = nn.Conv2d(6, 5, 3, 2, 1)
     refitted[2].load_state_dict(encoder[2].state_dict())
-    refit_conv(refitted, encoder, 2, [torch.randn(4, 3, 12, 10)], torch.Generator())
+    Refitter(refitted, encoder, [torch.randn(4, 3, 12, 10)], torch.Generator())(2)
     assert torch.allclose(refitted[2].weight, encoder[2].weight, atol=1e-5)
     assert torch.allclose(refitted[2].bias, encoder[2].bias, atol=1e-5)
+
+
+def test_the_refit_sizes_its_calibration_set_to_its_memory(synth_root, monkeypatch):
+    """As many images as REFIT_MEMORY_GB of kept activations allow, at least 16."""
+    torch.manual_seed(0)
+    model = build_model("alexnet", "netvlad", 4, weights="none").eval()
+    per_image = 2 * 64 * 15 * 19 * 4  # both encoders' largest activation: conv1's, 64x15x19
+    monkeypatch.setattr(prune, "REFIT_MEMORY_GB", 20 * per_image / 1e9)
+    refit = prune._refitter(model, copy.deepcopy(model), context(synth_root))
+    assert sum(len(batch) for batch in refit.pruned_inputs) == 20
+    monkeypatch.setattr(prune, "REFIT_MEMORY_GB", 1e-9)
+    refit = prune._refitter(model, copy.deepcopy(model), context(synth_root))
+    assert sum(len(batch) for batch in refit.pruned_inputs) == 16

@@ -29,11 +29,13 @@ from torch import nn
 from ..errors import UserError
 from ..image_feed import chunks
 from ..models import POOLINGS, PlaceModel
-from .refit import refit_conv
+from .refit import Refitter, activation_bytes
 
 STRUCTURES = ("unstructured", "channels")
 CPU_ONLY = False
 CALIBRATION_IMAGES = 128  # training database images the refit of channel pruning samples
+MIN_CALIBRATION_IMAGES = 16  # ... however large they are
+REFIT_MEMORY_GB = 2.0  # for the activations the refit keeps (fewer images when larger)
 
 
 def validate(settings: dict, model: nn.Module) -> dict:
@@ -161,21 +163,21 @@ def prune_weakest_filters(encoder: nn.Sequential, amount: float,
             refit(next_index)
 
 
-def _refitter(original: PlaceModel, pruned: PlaceModel, context) -> Callable[[int], None]:
-    """`refit(index)`: `refit_conv` of the pruned encoder's conv `index` against the original
-    encoder, on up to CALIBRATION_IMAGES training database images spread over the database
-    (read once, kept on the device)."""
+def _refitter(original: PlaceModel, pruned: PlaceModel, context) -> Refitter:
+    """A `Refitter` of the pruned encoder against the original, on up to CALIBRATION_IMAGES
+    training database images spread over the database (read once, kept on the device), as
+    many as REFIT_MEMORY_GB of kept activations allow (at least MIN_CALIBRATION_IMAGES)."""
     feed = context.train_feed
-    total = feed.split.num_database
-    picked = np.unique(np.linspace(0, total - 1, min(CALIBRATION_IMAGES, total))
-                       .round().astype(np.int64))
     device = next(pruned.encoder.parameters()).device
+    probe = torch.zeros(1, 3, *feed.size, device=device)
+    per_image = activation_bytes(original.encoder, probe)
+    count = max(MIN_CALIBRATION_IMAGES, min(CALIBRATION_IMAGES,
+                                            int(REFIT_MEMORY_GB * 1e9 // per_image)))
+    total = feed.split.num_database
+    picked = np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
     images = [batch.to(device) for batch in feed.batches(chunks(picked, context.batch_size))]
-    generator = torch.Generator().manual_seed(context.seed)
-
-    def refit(index: int) -> None:
-        refit_conv(pruned.encoder, original.encoder, index, images, generator)
-    return refit
+    return Refitter(pruned.encoder, original.encoder, images,
+                    torch.Generator().manual_seed(context.seed))
 
 
 def _sliced_conv(conv: nn.Conv2d, outputs: torch.Tensor | None = None,

@@ -11,8 +11,6 @@ resolution of the last convs there are fewer samples than unknowns).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,29 +19,65 @@ SAMPLES_PER_IMAGE = 256  # output positions drawn per calibration image
 RIDGE = 1e-3  # times the mean of the normal matrix's diagonal (1e-4 to 1e-1 measured: README)
 
 
-@torch.no_grad()
-def refit_conv(pruned: nn.Sequential, original: nn.Sequential, index: int,
-               batches: Iterable[torch.Tensor], generator: torch.Generator) -> None:
-    """Refit `pruned[index]` (a conv, in place) so that `pruned[:index + 1]` matches
-    `original[:index + 1]` on the images of `batches` ([N, 3, H, W] on the conv's device)."""
-    conv = pruned[index]
-    gram, cross = None, None
-    for images in batches:
-        inputs, target = pruned[:index](images), original[:index + 1](images)
-        at = _positions(target.shape, generator, images.device)  # (image, row, column)
-        patches = _patches(inputs, conv, *at)  # [S, Cin * kh * kw (+ 1)]
-        outputs = target.permute(0, 2, 3, 1)[at].double()  # [S, Cout]
-        gram = patches.T @ patches if gram is None else gram + patches.T @ patches
-        cross = patches.T @ outputs if cross is None else cross + patches.T @ outputs
-    if gram is None:
-        return
+class Refitter:
+    """`refit(index)` for the convs of a pruned encoder, in order, each against the same conv
+    of the original, on calibration `batches` of images [N, 3, H, W] on the encoders' device.
+
+    Both encoders' activations at the depth of the last refit are kept per batch, so that each
+    image goes through each layer once, not once per conv refitted (the caller sizes
+    `batches` to the memory this takes, see `activation_bytes`).
+    """
+
+    def __init__(self, pruned: nn.Sequential, original: nn.Sequential,
+                 batches: list[torch.Tensor], generator: torch.Generator):
+        self.pruned, self.original, self.generator = pruned, original, generator
+        self.depth = 0  # the kept activations are the input of layer `depth`
+        self.pruned_inputs, self.original_inputs = list(batches), list(batches)
+
+    @torch.no_grad()
+    def __call__(self, index: int) -> None:
+        """Refit `pruned[index]` (a conv, in place), the layers before it being final."""
+        if index < self.depth:
+            raise ValueError(f"convs are refitted in order: {index} comes before {self.depth}")
+        # each slice starts at a conv, so no in-place ReLU touches the kept tensors
+        self.pruned_inputs = [self.pruned[self.depth:index](x) for x in self.pruned_inputs]
+        self.original_inputs = [self.original[self.depth:index](x)
+                                for x in self.original_inputs]
+        self.depth = index
+        conv, gram, cross = self.pruned[index], None, None
+        for inputs, original_inputs in zip(self.pruned_inputs, self.original_inputs):
+            target = self.original[index](original_inputs)
+            at = _positions(target.shape, self.generator, target.device)  # (image, row, col)
+            patches = _patches(inputs, conv, *at)  # [S, Cin * kh * kw (+ 1)]
+            outputs = target.permute(0, 2, 3, 1)[at].double()  # [S, Cout]
+            gram = patches.T @ patches if gram is None else gram + patches.T @ patches
+            cross = patches.T @ outputs if cross is None else cross + patches.T @ outputs
+        if gram is not None:
+            _solve(conv, gram, cross)
+
+
+def activation_bytes(encoder: nn.Sequential, image: torch.Tensor) -> int:
+    """The bytes a `Refitter` keeps per calibration image at most: both encoders' largest
+    activation for one `image` [1, 3, H, W]."""
+    largest = image.numel()
+    with torch.no_grad():
+        x = image
+        for layer in encoder:
+            x = layer(x)
+            largest = max(largest, x.numel())
+    return 2 * largest * image.element_size()
+
+
+def _solve(conv: nn.Conv2d, gram: torch.Tensor, cross: torch.Tensor) -> None:
+    """Set the conv's weights (and bias) to the ridge least-squares solution of the summed
+    normal equations: min |outputs - patches @ w|^2 + ridge |w - current|^2, for all output
+    channels at once."""
     current = conv.weight.flatten(1)
     if conv.bias is not None:
         current = torch.cat([current, conv.bias[:, None]], dim=1)
     current = current.T.double()  # [Cin * kh * kw (+ 1), Cout]
     ridge = RIDGE * gram.diagonal().mean().clamp_min(1e-12)
     eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
-    # min |outputs - patches @ w|^2 + ridge |w - current|^2, for all output channels at once
     solution = torch.linalg.solve(gram + ridge * eye, cross + ridge * current)
     weights = conv.weight.numel() // conv.out_channels
     conv.weight.copy_(solution[:weights].T.reshape(conv.weight.shape))
