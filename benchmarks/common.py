@@ -16,12 +16,9 @@ import torch
 def frozen_weights_file(arch: str, folder: Path) -> Path:
     """Random encoder weights saved as a weight file. Loading one freezes the layers that
     ImageNet weights freeze (the reference's default), without a download."""
-    from vpr_core.models import encoder_layers
+    from vpr_core.models import save_fresh_weights
 
-    path = folder / f"{arch}_random.pth"
-    layers = torch.nn.Sequential(*encoder_layers(arch))
-    torch.save({f"features.{k}": v for k, v in layers.state_dict().items()}, path)
-    return path
+    return save_fresh_weights(arch, folder / f"{arch}_random.pth")
 
 
 def emit(record: dict) -> dict:
@@ -99,5 +96,10 @@ def peak_gpu_memory_gb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
+def ratio(numerator: float, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3) if denominator else None
+
+
+def rounded(value: float | None) -> float | None:
+    """`value` to 2 decimals; None (not measured here) stays None."""
+    return None if value is None else round(value, 2)

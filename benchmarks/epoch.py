@@ -29,6 +29,7 @@ from .common import (
     machine,
     peak_gpu_memory_gb,
     peak_host_memory_gb,
+    rounded,
     timed,
 )
 from .datagen import write_dataset
@@ -101,8 +102,4 @@ def main(argv: list[str]) -> None:
               "mining_service_bytes_per_trial": run.cache.nbytes,
               "mining_service_gb_per_trial": round(run.cache.nbytes / 1e9, 2),
               "peak_host_memory_gb": round(peak_host_memory_gb(), 2),
-              "peak_gpu_memory_gb": _round(peak_gpu_memory_gb(device))})
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+              "peak_gpu_memory_gb": rounded(peak_gpu_memory_gb(device))})

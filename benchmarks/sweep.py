@@ -167,21 +167,14 @@ def worker_import_seconds() -> float | None:
     return time.perf_counter() - started if done.returncode == 0 else None
 
 
-def trial_runs(result) -> list:
-    """The sweep's child runs from MLflow, in the order they started."""
+def timeline(result, called: float, wall: float) -> dict:
+    """Start-up, trial runs, gaps and finish, from the MLflow runs' start and end times."""
     from vpr_tracking.store import store_at
     from vpr_tracking.trials import trials_of
 
     store = store_at(result.tracking_uri)
-    return trials_of(store, store.run(result.parent_run_id, with_history=True))
-
-
-def timeline(result, called: float, wall: float) -> dict:
-    """Start-up, trial runs, gaps and finish, from the MLflow runs' start and end times."""
-    from vpr_tracking.store import store_at
-
-    parent = store_at(result.tracking_uri).run(result.parent_run_id, with_history=False)
-    runs = trial_runs(result)
+    parent = store.run(result.parent_run_id, with_history=False)
+    runs = trials_of(store, parent)  # in the order they started, with their histories
     starts = [run.start_ms / 1000 for run in runs]
     ends = [(run.end_ms or run.start_ms) / 1000 for run in runs]
     gaps = [start - end for end, start in zip(ends, starts[1:])]

@@ -25,7 +25,7 @@ COLUMNS = {
     "train/summary": ("cluster_plus_epochs_seconds", "reference_cluster_plus_epochs_seconds",
                       "speedup_cluster_plus_epochs", "best_epoch_seconds",
                       "reference_best_epoch_seconds", "speedup_epoch",
-                      "train_step_ratio_to_bare"),
+                      "train_step_ratio_to_bare", "train_step_ratio_to_bare_after_frozen"),
     "epoch": ("arch", "database", "queries", "image_size", "precision", "frozen_features",
               "cluster_seconds", "startup_seconds", "frozen_features_seconds",
               "cache_refresh_seconds", "mining_seconds",

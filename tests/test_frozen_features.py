@@ -10,7 +10,7 @@ from vpr_core.datasets import open_split
 from vpr_core.errors import UserError
 from vpr_core.frozen_features import FromLayer, FrozenFeatures, frozen_layers
 from vpr_core.image_feed import ImageFeed
-from vpr_core.models import build_model, encoder_layers
+from vpr_core.models import build_model, save_fresh_weights
 from vpr_core.training import TrainingRun
 
 pytestmark = pytest.mark.timeout(240)
@@ -24,16 +24,14 @@ def weight_files(tmp_path_factory) -> dict:
     files = {}
     for arch in ("alexnet", "vgg16"):
         torch.manual_seed(1)
-        layers = torch.nn.Sequential(*encoder_layers(arch))
-        files[arch] = folder / f"{arch}.pth"
-        torch.save({f"features.{k}": v for k, v in layers.state_dict().items()}, files[arch])
+        files[arch] = save_fresh_weights(arch, folder / f"{arch}.pth")
     return files
 
 
 def config(root, tmp_path: Path, weights, **overrides) -> TrainConfig:
     values = dict(data_root=root, arch="alexnet", num_clusters=4, weights=str(weights),
                   cache_dir=tmp_path / "cache", run_dir=tmp_path / "run", epochs=2,
-                  workers=0, show_progress=False, lr=0.01)
+                  workers=0, show_progress=False, lr=0.01, device="cpu")
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -68,6 +66,7 @@ def test_training_on_frozen_features_equals_training_on_images(synth_root, tmp_p
     assert with_features.frozen_features == ["train", "val"]
     assert without.frozen_features == []
     assert "frozen_features" in with_features.epochs[0].stage_seconds
+    assert len(with_features.epochs) == len(without.epochs) == 2
     for a, b in zip(with_features.epochs, without.epochs):
         assert a.triplets == b.triplets and a.batches == b.batches > 0
         assert a.loss == pytest.approx(b.loss, rel=1e-4)

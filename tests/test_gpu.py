@@ -13,7 +13,7 @@ from vpr_core.config import TrainConfig
 from vpr_core.datasets import open_split
 from vpr_core.image_feed import ImageFeed, chunks
 from vpr_core.mining import FaissRanker, MiningIndex, TorchRanker
-from vpr_core.models import encoder_layers
+from vpr_core.models import save_fresh_weights
 from vpr_core.training import TrainingRun
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -151,10 +151,8 @@ def test_bf16_training_on_cuda_lowers_the_loss(synth_root, tmp_path):
 
 
 def test_frozen_features_on_cuda_train_as_the_whole_encoder_does(synth_root, tmp_path):
-    weights = Path(tmp_path) / "alexnet.pth"
     torch.manual_seed(0)
-    layers = torch.nn.Sequential(*encoder_layers("alexnet"))
-    torch.save({f"features.{k}": v for k, v in layers.state_dict().items()}, weights)
+    weights = save_fresh_weights("alexnet", Path(tmp_path) / "alexnet.pth")
     runs = {}
     for name, budget in (("kept", None), ("off", 0.0)):
         config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=8,

@@ -203,19 +203,17 @@ def _keep_best(run, history: list) -> None:
     the start, epoch 0); `history` gets each epoch's figures, the kept one marked."""
     start = run.validate()
     history.append({"epoch": 0, **named_recalls(start), "kept": False})
-    best, best_recall = len(history) - 1, start.get(5, 0.0)
-    best_state = copy.deepcopy(run.model.state_dict())
+    best, best_state = len(history) - 1, copy.deepcopy(run.model.state_dict())
+    run.best_score = start.get(5, 0.0)  # an epoch `is_best` only when it beats the start
     for result in run.epochs():
         history.append({"epoch": result.epoch, **result.metrics(), "kept": False})
-        # (an epoch without validation repeats the last recalls, which are not better)
-        if result.recalls.get(5, -1.0) > best_recall:
-            best, best_recall = len(history) - 1, result.recalls[5]
-            best_state = copy.deepcopy(run.model.state_dict())
+        if result.is_best:
+            best, best_state = len(history) - 1, copy.deepcopy(run.model.state_dict())
     history[best]["kept"] = True
     run.model.load_state_dict(best_state)
     if best != len(history) - 1:
         log.info("fine-tuning: epoch %d had the best validation Recall@5 (%.4f); keeping it",
-                 history[best]["epoch"], best_recall)
+                 history[best]["epoch"], run.best_score)
 
 
 def _write_run(run_dir: Path, saved: dict, config: CompressConfig, source: Path,

@@ -8,7 +8,7 @@ import torch
 
 from .checkpoints import ModelShape, check_shape, infer_model_shape, load_checkpoint, read_flags
 from .clustering import cluster, read_centroids
-from .config import ClusterConfig, CommonConfig
+from .config import COMPRESS_METHODS, ClusterConfig, CommonConfig
 from .datasets import Split
 from .errors import UserError
 from .models import ENCODER_DIMS, PlaceModel, build_model
@@ -68,11 +68,11 @@ def _compressed_model(path: Path, checkpoint: dict, arch: str | None, num_cluste
                       ) -> tuple[torch.nn.Module, dict, ModelShape]:
     """A compressed variant (see `vpr_core.compression`): the original architecture, reshaped
     by its method, then the state dict."""
-    from .compression import METHOD_NAMES, chain, method
+    from .compression import chain, method
 
     record = checkpoint["compression"]
     base = record.get("base") or {}
-    if any(step.get("method") not in METHOD_NAMES for step in chain(record)) \
+    if any(step.get("method") not in COMPRESS_METHODS for step in chain(record)) \
             or base.get("arch") not in ENCODER_DIMS:
         raise UserError(f"{path} names a compression this version does not know "
                         f"({record.get('method')!r}); evaluate it with the version that made it")

@@ -113,6 +113,15 @@ def encoder_layers(arch: str) -> list[nn.Module]:
     return layers[:-2]
 
 
+def save_fresh_weights(arch: str, path: Path) -> Path:
+    """A freshly initialised `arch` encoder saved as a weight file in torchvision's layout
+    (`features.N.*`). `--weights PATH` loads it and freezes the layers ImageNet weights
+    freeze: the reference's default training, without a download (benchmarks, tests)."""
+    layers = nn.Sequential(*encoder_layers(arch))
+    torch.save({f"features.{k}": v for k, v in layers.state_dict().items()}, path)
+    return path
+
+
 def build_encoder(arch: str, weights: str = "imagenet") -> nn.Sequential:
     """Encoder of `arch` with `weights` 'imagenet', 'none' or a path to a local weight file.
 

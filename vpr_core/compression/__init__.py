@@ -18,15 +18,15 @@ A compressed checkpoint is an ordinary one (`epoch`, `state_dict`, `recalls`, ..
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..extraction import extract_descriptors
-from ..image_feed import ImageFeed
-
-METHOD_NAMES = ("pca-whiten", "prune", "quantize", "half", "pq")
+from ..image_feed import ImageFeed, chunks
 
 
 @dataclass
@@ -45,6 +45,13 @@ class CompressionContext:
     precision: str
     seed: int
     finetune: Callable
+
+    def calibration_batches(self, count: int) -> Iterator[torch.Tensor]:
+        """Batches of up to `count` training database images spread evenly over the database
+        (consecutive images often show one street), on the feed's device."""
+        total = self.train_feed.split.num_database
+        picked = np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
+        return self.train_feed.batches(chunks(picked, self.batch_size))
 
     def training_descriptors(self, model, desc: str):
         """The descriptors `model` gives the training split's database images (numpy)."""

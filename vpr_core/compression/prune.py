@@ -22,12 +22,10 @@ import copy
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UserError
-from ..image_feed import chunks
 from ..models import POOLINGS, PlaceModel
 from .refit import Refitter, activation_bytes
 
@@ -167,15 +165,12 @@ def _refitter(original: PlaceModel, pruned: PlaceModel, context) -> Refitter:
     """A `Refitter` of the pruned encoder against the original, on up to CALIBRATION_IMAGES
     training database images spread over the database (read once, kept on the device), as
     many as REFIT_MEMORY_GB of kept activations allow (at least MIN_CALIBRATION_IMAGES)."""
-    feed = context.train_feed
     device = next(pruned.encoder.parameters()).device
-    probe = torch.zeros(1, 3, *feed.size, device=device)
+    probe = torch.zeros(1, 3, *context.train_feed.size, device=device)
     per_image = activation_bytes(original.encoder, probe)
     count = max(MIN_CALIBRATION_IMAGES, min(CALIBRATION_IMAGES,
                                             int(REFIT_MEMORY_GB * 1e9 // per_image)))
-    total = feed.split.num_database
-    picked = np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
-    images = [batch.to(device) for batch in feed.batches(chunks(picked, context.batch_size))]
+    images = [batch.to(device) for batch in context.calibration_batches(count)]
     return Refitter(pruned.encoder, original.encoder, images,
                     torch.Generator().manual_seed(context.seed))
 

@@ -26,12 +26,10 @@ import contextlib
 import copy
 import warnings
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UserError
-from ..image_feed import chunks
 from ..models import PlaceModel
 from ..netvlad import NetVLAD
 
@@ -182,14 +180,11 @@ def _prepared(encoder: nn.Sequential, mode: str, example: torch.Tensor,
 
 @torch.no_grad()
 def _calibrate(encoder: nn.Module, context, count: int) -> None:
-    """Run the observed encoder over `count` training database images spread evenly over the
-    database (consecutive images often show one street), on the CPU, in eval mode (qat's
-    fake quantization still observes)."""
+    """Run the observed encoder over `count` training database images (see
+    `CompressionContext.calibration_batches`), on the CPU, in eval mode (qat's fake
+    quantization still observes)."""
     encoder.eval()
-    feed = context.train_feed
-    total = feed.split.num_database
-    picked = np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
-    for images in feed.batches(chunks(picked, context.batch_size)):
+    for images in context.calibration_batches(count):
         encoder(images.cpu())
 
 
