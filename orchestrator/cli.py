@@ -22,7 +22,6 @@ from vpr_core.config import (
     format_image_size,
 )
 from vpr_core.errors import UserError, exit_status
-from vpr_core.evaluation import RECALL_NS
 from vpr_core.log import log
 
 # flags.json keys that are not restored on --resume: they belong to the new invocation
@@ -122,22 +121,16 @@ def translate_mode(argv: list[str]) -> list[str]:
     return argv
 
 
-def given(args, names) -> dict:
-    """The flags among `names` that the user gave (non-None)."""
-    return {name: getattr(args, name) for name in names
-            if getattr(args, name, None) is not None}
-
-
 def make_config(cls, args, restored: dict | None = None, **fixed):
     """`cls` from defaults, then `restored` (flags.json), then explicit flags, then `fixed`.
     Not validated here: each stage validates its config as it starts."""
     names = [f.name for f in dataclasses.fields(cls)]
     values = {k: v for k, v in (restored or {}).items() if k in names and k not in NOT_RESTORED}
-    values.update(given(args, names))
+    values.update(arguments.given(args, names))
     if str(values.get("optim", "")).upper() == "ADAM":
         # SGD's settings restored from an older run's flags.json do not apply to Adam
         for name in SGD_DEFAULTS:
-            if name not in given(args, names):
+            if name not in arguments.given(args, names):
                 values.pop(name, None)
     values.update(fixed)
     if getattr(args, "quiet", False):
@@ -221,6 +214,7 @@ def run_eval(args) -> None:
 
 def run_compress(args) -> None:
     from vpr_core.compress import compress
+    from vpr_core.compression.measure import figures_table
     from vpr_core.config import CompressConfig
 
     restored = _restored_flags(args.resume, args.ckpt)
@@ -236,24 +230,8 @@ def run_compress(args) -> None:
         payload["mlflow_study"], payload["mlflow_run_id"] = \
             tracker.log_compression(study, result)
     emit(args, payload, [f"{result.variant.label} of {result.source} on {config.split}: "
-                         f"{result.run_dir}", *compression_table(result)])
-
-
-def compression_table(result) -> list[str]:
-    """The original and the variant side by side, as the terminal shows them."""
-    rows = [result.original, result.variant]
-    timings = sorted({key for figures in rows for key in figures.latency_ms})
-    recall_titles = " ".join(f"{'R@' + str(n):>6}" for n in RECALL_NS)
-    header = (f"{'variant':<30} {recall_titles} {'MB':>7} {'B/image':>8} {'zeros':>6}"
-              + "".join(f" {key + ' ms':>12}" for key in timings))
-    lines = [header, "-" * len(header)]
-    for figures in rows:
-        recalls = " ".join(f"{figures.recalls[n]:6.3f}" for n in RECALL_NS)
-        latency = "".join(f" {figures.latency_ms.get(key, float('nan')):12.2f}"
-                          for key in timings)
-        lines.append(f"{figures.label[:30]:<30} {recalls} {figures.size_bytes / 2**20:7.1f} "
-                     f"{figures.descriptor_bytes:8.0f} {figures.zero_share:6.1%}{latency}")
-    return lines
+                         f"{result.run_dir}",
+                         *figures_table([result.original, result.variant])])
 
 
 def _restored_flags(resume, ckpt) -> dict:

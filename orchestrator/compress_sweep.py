@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from vpr_core.errors import CommandFailed, UserError
 
 VARIANT_KEYS = {"method", "finetune_epochs", "finetune_lr"} | {
     flag for flags in METHOD_FLAGS.values() for flag in flags}
-SECTION_KEYS = {"checkpoint", "ckpt", "split", "variants", "latency_batches"}
 
 
 def expand(variants: list) -> list[dict]:
@@ -39,6 +37,10 @@ def expand(variants: list) -> list[dict]:
         if unknown:
             raise UserError(f"compress.variants entry {variant!r} has unknown key(s) "
                             f"{', '.join(unknown)}; allowed: {', '.join(sorted(VARIANT_KEYS))}")
+        empty = [key for key, value in variant.items() if value == []]
+        if empty:
+            raise UserError(f"compress.variants entry {variant!r} lists no value for "
+                            f"{', '.join(empty)}; give at least one")
         keys = list(variant)
         values = [v if isinstance(v, list) else [v] for v in variant.values()]
         out += [dict(zip(keys, combination)) for combination in itertools.product(*values)]
@@ -67,11 +69,10 @@ class StudyPlan:
 
 def plan(spec, data_root: Path | None) -> tuple[StudyPlan, list[dict]]:
     """The study's plan and variants, every one validated before Ray starts."""
-    section = spec.compress
-    unknown = sorted(set(section) - SECTION_KEYS)
-    if unknown or not section.get("checkpoint"):
-        raise UserError(f"the spec's compress section needs checkpoint and variants (allowed: "
-                        f"{', '.join(sorted(SECTION_KEYS))}; unknown: {', '.join(unknown)})")
+    from vpr_core.checkpoints import checkpoint_file
+    from vpr_core.datasets import open_split
+
+    section = spec.compress  # its keys and checkpoint are checked by SweepSpec
     if data_root is None:
         raise UserError("a compression spec needs data.root (or --data-root)")
     runtime = {k: v for k, v in spec.train.items()
@@ -79,8 +80,10 @@ def plan(spec, data_root: Path | None) -> tuple[StudyPlan, list[dict]]:
                         "device", "cache_batch_size", "cache_dir", "seed")}
     study = StudyPlan(Path(section["checkpoint"]).expanduser().absolute(), data_root,
                       spec.dataset, section.get("split", "val"), section.get("ckpt", "latest"),
-                      tuple(section.get("latency_batches", (1, 32))),
+                      section.get("latency_batches", (1, 32)),
                       Path("runs").absolute() / spec.name, runtime)
+    checkpoint_file(study.checkpoint, study.ckpt)  # missing files fail here, before Ray
+    open_split(study.data_root, study.split, study.dataset)
     variants = expand(section.get("variants"))
     for variant in variants:
         study.config(variant, study.runs).validate()  # a mistake fails here, not in a trial
@@ -111,18 +114,19 @@ def run_compress_study(spec, *, storage: str | None, name: str | None,
     from vpr_tracking.uri import check_tracking_uri
 
     from . import ray_cluster
+    from .sweep import TRIAL_GPU_SHARE, default_name, storage_location
     from .tracking import Tracker
 
     uri = check_tracking_uri(spec.tracking_uri)
     study, variants = plan(spec, data_root)
-    name = name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = name or default_name(spec)
     resources = ray_cluster.connect(ray_address)
     per_trial = {"cpu": spec.cpus_per_trial,
-                 "gpu": 0.45 if resources.get("GPU", 0) > 0 else 0.0}
+                 "gpu": TRIAL_GPU_SHARE if resources.get("GPU", 0) > 0 else 0.0}
     trainable = tune.with_resources(tune.with_parameters(compress_trial, study=study),
                                     per_trial)
     limit = None if spec.max_concurrent == "auto" else int(spec.max_concurrent)
-    storage_path = str(Path(storage or "ray_results").expanduser().absolute())
+    storage_path = str(storage_location(storage))
     tuner = tune.Tuner(trainable,
                        param_space={"variant": tune.grid_search(variants)},
                        tune_config=tune.TuneConfig(max_concurrent_trials=limit),
@@ -132,7 +136,7 @@ def run_compress_study(spec, *, storage: str | None, name: str | None,
     results = [json.loads(r.metrics["result"]) for r in grid
                if r.metrics and "result" in r.metrics]
     failed = [str(r.error).splitlines()[-1] for r in grid if r.error]
-    tracker = Tracker(uri, spec.experiment or f"netvlad-{spec.name}")
+    tracker = Tracker(uri, spec.experiment_name)
     parent = log_study(tracker, name, results)
     if not results:
         raise CommandFailed(f"every variant of the study failed; the first: {failed[0]}")

@@ -34,6 +34,7 @@ RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "miner_me
                  "max_failures"}
 TRACKING_KEYS = {"uri", "experiment"}
 EVALUATE_KEYS = {"checkpoint", "ckpt", "split"}
+COMPRESS_KEYS = {"checkpoint", "ckpt", "split", "variants", "latency_batches"}
 
 
 @dataclass
@@ -66,13 +67,20 @@ class SweepSpec:
     def epochs(self) -> int:
         return int(self.train.get("epochs", TrainConfig.epochs))
 
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment: tracking.experiment, else netvlad-<name>."""
+        return self.experiment or f"netvlad-{self.name}"
+
     def validate(self) -> "SweepSpec":
         if self.evaluate is not None:
             if not self.evaluate.get("checkpoint"):
                 raise UserError("the spec's evaluate section needs a checkpoint path")
             return self
         if self.compress is not None:
-            return self  # checked with the data by orchestrator.compress_sweep.plan
+            if not self.compress.get("checkpoint"):
+                raise UserError("the spec's compress section needs a checkpoint path")
+            return self  # its variants are checked with the data by compress_sweep.plan
         search_space.check_space(self.space)
         archs = self.space["arch"]
         if self.num_samples < len(archs):
@@ -173,6 +181,7 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     spec.tracking_uri = tracking.get("uri")
     spec.experiment = tracking.get("experiment")
     if raw.get("compress") is not None:
+        _known(raw["compress"], COMPRESS_KEYS, f"{source}: compress")
         spec.compress = dict(raw["compress"])
     if raw.get("evaluate") is not None:
         _known(raw["evaluate"], EVALUATE_KEYS, f"{source}: evaluate")

@@ -139,7 +139,7 @@ def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: st
     splits = [open_split(data_root, split, spec.dataset)  # a bad dataset fails here
               for split in (spec.train.get("train_split", "train"),
                             spec.train.get("val_split", "val"))]
-    plan = SweepPlan(spec, name, uri, spec.experiment or f"netvlad-{spec.name}", storage_path,
+    plan = SweepPlan(spec, name, uri, spec.experiment_name, storage_path,
                      data_root, splits[0].dataset,
                      spec.train.get("image_size") or splits[0].native_size,
                      Path(spec.train.get("cache_dir", "cache")).absolute(), restore)

@@ -145,6 +145,7 @@ def check_outcome(result) -> None:
 
 def run_compression_study(spec, args) -> None:
     """A compression spec: its variants as Tune trials, one MLflow study."""
+    from vpr_core.compression.measure import Figures, figures_table
     from vpr_tracking.uri import ui_command
 
     from . import ray_cluster
@@ -156,11 +157,8 @@ def run_compression_study(spec, args) -> None:
             data_root=spec.data_root)
     finally:
         ray_cluster.shutdown()
-    lines = [f"{'variant':<36} {'R@5':>6} {'MB':>8} {'B/image':>9} {'cpu ms/img':>10}"]
-    for result in [results[0]["original"]] + [r["variant"] for r in results]:
-        lines.append(f"{result['label'][:36]:<36} {result['recall@5']:6.3f} "
-                     f"{result['size_mb']:8.1f} {result['descriptor_bytes']:9.0f} "
-                     f"{result.get('latency_cpu_b1_ms', float('nan')):10.2f}")
+    figures = [results[0]["original"]] + [r["variant"] for r in results]
+    lines = figures_table([Figures.from_dict(f) for f in figures])
     lines += [f"failed: {reason}" for reason in failed]
     lines.append(f"logged as MLflow study run {parent}; open: {ui_command(uri)}")
     emit(args, {"study_parent_run_id": parent, "variants": results, "failed": failed}, lines)
@@ -183,6 +181,6 @@ def run_evaluation(spec, args) -> None:
                         resume=Path(spec.evaluate["checkpoint"]),
                         ckpt=spec.evaluate.get("ckpt", "latest"),
                         show_progress=not args.quiet, **settings)
-    payload, lines = evaluate_and_track(config, uri, spec.experiment or f"netvlad-{spec.name}",
+    payload, lines = evaluate_and_track(config, uri, spec.experiment_name,
                                         tags={Tag.SPEC: spec.name})
     emit(args, payload, [f"{spec.name}: {payload['checkpoint']}", *lines])

@@ -297,7 +297,12 @@ class CompressConfig(CommonConfig):
             raise UserError(f"--finetune-lr must be positive, got {self.finetune_lr}")
         if self.ckpt not in ("latest", "best"):
             raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")
-        self.latency_batches = tuple(int(b) for b in self.latency_batches)
+        batches = self.latency_batches
+        if not isinstance(batches, (list, tuple)) or not batches or not all(
+                isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches):
+            raise UserError(f"--latency-batches (latency_batches) must list batch sizes of at "
+                            f"least 1, got {batches!r}")
+        self.latency_batches = tuple(batches)
         for name in ("resume", "run_dir"):
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)).expanduser().absolute())

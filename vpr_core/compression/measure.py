@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..evaluation import evaluate, named_recalls
+from ..evaluation import RECALL_NS, evaluate, named_recalls
 from ..image_feed import ImageFeed
 from ..runtime import autocast, memory_format, prepare_model
 
@@ -59,6 +59,22 @@ class Figures:
         return cls(data["label"], data["method"], data["settings"], recalls,
                    data["size_bytes"], data["descriptor_bytes"], data["zero_share"],
                    dict(data["latency"]), data["eval_device"])
+
+
+def figures_table(rows: list[Figures]) -> list[str]:
+    """Models side by side (the original first), as the terminal shows them."""
+    timings = sorted({key for figures in rows for key in figures.latency_ms})
+    recall_titles = " ".join(f"{'R@' + str(n):>6}" for n in RECALL_NS)
+    header = (f"{'variant':<30} {recall_titles} {'MB':>7} {'B/image':>8} {'zeros':>6}"
+              + "".join(f" {key + ' ms':>12}" for key in timings))
+    lines = [header, "-" * len(header)]
+    for figures in rows:
+        recalls = " ".join(f"{figures.recalls[n]:6.3f}" for n in RECALL_NS)
+        latency = "".join(f" {figures.latency_ms.get(key, float('nan')):12.2f}"
+                          for key in timings)
+        lines.append(f"{figures.label[:30]:<30} {recalls} {figures.size_bytes / 2**20:7.1f} "
+                     f"{figures.descriptor_bytes:8.0f} {figures.zero_share:6.1%}{latency}")
+    return lines
 
 
 def size_bytes(model: torch.nn.Module, extra: dict | None = None) -> int:
