@@ -6,6 +6,7 @@ one line on stderr, exit status 2, nothing written.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -86,8 +87,8 @@ def _add_retrievals(verbs) -> None:
     for flag, help_text in (("--queries", "rows to draw"), ("--top-k", "matches per query"),
                             ("--seed", "which queries are drawn")):
         name = flag[2:].replace("-", "_")
-        retrieval.add_argument(flag, type=int, default=getattr(RetrievalSettings, name),
-                               metavar="N", help=f"{help_text} (default %(default)s)")
+        retrieval.add_argument(flag, type=int, metavar="N", help=f"{help_text} (default "
+                               f"{arguments.default(RetrievalSettings, name)})")
     retrieval.add_argument("--only-wrong", action="store_true",
                            help="only queries whose top-1 match is not a true positive")
     retrieval.add_argument("--out", required=True, metavar="FILE.png", help="PNG to write")
@@ -121,12 +122,12 @@ def run_retrievals(args) -> tuple[dict, list[str]]:
     from .retrievals import RetrievalSettings, retrievals
 
     # flags not given (None) leave RetrievalSettings' own defaults in place
-    given = {name: getattr(args, name) for name in (
-        "ckpt", "tracking_uri", "dataset", "split", "image_size", "queries", "top_k", "seed",
-        "only_wrong", "device", "workers", "cache_batch_size") if getattr(args, name) is not None}
+    paths = ("out", "resume", "run_id", "data_root")
+    names = [f.name for f in dataclasses.fields(RetrievalSettings) if f.name not in paths]
     settings = RetrievalSettings(
         out=Path(args.out), resume=Path(args.resume) if args.resume else None, run_id=args.run,
-        data_root=Path(args.data_root) if args.data_root else None, **given)
+        data_root=Path(args.data_root) if args.data_root else None,
+        **arguments.given(args, names))
     summary = retrievals(settings)
     return summary, [f"wrote {summary['out']} ({len(summary['rows'])} queries x top-"
                      f"{summary['top_k']}: {summary['green_frames']} green, "

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vpr_core.errors import UserError
-from vpr_tracking.names import DEFAULT_METRIC, RECALL_NS, TRAINED_KINDS, Kind, Tag, recall_name
+from vpr_core.evaluation import named_recalls
+from vpr_tracking.names import DEFAULT_METRIC, RECALL_NS, TRAINED_KINDS, Kind, Tag
 from vpr_tracking.search_space import run_label as searched_label
 from vpr_tracking.search_space import values_of
 from vpr_tracking.store import RunRecord, Store, as_store
@@ -30,7 +31,7 @@ class RecallCurve:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "arch": self.arch, "run_id": self.run_id, "kind": self.kind,
-                **{recall_name(n): r for n, r in sorted(self.recalls.items())}}
+                **named_recalls(self.recalls)}
 
 
 def run_label(run: RunRecord, metric: str = DEFAULT_METRIC) -> str:

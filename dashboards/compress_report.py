@@ -6,7 +6,6 @@ orchestrator compress`), the original marked with a star; `--json` gives the tab
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from vpr_core.errors import UserError
@@ -15,6 +14,7 @@ from vpr_tracking.store import RunRecord, Store, as_store, children_filter
 
 SIZE_METRIC, RECALL_METRIC = "size_mb", metric_key(DEFAULT_METRIC)
 LATENCY_METRIC = "latency_cpu_b1_ms"  # the slowest case, and one every machine measures
+BYTES_METRIC = "descriptor_bytes"
 
 
 def study_runs(store: Store, study: str | None) -> tuple[RunRecord, list[RunRecord]]:
@@ -34,9 +34,9 @@ def study_runs(store: Store, study: str | None) -> tuple[RunRecord, list[RunReco
 def rows_of(variants: list[RunRecord]) -> list[dict]:
     return [{"variant": run.tags.get(Tag.VARIANT, run.name), "run_id": run.run_id,
              DEFAULT_METRIC: run.metrics.get(RECALL_METRIC),
-             "size_mb": run.metrics.get(SIZE_METRIC),
-             "latency_cpu_b1_ms": run.metrics.get(LATENCY_METRIC),
-             "descriptor_bytes": run.metrics.get("descriptor_bytes")} for run in variants]
+             SIZE_METRIC: run.metrics.get(SIZE_METRIC),
+             LATENCY_METRIC: run.metrics.get(LATENCY_METRIC),
+             BYTES_METRIC: run.metrics.get(BYTES_METRIC)} for run in variants]
 
 
 def draw(rows: list[dict], title: str):
@@ -45,12 +45,12 @@ def draw(rows: list[dict], title: str):
     from .style import percent_axis
 
     figure, axes = plt.subplots(1, 3, figsize=(17, 5))
-    panels = (("size_mb", "model size on disk (MB)"),
-              ("latency_cpu_b1_ms", "CPU forward, ms per image (batch 1)"),
-              ("descriptor_bytes", "bytes per database image"))
+    panels = ((SIZE_METRIC, "model size on disk (MB)"),
+              (LATENCY_METRIC, "CPU forward, ms per image (batch 1)"),
+              (BYTES_METRIC, "bytes per database image"))
     for axis, (key, label) in zip(axes, panels):
         for row in rows:
-            if row[key] is None or row[DEFAULT_METRIC] is None or math.isnan(row[key]):
+            if row[key] is None or row[DEFAULT_METRIC] is None:  # (the store keeps no NaN)
                 continue
             original = row["variant"] == ORIGINAL_VARIANT
             axis.scatter(row[key], row[DEFAULT_METRIC], s=160 if original else 60,
@@ -59,9 +59,8 @@ def draw(rows: list[dict], title: str):
             axis.annotate(row["variant"], (row[key], row[DEFAULT_METRIC]), fontsize="small",
                           xytext=(5, 4), textcoords="offset points")
         axis.set(xlabel=label, ylabel="Recall@5", title=f"Recall@5 against {label.split(',')[0]}")
-        if key == "descriptor_bytes":
+        if key == BYTES_METRIC:
             axis.set_xscale("log")  # PQ and PCA shrink it a hundredfold
-        axis.grid(alpha=0.3)
         percent_axis(axis)
     figure.suptitle(title)
     figure.tight_layout()

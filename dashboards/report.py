@@ -17,7 +17,6 @@ from pathlib import Path
 
 from vpr_core.errors import UserError
 from vpr_tracking.names import DEFAULT_METRIC
-from vpr_tracking.search_space import run_label
 from vpr_tracking.store import RunRecord, Store, as_store
 from vpr_tracking.trials import (
     best_row,
@@ -112,7 +111,7 @@ def _draw_everything(folder: Path, experiment: str, experiment_id: str, parent: 
         history = epochs_of(run)
         if history:
             row.curves = _unique_name(f"curves_{_safe(row.trial_id)}", names)
-            title = f"trial {row.trial_id}: {run_label(row.values)}"
+            title = f"trial {row.trial_id}: {row.label}"
             save(learning_curves(history, title, row.arch), folder / row.curves)
     return ReportContent(experiment, experiment_id, parent, metric, rows,
                          _recall_chart(folder, trials, metric),

@@ -6,10 +6,12 @@ the sweep's driver for trials, the command's own process for `train`, `eval` and
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import tempfile
 from pathlib import Path
 
+from vpr_core.evaluation import named_recalls
 from vpr_tracking.names import (
     DEFAULT_EXPERIMENT,
     FAILED,
@@ -18,13 +20,20 @@ from vpr_tracking.names import (
     ORIGINAL_VARIANT,
     Kind,
     Tag,
-    recall_name,
 )
 from vpr_tracking.params import evaluation_params, training_params
 from vpr_tracking.store import Store, store_at
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256, read once per process while the file stays the same (a study logs
+    its source checkpoint with every variant)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).absolute()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -37,7 +46,6 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str | None = None):
         self.store: Store = store_at(uri)
-        self.uri = uri
         self.experiment_name = experiment or DEFAULT_EXPERIMENT
         self.experiment_id = self.store.experiment_id(self.experiment_name, create=True)
 
@@ -56,8 +64,8 @@ class Tracker:
         name = f"eval-{config.arch}-{result.dataset}-{result.split}"
         run_id = self.create_run(name, evaluation_params(config, result, checkpoint, sha256),
                                  {Tag.KIND: Kind.EVALUATION, **(tags or {})})
-        recalls = {recall_name(n): r for n, r in result.recalls.items()}
-        self.store.log_metrics(run_id, dict(recalls, eval_seconds=result.seconds), step=0)
+        self.store.log_metrics(run_id, dict(named_recalls(result.recalls),
+                                            eval_seconds=result.seconds), step=0)
         self.store.end(run_id, FINISHED)
         return run_id
 

@@ -56,3 +56,17 @@ TINY_SPEC = {
                "scheduler": {"grace_period": 1, "reduction_factor": 2}},
     "train": {"epochs": 2, "weights": "none"},
 }
+
+
+@pytest.fixture(scope="module")
+def trained(synth_root, tmp_path_factory) -> Path:
+    """The run folder of one epoch of AlexNet + NetVLAD, K=4 (1,024-d descriptors), SGD, on
+    `synth_root`: a checkpoint to resume, evaluate and compress (one per test module)."""
+    from vpr_core.config import TrainConfig
+    from vpr_core.training import TrainingRun
+
+    folder = tmp_path_factory.mktemp("trained")
+    TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
+                            weights="none", epochs=1, workers=0, show_progress=False,
+                            cache_dir=folder / "cache", run_dir=folder / "run")).run()
+    return folder / "run"

@@ -11,21 +11,9 @@ from mlflow import MlflowClient
 
 from vpr_core.checkpoints import checkpoint_file
 from vpr_core.compression.pca import fit
-from vpr_core.config import TrainConfig
 from vpr_core.loading import model_from_checkpoint
-from vpr_core.training import TrainingRun
 
 FAST = ["--quiet", "--workers", 0, "--latency-batches", 1, 4]
-
-
-@pytest.fixture(scope="module")
-def trained(synth_root, tmp_path_factory):
-    """AlexNet, K=4 (1,024-d descriptors), one epoch on the 24-place synthetic set."""
-    folder = tmp_path_factory.mktemp("trained")
-    TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
-                            weights="none", epochs=1, workers=0, show_progress=False,
-                            cache_dir=folder / "cache", run_dir=folder / "run")).run()
-    return folder / "run"
 
 
 def compress(trained, tmp_path, capsys, monkeypatch, *flags, name="variant"):
@@ -126,6 +114,9 @@ def test_product_quantisation_searches_the_codes(trained, synth_root, tmp_path, 
     (["--method", "pq", "--pq-bytes", 7], ["--pq-bytes 7", "divide"]),
     (["--method", "half", "--amount", 0.3], ["--amount does not apply to --method half"]),
     (["--method", "pca-whiten", "--dim", 8, "--finetune-epochs", 1], ["--finetune-epochs"]),
+    (["--method", "quantize", "--mode", "qat-int8"], ["--mode qat-int8 needs --finetune-epochs"]),
+    (["--method", "prune", "--amount", 0.3, "--no-refit"],
+     ["--no-refit applies to --structure channels"]),
 ])
 def test_bad_compression_settings_are_one_line_and_write_nothing(trained, tmp_path, capsys,
                                                                  monkeypatch, flags, needles):
@@ -207,3 +198,24 @@ def test_finetuning_keeps_its_best_validated_epoch(trained, synth_root, tmp_path
     assert kept == next(entry for entry in history if entry["recall@5"] == best)
     # the variant measured on val (and saved) is the kept epoch's model
     assert recalls(result["variant"]) == recalls(kept)
+
+
+@pytest.mark.parametrize("section, needles", [
+    ({"latency_batches": 32}, ["latency_batches", "32"]),
+    ({"variants": [{"method": "prune", "amount": []}]}, ["lists no value for amount"]),
+    ({"splt": "test"}, ["compress: unknown key(s) splt"]),
+    ({"checkpoint": "/nonexistent/run"}, ["/nonexistent/run does not exist"]),
+])
+def test_a_bad_compression_spec_is_one_line_before_ray_starts(trained, synth_root, tmp_path,
+                                                              capsys, monkeypatch, section,
+                                                              needles):
+    import yaml
+
+    spec = tmp_path / "study.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "study", "data": {"root": str(synth_root)},
+        "compress": {"checkpoint": str(trained), "variants": [{"method": "half"}], **section}}))
+    done = run_main(["sweep", "--config", spec, "--storage", tmp_path / "ray_results"],
+                    capsys, monkeypatch, tmp_path)
+    assert_user_error(done, *needles)
+    assert tree(tmp_path) == ["study.yaml"]  # no Ray results, no MLflow store

@@ -212,15 +212,17 @@ def test_refitting_brings_the_pruned_encoder_closer_to_the_original(synth_root):
         assert error(refitted) < 0.7 * error(sliced), (error(refitted), error(sliced))
 
 
-def test_a_conv_that_lost_no_input_keeps_its_weights():
-    from vpr_core.compression.refit import Refitter
+def test_the_refit_recovers_a_conv_that_lost_no_input_from_its_outputs(monkeypatch):
+    """A conv of other weights, refitted without the ridge's pull, becomes the original's."""
+    from vpr_core.compression import refit
 
+    monkeypatch.setattr(refit, "RIDGE", 0.0)
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, 2, 1))
     refitted = nn.Sequential(*[layer for layer in encoder])
-    refitted[2] = nn.Conv2d(6, 5, 3, 2, 1)
-    refitted[2].load_state_dict(encoder[2].state_dict())
-    Refitter(refitted, encoder, [torch.randn(4, 3, 12, 10)], torch.Generator())(2)
+    refitted[2] = nn.Conv2d(6, 5, 3, 2, 1)  # a fresh initialisation, far from encoder[2]
+    assert not torch.allclose(refitted[2].weight, encoder[2].weight, atol=1e-2)
+    refit.Refitter(refitted, encoder, [torch.randn(4, 3, 12, 10)], torch.Generator())(2)
     assert torch.allclose(refitted[2].weight, encoder[2].weight, atol=1e-5)
     assert torch.allclose(refitted[2].bias, encoder[2].bias, atol=1e-5)
 

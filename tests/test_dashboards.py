@@ -139,6 +139,7 @@ def test_the_search_space_is_read_back_from_a_sweep_parent():
 def test_a_trial_without_values_keeps_the_table_columns():
     full = table_cells({"arch": "vgg16", "num_clusters": 16, "margin": 0.1, "lr": 1e-4})
     assert len(table_header()) == len(full) == len(table_cells({}))
+    assert full.split() == ["vgg16", "16", "0.100", "1.00e-04"]
     assert table_cells({}).split() == ["-"] * len(DIMENSIONS)
 
 

@@ -8,21 +8,9 @@ from orchestrator.sweep import SweepResult, latest_name
 from orchestrator.sweep_cli import apply_flags, check_outcome
 from vpr_core.config import TrainConfig
 from vpr_core.errors import CommandFailed, UserError
-from vpr_core.training import TrainingRun
 from vpr_tracking.trials import TrialRow
 
 TINY = ["--arch", "alexnet", "--num-clusters", 4, "--weights", "none", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def trained(synth_root, tmp_path_factory):
-    """A run of one epoch (SGD), to resume and evaluate."""
-    folder = tmp_path_factory.mktemp("trained")
-    run = TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
-                                  weights="none", epochs=1, workers=0, show_progress=False,
-                                  cache_dir=folder / "cache", run_dir=folder / "run"))
-    run.run()
-    return folder / "run"
 
 
 def test_start_epoch_counts_epochs_as_done(synth_root, tmp_path, capsys, monkeypatch):

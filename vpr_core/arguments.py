@@ -36,6 +36,12 @@ def emit(args, result: dict, lines: list[str]) -> None:
         write_json_atomic(Path(args.json).absolute(), result)
 
 
+def given(args, names) -> dict:
+    """The flags among `names` that the user gave (not None)."""
+    return {name: getattr(args, name) for name in names
+            if getattr(args, name, None) is not None}
+
+
 # ---- defaults, as help texts show them ------------------------------------------------------
 def default(cls, name: str) -> str:
     """The default of dataclass `cls`'s field `name` as a help text writes it."""

@@ -83,11 +83,6 @@ class RunRecord:
         value = self.params.get("num_clusters")
         return None if value in (None, "", "None") else int(float(value))
 
-    @property
-    def seconds(self) -> float | None:
-        """Wall-clock duration, or None for a run that has not ended."""
-        return None if self.end_ms is None else (self.end_ms - self.start_ms) / 1000.0
-
     def best_step(self, metric: str = DEFAULT_METRIC) -> dict:
         """The history entry with the highest `metric` ({} when it was never logged)."""
         logged = [h for h in self.history if metric in h]

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass
 
 from vpr_core.errors import UserError
+from vpr_core.evaluation import named_recalls
 
-from .names import DEFAULT_METRIC, RECALL_NAMES, Kind, Tag, recall_n, recall_name
+from .names import DEFAULT_METRIC, RECALL_NAMES, Kind, Tag, recall_n
 from .search_space import run_label, values_of
 from .store import RunRecord, Store, children_filter
 
@@ -45,7 +46,7 @@ class TrialRow:
     def to_dict(self) -> dict:
         return {"trial_id": self.trial_id, "mlflow_run_id": self.run_id, **self.values,
                 "epochs": self.epochs,
-                **{recall_name(n): r for n, r in sorted(self.recalls.items())},
+                **named_recalls(self.recalls),
                 "status": self.status, "reason": self.reason,
                 "seconds": round(self.seconds, 1),
                 "training_seconds": round(self.training_seconds, 1),
