@@ -1,6 +1,6 @@
 """Large generated datasets for speed measurements, written fast (Pittsburgh layout).
 
-`vpr_core.synthetic` draws streets that training can learn from, at about 0.1 s an image; a
+`vpr_core.data.synthetic` draws streets that training can learn from, at about 0.1 s an image; a
 Pitts30k-size epoch needs 17,416 images of 480x640, so this writes cheaper ones: per image a
 few octaves of smooth colour noise with random rectangles on top, saved as JPEG (about 30-50
 KB at 480x640, like Pittsburgh's photos). Database image i stands i metres along a straight
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vpr_core.config import parse_image_size
-from vpr_core.synthetic import write_dbstruct
+from vpr_core.config.common import parse_image_size
+from vpr_core.data.synthetic import write_dbstruct
 
 SPACING_M = 1.0  # metres between database images along the street
 ORIGIN = np.array([584000.0, 4477000.0])  # a UTM position in Pittsburgh, as the real files

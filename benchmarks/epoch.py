@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vpr_core.clustering import cluster
-from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
+from vpr_core.config.common import ClusterConfig, TrainConfig, parse_image_size
 from vpr_core.runtime import default_workers, resolve_device
+from vpr_core.stages.cluster import cluster
 from vpr_core.training import TrainingRun
 
 from .common import (

@@ -45,7 +45,13 @@ from benchmarks.common import (
     synchronize,
 )
 from benchmarks.reference_loop import knn_backend, per_query_mine
-from vpr_core.mining import CandidateSampler, DescriptorCache, MiningIndex, MiningRequest, Triplet
+from vpr_core.training.mining import (
+    CandidateSampler,
+    DescriptorCache,
+    MiningIndex,
+    MiningRequest,
+    Triplet,
+)
 
 REQUEST_QUERIES = 64  # queries per mining request, as the trainer sends them
 POSITIVE_M = 10.0  # training positives: database images within 10 m

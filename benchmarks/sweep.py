@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import emit, machine, ratio
-from vpr_core.config import parse_image_size
-from vpr_core.synthetic import SynthConfig, write_synthetic
+from vpr_core.config.common import parse_image_size
+from vpr_core.data.synthetic import SynthConfig, write_synthetic
 
 CPUS_PER_TRIAL = 1  # the sweep gives each trial one CPU; the direct runs get as many threads
 

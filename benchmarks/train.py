@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from vpr_core.clustering import cluster
-from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
+from vpr_core.config.common import ClusterConfig, TrainConfig, parse_image_size
 from vpr_core.evaluation import named_recalls
 from vpr_core.runtime import default_workers
+from vpr_core.stages.cluster import cluster
 from vpr_core.training import TrainingRun
 
 from . import common

@@ -144,8 +144,8 @@ def rank(settings: RetrievalSettings) -> tuple:
     if settings.top_k > split.num_database:
         raise UserError(f"--top-k {settings.top_k} exceeds the {split.num_database} database "
                         f"images of {split.dataset} {split.split}")
-    from vpr_core.loading import model_from_checkpoint
     from vpr_core.models import feature_map_size
+    from vpr_core.stages.starting_model import model_from_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
         model, checkpoint, shape = model_from_checkpoint(fetch(Path(scratch)))
@@ -157,7 +157,7 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
     """(what the checkpoint is, defaults for data_root / dataset / image_size from its run,
     `fetch(scratch_folder) -> checkpoint file`). Everything is checked here; only `fetch`
     downloads, so a mistake found later has not cost a download."""
-    from vpr_core.checkpoints import checkpoint_file, read_flags
+    from vpr_core.models.checkpoints import checkpoint_file, read_flags
 
     if settings.resume is not None:
         path = checkpoint_file(Path(settings.resume).expanduser().absolute(), settings.ckpt)
@@ -173,8 +173,8 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
 
 def _split(settings: RetrievalSettings, defaults: dict):
     """(the split, the (H, W) images are brought to), from flags then the run's defaults."""
-    from vpr_core.config import parse_image_size
-    from vpr_core.datasets import open_split, resolve_image_size
+    from vpr_core.config.common import parse_image_size
+    from vpr_core.data import open_split, resolve_image_size
 
     root = settings.data_root or defaults.get("data_root")
     if root is None:
@@ -190,8 +190,8 @@ def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSet
     """The ranking `eval` computes for this checkpoint (a compressed one included: int8 on
     the CPU, a product-quantised database searched as such)."""
     from vpr_core.compression import cpu_only, search_index
+    from vpr_core.data.image_feed import ImageFeed
     from vpr_core.evaluation import evaluate
-    from vpr_core.image_feed import ImageFeed
     from vpr_core.runtime import (
         default_workers,
         memory_format,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vpr_core import arguments
 from vpr_core.arguments import emit
-from vpr_core.config import (
+from vpr_core.config.common import (
     SGD_DEFAULTS,
     ClusterConfig,
     CompressConfig,
@@ -74,7 +74,7 @@ def build_parser() -> arguments.OneLineParser:
 
 
 def _add_synth(verbs) -> None:
-    from vpr_core.synthetic import SynthConfig
+    from vpr_core.data.synthetic import SynthConfig
 
     synth = verbs.add_parser("synth", help="write a synthetic dataset (Pittsburgh layout)")
     synth.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
@@ -140,8 +140,8 @@ def make_config(cls, args, restored: dict | None = None, **fixed):
 
 # ---- verbs ---------------------------------------------------------------------------------
 def run_synth(args) -> None:
-    from vpr_core.config import parse_image_size
-    from vpr_core.synthetic import SynthConfig, write_synthetic
+    from vpr_core.config.common import parse_image_size
+    from vpr_core.data.synthetic import SynthConfig, write_synthetic
 
     size = parse_image_size(args.image_size)
     config = SynthConfig(out=Path(args.out), places=args.places,
@@ -156,8 +156,8 @@ def run_synth(args) -> None:
 
 
 def run_cluster(args) -> None:
-    from vpr_core.clustering import cluster
-    from vpr_core.config import ClusterConfig
+    from vpr_core.config.common import ClusterConfig
+    from vpr_core.stages.cluster import cluster
 
     config = make_config(ClusterConfig, args)
     result = cluster(config)
@@ -168,7 +168,7 @@ def run_cluster(args) -> None:
 
 
 def run_train(args) -> None:
-    from vpr_core.config import TrainConfig
+    from vpr_core.config.common import TrainConfig
     from vpr_core.training import TrainingRun
 
     restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
@@ -200,7 +200,7 @@ def run_train(args) -> None:
 
 
 def run_eval(args) -> None:
-    from vpr_core.config import EvalConfig
+    from vpr_core.config.common import EvalConfig
 
     from .evaluate import evaluate_and_track
 
@@ -213,9 +213,9 @@ def run_eval(args) -> None:
 
 
 def run_compress(args) -> None:
-    from vpr_core.compress import compress
     from vpr_core.compression.measure import figures_table
-    from vpr_core.config import CompressConfig
+    from vpr_core.config.common import CompressConfig
+    from vpr_core.stages.compress import compress
 
     restored = _restored_flags(args.resume, args.ckpt)
     restored = {k: v for k, v in restored.items()
@@ -235,7 +235,7 @@ def run_compress(args) -> None:
 
 
 def _restored_flags(resume, ckpt) -> dict:
-    from vpr_core.checkpoints import checkpoint_file, read_flags
+    from vpr_core.models.checkpoints import checkpoint_file, read_flags
 
     return read_flags(checkpoint_file(Path(resume).absolute(), ckpt or "latest"))
 

@@ -1,5 +1,5 @@
 """A compression study as one command: the variants of a spec's `compress` section, each a Ray
-Tune trial running `vpr_core.compress`, then one MLflow study (a parent, the original and one
+Tune trial running `vpr_core.stages.compress`, then one MLflow study (a parent, the original and one
 child per variant).
 
     compress:
@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpr_core.config import COMPRESS_METHODS, METHOD_FLAGS, CompressConfig
+from vpr_core.config.common import COMPRESS_METHODS, METHOD_FLAGS, CompressConfig
 from vpr_core.errors import CommandFailed, UserError
 
 VARIANT_KEYS = {"method", "finetune_epochs", "finetune_lr"} | {
@@ -69,8 +69,8 @@ class StudyPlan:
 
 def plan(spec, data_root: Path | None) -> tuple[StudyPlan, list[dict]]:
     """The study's plan and variants, every one validated before Ray starts."""
-    from vpr_core.checkpoints import checkpoint_file
-    from vpr_core.datasets import open_split
+    from vpr_core.data import open_split
+    from vpr_core.models.checkpoints import checkpoint_file
 
     section = spec.compress  # its keys and checkpoint are checked by SweepSpec
     if data_root is None:
@@ -94,7 +94,7 @@ def compress_trial(config: dict, *, study: StudyPlan) -> None:
     """Tune function trainable: one variant, reported once with its figures."""
     from ray import tune
 
-    from vpr_core.compress import compress, label
+    from vpr_core.stages.compress import compress, label
 
     variant = config["variant"]
     settings = CompressConfig(**variant).settings()
@@ -145,7 +145,7 @@ def run_compress_study(spec, *, storage: str | None, name: str | None,
 
 def log_study(tracker, study: str, results: list[dict]) -> str | None:
     """One MLflow study for the sweep: the parent, the original once, a child per variant."""
-    from vpr_core.compress import CompressResult
+    from vpr_core.stages.compress import CompressResult
 
     parent = None
     for result in results:

@@ -1,7 +1,7 @@
 """One evaluation, tracked or not: the code behind `eval` and behind evaluation specs."""
 from __future__ import annotations
 
-from vpr_core.evaluation import evaluate_config
+from vpr_core.stages.evaluate import evaluate_config
 from vpr_tracking.uri import ui_command
 
 

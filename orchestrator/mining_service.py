@@ -16,7 +16,7 @@ import numpy as np
 import ray
 from ray import tune
 
-from vpr_core.mining import (
+from vpr_core.training.mining import (
     CacheMissing,
     DescriptorCache,
     Miner,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from vpr_core.config import TrainConfig, parse_image_size
+from vpr_core.config.common import TrainConfig, parse_image_size
 from vpr_core.errors import UserError
 from vpr_tracking import search_space
 from vpr_tracking.names import DEFAULT_METRIC, RECALL_NAMES

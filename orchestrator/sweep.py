@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from vpr_core.config import parse_image_size
-from vpr_core.datasets import open_split
+from vpr_core.config.common import parse_image_size
+from vpr_core.data import open_split
+from vpr_core.data.synthetic import SynthConfig, write_synthetic
 from vpr_core.errors import UserError
 from vpr_core.log import log
-from vpr_core.synthetic import SynthConfig, write_synthetic
 from vpr_tracking import search_space
 from vpr_tracking.names import FINISHED, KILLED, RECALL_NS, RUNNING, Kind, Tag, recall_name
 from vpr_tracking.params import training_params

@@ -80,7 +80,7 @@ def apply_flags(spec, args):
     if args.cache_dir is not None:
         spec.train["cache_dir"] = str(Path(args.cache_dir).absolute())
     if args.image_size is not None:
-        from vpr_core.config import parse_image_size
+        from vpr_core.config.common import parse_image_size
 
         spec.train["image_size"] = parse_image_size(args.image_size)
     absolute_paths(spec)
@@ -167,7 +167,7 @@ def run_compression_study(spec, args) -> None:
 def run_evaluation(spec, args) -> None:
     """An evaluation spec: its checkpoint evaluated as `eval` does it, logged as one MLflow
     run (the spec's `train` section gives the runtime settings)."""
-    from vpr_core.config import EvalConfig
+    from vpr_core.config.common import EvalConfig
     from vpr_tracking.uri import check_tracking_uri
 
     from .evaluate import evaluate_and_track

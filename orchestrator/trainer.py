@@ -14,11 +14,11 @@ from pathlib import Path
 
 from ray import tune
 
-from vpr_core.checkpoints import BEST_FILE, CHECKPOINT_DIR, FLAGS_FILE, LATEST_FILE
 from vpr_core.errors import UserError
-from vpr_core.frozen_features import budget_bytes
+from vpr_core.models.checkpoints import BEST_FILE, CHECKPOINT_DIR, FLAGS_FILE, LATEST_FILE
 from vpr_core.runtime import resolve_device
 from vpr_core.training import TrainingRun
+from vpr_core.training.frozen_features import budget_bytes
 from vpr_tracking import search_space
 
 from .mining_service import RayMiner
@@ -74,7 +74,8 @@ def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, servic
 
 def _share_frozen_budget(train_config, context) -> None:
     """Trials side by side on one GPU (or one host) each keep their part of the default
-    frozen-feature budget (see `vpr_core.frozen_features`): together, what one run would."""
+    frozen-feature budget (see `vpr_core.training.frozen_features`): together, what one run
+    would."""
     if train_config.frozen_cache_gb is not None:
         return
     resources = context.get_trial_resources().required_resources

@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from vpr_core.synthetic import SynthConfig, write_synthetic
+from vpr_core.data.synthetic import SynthConfig, write_synthetic
 
 SMALL = dict(places=24, queries=24, image_size=(64, 80), seed=0)
 
@@ -62,7 +62,7 @@ TINY_SPEC = {
 def trained(synth_root, tmp_path_factory) -> Path:
     """The run folder of one epoch of AlexNet + NetVLAD, K=4 (1,024-d descriptors), SGD, on
     `synth_root`: a checkpoint to resume, evaluate and compress (one per test module)."""
-    from vpr_core.config import TrainConfig
+    from vpr_core.config.common import TrainConfig
     from vpr_core.training import TrainingRun
 
     folder = tmp_path_factory.mktemp("trained")

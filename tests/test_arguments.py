@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vpr_core.arguments import default, shown
-from vpr_core.config import SGD_DEFAULTS, CommonConfig, CompressConfig, TrainConfig
+from vpr_core.config.common import SGD_DEFAULTS, CommonConfig, CompressConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.checkpoints import (
+from vpr_core.errors import UserError
+from vpr_core.models import build_model
+from vpr_core.models.checkpoints import (
     checkpoint_file,
     infer_model_shape,
     load_checkpoint,
     save_checkpoint,
 )
-from vpr_core.errors import UserError
-from vpr_core.loading import model_from_checkpoint
-from vpr_core.models import build_model
+from vpr_core.stages.starting_model import model_from_checkpoint
 
 
 def reference_checkpoint(model, parallel_prefix=False):

@@ -1,9 +1,9 @@
 import h5py
 import pytest
 
-from vpr_core.clustering import cluster, sample_plan
-from vpr_core.config import ClusterConfig
+from vpr_core.config.common import ClusterConfig
 from vpr_core.errors import UserError
+from vpr_core.stages.cluster import cluster, sample_plan
 
 
 def config(root, cache_dir, **overrides):

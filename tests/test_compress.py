@@ -9,9 +9,9 @@ import torch
 from cli_helpers import assert_user_error, run_main, tree
 from mlflow import MlflowClient
 
-from vpr_core.checkpoints import checkpoint_file
 from vpr_core.compression.pca import fit
-from vpr_core.loading import model_from_checkpoint
+from vpr_core.models.checkpoints import checkpoint_file
+from vpr_core.stages.starting_model import model_from_checkpoint
 
 FAST = ["--quiet", "--workers", 0, "--latency-batches", 1, 4]
 

@@ -6,14 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from vpr_core.checkpoints import ModelShape, save_checkpoint
 from vpr_core.compression import CompressionContext, compressed_checkpoint, measure, prune
-from vpr_core.config import TrainConfig
-from vpr_core.datasets import open_split
+from vpr_core.config.common import TrainConfig
+from vpr_core.data import open_split
+from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.image_feed import ImageFeed
-from vpr_core.loading import fresh_model, model_from_checkpoint
-from vpr_core.models import build_model, freeze_pretrained_layers
+from vpr_core.models import build_model
+from vpr_core.models.backbones import freeze_pretrained_layers
+from vpr_core.models.checkpoints import ModelShape, save_checkpoint
+from vpr_core.stages.starting_model import fresh_model, model_from_checkpoint
 from vpr_core.training import TrainingRun
 
 CPU = torch.device("cpu")

@@ -14,15 +14,15 @@ from torch.ao.nn.intrinsic.quantized import ConvReLU2d as QuantizedConvReLU2d
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 from torch.ao.quantization import FakeQuantizeBase
 
-from vpr_core.checkpoints import ModelShape, save_checkpoint
 from vpr_core.compression import CompressionContext, compressed_checkpoint, quantize
-from vpr_core.config import TrainConfig
-from vpr_core.datasets import open_split
+from vpr_core.config.common import TrainConfig
+from vpr_core.data import open_split
+from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.image_feed import ImageFeed
-from vpr_core.loading import model_from_checkpoint
 from vpr_core.models import PlaceModel, build_model
-from vpr_core.netvlad import NetVLAD
+from vpr_core.models.checkpoints import ModelShape, save_checkpoint
+from vpr_core.models.netvlad import NetVLAD
+from vpr_core.stages.starting_model import model_from_checkpoint
 from vpr_core.training import TrainingRun
 
 CPU = torch.device("cpu")

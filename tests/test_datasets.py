@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from vpr_core.datasets import detect_layout, open_split, resolve_image_size
-from vpr_core.datasets.utm_folder import parse_utm
+from vpr_core.data import detect_layout, open_split, resolve_image_size
+from vpr_core.data.utm_folder import parse_utm
 from vpr_core.errors import UserError
 
 

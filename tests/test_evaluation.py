@@ -1,6 +1,6 @@
 import numpy as np
 
-from vpr_core.evaluation import evaluate_descriptors, recall_at_n
+from vpr_core.evaluation.recall import evaluate_descriptors, recall_at_n
 
 
 def brute_force_recall(predictions, positives, ns):

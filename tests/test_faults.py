@@ -19,7 +19,7 @@ from ray import tune
 from orchestrator.mining_service import NAMESPACE, RayMiner, start_service
 from orchestrator.spec import spec_from_dict
 from orchestrator.sweep import run_sweep
-from vpr_core.config import TrainConfig
+from vpr_core.config.common import TrainConfig
 from vpr_core.training import TrainingRun
 
 GOOD_ALEXNET = {"arch": "alexnet", "num_clusters": 4, "margin": 0.1, "lr": 1e-3}

@@ -1,17 +1,17 @@
-"""The frozen layers' output, computed once per run (vpr_core.frozen_features)."""
+"""The frozen layers' output, computed once per run (vpr_core.training.frozen_features)."""
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from vpr_core.config import TrainConfig
-from vpr_core.datasets import open_split
+from vpr_core.config.common import TrainConfig
+from vpr_core.data import open_split
+from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.frozen_features import FromLayer, FrozenFeatures, frozen_layers
-from vpr_core.image_feed import ImageFeed
 from vpr_core.models import build_model, save_fresh_weights
 from vpr_core.training import TrainingRun
+from vpr_core.training.frozen_features import FromLayer, FrozenFeatures, frozen_layers
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -120,7 +120,7 @@ def test_sweep_trials_side_by_side_share_the_default_budget(synth_root, tmp_path
     from types import SimpleNamespace
 
     from orchestrator import trainer
-    from vpr_core.frozen_features import budget_bytes
+    from vpr_core.training.frozen_features import budget_bytes
 
     context = SimpleNamespace(get_trial_resources=lambda: SimpleNamespace(
         required_resources={"CPU": 1.0}))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.config import TrainConfig
-from vpr_core.datasets import open_split
-from vpr_core.image_feed import ImageFeed, chunks
-from vpr_core.mining import FaissRanker, MiningIndex, TorchRanker
+from vpr_core.config.common import TrainConfig
+from vpr_core.data import open_split
+from vpr_core.data.image_feed import ImageFeed, chunks
 from vpr_core.models import save_fresh_weights
 from vpr_core.training import TrainingRun
+from vpr_core.training.mining import FaissRanker, MiningIndex, TorchRanker
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -61,7 +61,7 @@ def test_gpu_decoding_keeps_up_with_a_busy_stream(synth_root):
 
 
 def test_extraction_on_cuda_lands_every_row_in_place(synth_root):
-    from vpr_core.extraction import extract_descriptors
+    from vpr_core.evaluation.extraction import extract_descriptors
     from vpr_core.models import build_model
     from vpr_core.runtime import prepare_model
 
@@ -119,7 +119,7 @@ def test_torch_ranker_on_cuda_ranks_as_faiss():
 
 
 def test_mining_on_cuda_gives_the_cpu_triplets(synth_root):
-    from vpr_core.mining import CandidateSampler, DescriptorCache
+    from vpr_core.training.mining import CandidateSampler, DescriptorCache
 
     rng = np.random.default_rng(1)
     split = open_split(synth_root, "train")

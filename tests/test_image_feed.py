@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from vpr_core.datasets import open_split
-from vpr_core.datasets.images import IMAGENET_MEAN, IMAGENET_STD
+from vpr_core.data import open_split
+from vpr_core.data.image_feed import ImageFeed, chunks, decodes_on_gpu
+from vpr_core.data.image_store import ImageStore
+from vpr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
 from vpr_core.errors import UserError
 from vpr_core.evaluation import evaluate
-from vpr_core.extraction import extract_descriptors
-from vpr_core.image_feed import ImageFeed, chunks, decodes_on_gpu
-from vpr_core.image_store import ImageStore
+from vpr_core.evaluation.extraction import extract_descriptors
 from vpr_core.models import build_model
 
 CPU = torch.device("cpu")
@@ -137,8 +137,8 @@ def test_two_processes_build_the_store_once(synth_root, tmp_path):
     script = f"""
 import sys, time
 import numpy as np
-from vpr_core.datasets import open_split
-from vpr_core.image_store import ImageStore
+from vpr_core.data import open_split
+from vpr_core.data.image_store import ImageStore
 def decode_all(out):
     open({str(log)!r}, "a").write("built\\n")
     time.sleep(1.0)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from vpr_core.mining import (
+from vpr_core.training.mining import (
     CacheMissing,
     CandidateSampler,
     DescriptorCache,

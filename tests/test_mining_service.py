@@ -10,10 +10,16 @@ import ray
 import torch
 
 from orchestrator.mining_service import MemoryBudgetExceeded, RayMiner, start_service
-from vpr_core.checkpoints import load_checkpoint
-from vpr_core.config import TrainConfig
-from vpr_core.mining import CacheMissing, DescriptorCache, InProcessMiner, Miner, MiningRequest
+from vpr_core.config.common import TrainConfig
+from vpr_core.models.checkpoints import load_checkpoint
 from vpr_core.training import TrainingRun
+from vpr_core.training.mining import (
+    CacheMissing,
+    DescriptorCache,
+    InProcessMiner,
+    Miner,
+    MiningRequest,
+)
 
 
 def caches_and_requests(seed, owners=3, batches=4):

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torchvision import models as tv_models
 
-from vpr_core import models
-from vpr_core.checkpoints import save_checkpoint
 from vpr_core.errors import UserError
-from vpr_core.loading import model_from_checkpoint
+from vpr_core.models import backbones as models
 from vpr_core.models import build_model, feature_map_size
+from vpr_core.models.checkpoints import save_checkpoint
+from vpr_core.stages.starting_model import model_from_checkpoint
 
 
 def test_encoders_are_cut_like_the_reference():

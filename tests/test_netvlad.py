@@ -2,7 +2,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vpr_core.netvlad import NetVLAD
+from vpr_core.models.netvlad import NetVLAD
 
 
 def loop_netvlad(layer: NetVLAD, x: torch.Tensor) -> torch.Tensor:

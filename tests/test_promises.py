@@ -23,12 +23,12 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from orchestrator.cli import build_parser, make_config, translate_mode
-from vpr_core.checkpoints import load_checkpoint
-from vpr_core.clustering import cluster, read_centroids
-from vpr_core.config import ClusterConfig, EvalConfig, TrainConfig
-from vpr_core.datasets import open_split
+from vpr_core.config.common import ClusterConfig, EvalConfig, TrainConfig
+from vpr_core.data import open_split
 from vpr_core.errors import UserError
 from vpr_core.models import build_model
+from vpr_core.models.checkpoints import load_checkpoint
+from vpr_core.stages.cluster import cluster, read_centroids
 from vpr_core.training import TrainingRun
 
 QUICK = ["--workers", 0, "--quiet"]
@@ -300,7 +300,7 @@ def test_a_full_disk_keeps_the_json_result(alexnet_checkpoint, synth_root, tmp_p
 # ---- one clustering per centroid file -------------------------------------------------------
 CLUSTER_SLOWLY = textwrap.dedent("""
     import json, os, sys, time
-    import vpr_core.clustering as clustering
+    import vpr_core.stages.cluster as clustering
     log = sys.argv[1]
     real_cluster, real_kmeans = clustering.cluster, clustering.kmeans
 

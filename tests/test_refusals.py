@@ -6,7 +6,7 @@ from cli_helpers import assert_user_error, run_main, tree
 
 from orchestrator.sweep import SweepResult, latest_name
 from orchestrator.sweep_cli import apply_flags, check_outcome
-from vpr_core.config import TrainConfig
+from vpr_core.config.common import TrainConfig
 from vpr_core.errors import CommandFailed, UserError
 from vpr_tracking.trials import TrialRow
 

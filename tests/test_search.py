@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core import search as search_module
-from vpr_core.search import search, search_backend, torch_search
+from vpr_core.evaluation import search as search_module
+from vpr_core.evaluation.search import search, search_backend, torch_search
 
 
 @pytest.fixture

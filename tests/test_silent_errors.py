@@ -8,11 +8,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from orchestrator import mlflow_callback, sweep
-from vpr_core.checkpoints import read_flags, save_checkpoint
 from vpr_core.errors import UserError
-from vpr_core.loading import model_from_checkpoint
-from vpr_core.mining import CandidateSampler
 from vpr_core.models import build_model
+from vpr_core.models.checkpoints import read_flags, save_checkpoint
+from vpr_core.stages.starting_model import model_from_checkpoint
+from vpr_core.training.mining import CandidateSampler
 
 
 def test_an_unreadable_sweep_state_is_an_interrupted_sweep(tmp_path, monkeypatch, capsys):

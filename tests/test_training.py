@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.checkpoints import load_checkpoint
-from vpr_core.clustering import cluster
-from vpr_core.config import ClusterConfig, TrainConfig
-from vpr_core.datasets import open_split
+from vpr_core.config.common import ClusterConfig, TrainConfig
+from vpr_core.data import open_split
+from vpr_core.data.image_feed import ImageFeed
+from vpr_core.data.synthetic import SynthConfig, write_synthetic
 from vpr_core.errors import UserError
 from vpr_core.evaluation import evaluate
-from vpr_core.image_feed import ImageFeed
-from vpr_core.mining import Triplet
-from vpr_core.synthetic import SynthConfig, write_synthetic
+from vpr_core.models.checkpoints import load_checkpoint
+from vpr_core.stages.cluster import cluster
 from vpr_core.training import TrainingRun
+from vpr_core.training.mining import Triplet
 
 
 @pytest.fixture(scope="module")

@@ -100,8 +100,9 @@ def add_data(parser, split_default: str | None = None, default_from: str | None 
 
 
 def add_model(parser) -> None:
-    from .config import CommonConfig
-    from .models import ARCHES, POOLINGS
+    from .config.common import CommonConfig
+    from .models.backbones import ARCHES
+    from .models.place_model import POOLINGS
 
     group = parser.add_argument_group("model")
     group.add_argument("--arch", choices=ARCHES,
@@ -116,7 +117,7 @@ def add_model(parser) -> None:
 
 def add_weights(group, default_from: str | None = None) -> None:
     """--weights and the reference's --fromscratch."""
-    from .config import CommonConfig
+    from .config.common import CommonConfig
 
     value = _default_text(default(CommonConfig, "weights"), default_from)
     group.add_argument("--weights", metavar="imagenet|none|PATH",
@@ -126,7 +127,7 @@ def add_weights(group, default_from: str | None = None) -> None:
 
 
 def add_epochs(group, default_from: str | None = None) -> None:
-    from .config import TrainConfig
+    from .config.common import TrainConfig
 
     group.add_argument("--epochs", "--nEpochs", dest="epochs", type=int,
                        help=f"epochs to train "
@@ -134,7 +135,7 @@ def add_epochs(group, default_from: str | None = None) -> None:
 
 
 def add_cache_dir(group, default_from: str | None = None) -> None:
-    from .config import CommonConfig
+    from .config.common import CommonConfig
 
     value = _default_text(f"./{default(CommonConfig, 'cache_dir')}", default_from)
     group.add_argument("--cache-dir", "--cachePath", "--dataPath", dest="cache_dir",
@@ -145,7 +146,7 @@ def add_compute(group, config=None) -> None:
     """--cache-batch-size, --workers, --device (and --nocuda): how images go through the
     network; the defaults shown are `config`'s (a dataclass, CommonConfig unless given)."""
     if config is None:
-        from .config import CommonConfig as config
+        from .config.common import CommonConfig as config
     group.add_argument("--cache-batch-size", "--cacheBatchSize", dest="cache_batch_size",
                        type=int, metavar="N",
                        help="batch size for caching, evaluation and clustering "
@@ -158,8 +159,8 @@ def add_compute(group, config=None) -> None:
 
 
 def add_runtime(parser) -> None:
-    from .config import CommonConfig
-    from .image_feed import DECODE_CHOICES, DEFAULT_STORE_GB
+    from .config.common import CommonConfig
+    from .data.image_feed import DECODE_CHOICES, DEFAULT_STORE_GB
     from .runtime import PRECISIONS
 
     group = parser.add_argument_group("runtime")
@@ -191,7 +192,7 @@ def add_tracking(parser, uri_help: str = LOG_URI_HELP,
 
 
 def add_training(parser) -> None:
-    from .config import TrainConfig
+    from .config.common import TrainConfig
 
     group = parser.add_argument_group("training")
     group.add_argument("--run-dir", metavar="DIR",
@@ -228,7 +229,7 @@ def add_training(parser) -> None:
 
 
 def _add_optimisation(group) -> None:
-    from .config import SGD_DEFAULTS, TrainConfig
+    from .config.common import SGD_DEFAULTS, TrainConfig
 
     group.add_argument("--batch-size", "--batchSize", dest="batch_size", type=int,
                        help=f"queries per batch (default {default(TrainConfig, 'batch_size')})")
@@ -249,7 +250,7 @@ def _add_optimisation(group) -> None:
 
 
 def _add_triplets(group) -> None:
-    from .config import TrainConfig
+    from .config.common import TrainConfig
 
     group.add_argument("--margin", type=float, help="triplet margin, used as sqrt(margin) on "
                                                     f"L2 distances (default "
@@ -266,7 +267,7 @@ def _add_triplets(group) -> None:
 
 
 def add_compression(parser) -> None:
-    from .config import COMPRESS_METHODS, METHOD_DEFAULTS, CompressConfig
+    from .config.common import COMPRESS_METHODS, METHOD_DEFAULTS, CompressConfig
 
     group = parser.add_argument_group("compression")
     group.add_argument("--resume", required=True, metavar="RUN_DIR|FILE",
@@ -296,7 +297,7 @@ def add_compression(parser) -> None:
 
 
 def _add_compression_runs(group) -> None:
-    from .config import CompressConfig
+    from .config.common import CompressConfig
 
     group.add_argument("--finetune-epochs", dest="finetune_epochs", type=int,
                        help="prune, qat-int8: epochs of triplet training afterwards "

@@ -1,7 +1,7 @@
 """Settings as MLflow params: one function per kind of run, named after the config fields."""
 from __future__ import annotations
 
-from vpr_core.config import format_image_size
+from vpr_core.config.common import format_image_size
 
 # what a training run records of its TrainConfig (a trial: the same, searched values included)
 TRAINING_FIELDS = ("arch", "num_clusters", "margin", "lr", "optim", "momentum", "weight_decay",

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..evaluation import RECALL_NS, evaluate, named_recalls
-from ..image_feed import ImageFeed
+from ..data.image_feed import ImageFeed
+from ..evaluation.recall import RECALL_NS, evaluate, named_recalls
 from ..runtime import autocast, memory_format, prepare_model
 
 LATENCY_REPEATS = 3

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models import POOLINGS, PlaceModel
+from ..models.place_model import POOLINGS, PlaceModel
 from .refit import Refitter, activation_bytes
 
 STRUCTURES = ("unstructured", "channels")

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models import PlaceModel
-from ..netvlad import NetVLAD
+from ..models.netvlad import NetVLAD
+from ..models.place_model import PlaceModel
 
 CPU_ONLY = True
 MODES = ("ptq-int8", "qat-int8")

@@ -21,14 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import Split
-from .fileio import (
-    atomic_path,
-    file_lock,
-    missing_ancestors,
-    remove_created,
-    write_json_atomic,
-)
+from ..fileio import atomic_path, file_lock, missing_ancestors, remove_created, write_json_atomic
+from . import Split
 
 STORE_VERSION = 1
 STORE_DIR = "images"

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import (
+from ..config.common import TrainConfig, format_image_size
+from ..data import open_split, resolve_image_size
+from ..data.image_feed import ImageFeed
+from ..errors import UserError
+from ..evaluation.extraction import extract_descriptors
+from ..evaluation.recall import evaluate, named_recalls
+from ..fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
+from ..models.backbones import freeze_pretrained_layers
+from ..models.checkpoints import (
     BEST_FILE,
     CHECKPOINT_DIR,
     FLAGS_FILE,
@@ -33,18 +41,7 @@ from .checkpoints import (
     read_flags,
     save_checkpoint,
 )
-from .config import TrainConfig, format_image_size
-from .datasets import open_split, resolve_image_size
-from .errors import UserError
-from .evaluation import evaluate, named_recalls
-from .extraction import extract_descriptors
-from .fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
-from .frozen_features import FrozenFeatures, budget_bytes
-from .image_feed import ImageFeed
-from .loading import fresh_model, model_from_checkpoint
-from .mining import CacheMissing, CandidateSampler, DescriptorCache, InProcessMiner, Miner, Triplet
-from .models import freeze_pretrained_layers
-from .runtime import (
+from ..runtime import (
     StageClock,
     autocast,
     prepare_model,
@@ -53,6 +50,9 @@ from .runtime import (
     seed_everything,
     to_device,
 )
+from ..stages.starting_model import fresh_model, model_from_checkpoint
+from .frozen_features import FrozenFeatures, budget_bytes
+from .mining import CacheMissing, CandidateSampler, DescriptorCache, InProcessMiner, Miner, Triplet
 
 MINING_CHUNK = 64  # queries per mining request
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ class TrainingRun:
 
     def _use_frozen_features(self) -> None:
         """Run the frozen layers once over the training, then the validation images, as far
-        as --frozen-cache-gb holds them (see `vpr_core.frozen_features`)."""
+        as --frozen-cache-gb holds them (see `vpr_core.training.frozen_features`)."""
         self.frozen_checked = True
         config = self.config
         budget = budget_bytes(config.frozen_cache_gb, self.device)

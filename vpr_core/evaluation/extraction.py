@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .image_feed import ImageFeed, chunks
-from .runtime import autocast, progress
+from ..data.image_feed import ImageFeed, chunks
+from ..runtime import autocast, progress
 
 IN_FLIGHT = 4  # descriptor batches copied to the host asynchronously before one is awaited
 

@@ -3,7 +3,7 @@
 Clustering, descriptor-cache refreshes, training batches and evaluation all read images here.
 Loader threads hand over compact data, never float images:
 
-- uint8 pixels from the decoded store (`vpr_core.image_store`), when one fits its budget;
+- uint8 pixels from the decoded store (`vpr_core.data.image_store`), when one fits its budget;
 - else, on CUDA, the files' encoded JPEG bytes, decoded on the GPU in batches (nvJPEG through
   `torchvision.io.decode_jpeg`); other formats, and JPEGs the GPU decoder refuses, are decoded
   on the CPU;
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import runtime
-from .datasets import Split
-from .datasets.images import IMAGENET_MEAN, IMAGENET_STD, UnreadableImage, decode_file
-from .errors import UserError
+from .. import runtime
+from ..errors import UserError
+from ..runtime import progress, to_device
+from . import Split
 from .image_store import ImageStore
-from .runtime import progress, to_device
+from .images import IMAGENET_MEAN, IMAGENET_STD, UnreadableImage, decode_file
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")
 DEFAULT_STORE_GB = 8.0  # the decoded store's budget when images are decoded on the CPU

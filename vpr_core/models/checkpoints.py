@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
-from .fileio import write_atomic
-from .models import ENCODER_DIMS
+from ..errors import UserError
+from ..fileio import write_atomic
+from .backbones import ENCODER_DIMS
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "checkpoint.pth.tar"

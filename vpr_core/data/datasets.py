@@ -9,8 +9,6 @@ from . import pittsburgh, utm_folder
 from .images import check_images
 from .split import Split
 
-__all__ = ["Split", "detect_layout", "open_split", "resolve_image_size"]
-
 
 def detect_layout(root: Path) -> str:
     """'pittsburgh' when ROOT/datasets/*.mat exist, 'folder' when ROOT/images/ exists."""

@@ -1,32 +1,20 @@
-"""Recall@N on a split, exactly as the reference computes it, and the `eval` stage.
+"""Recall@N on a split, exactly as the reference computes it.
 
 faiss `IndexFlatL2` over the database descriptors, the top 20 for each query, a query counts
 as correct at N when one of its first N predictions is within `posDistThr` (25 m); queries
-with no positive at all stay in the denominator. `evaluate_config` is the whole stage: a
-checkpoint (or the untrained model) on a split.
+with no positive at all stay in the denominator.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoints import checkpoint_file
-from .compression import cpu_only, search_index
-from .config import EvalConfig
-from .datasets import open_split, resolve_image_size
+from ..data.image_feed import ImageFeed
 from .extraction import extract_descriptors
-from .image_feed import ImageFeed
-from .loading import fresh_model, model_from_checkpoint
-from .models import feature_map_size
-from .runtime import prepare_model, resolve_device, seed_everything
 from .search import search
-
-log = logging.getLogger(__name__)
 
 RECALL_NS = (1, 5, 10, 20)
 
@@ -88,7 +76,7 @@ def evaluate_descriptors(database: np.ndarray, queries: np.ndarray, positives: l
                          ns=RECALL_NS, device: torch.device | None = None, index=None
                          ) -> tuple[dict, np.ndarray, np.ndarray]:
     """(recalls, predictions [M, k], distances [M, k]) for descriptors of one split; the
-    search runs on `device` when it is CUDA, or in `index` (see `vpr_core.search`)."""
+    search runs on `device` when it is CUDA, or in `index` (see `vpr_core.evaluation.search`)."""
     k = min(max(ns), len(database))
     distances, predictions = search(database, queries, k, device, index)
     return recall_at_n(predictions, positives, ns), predictions, distances
@@ -110,40 +98,3 @@ def evaluate(model: torch.nn.Module, feed: ImageFeed, *, batch_size: int,
                                                            device=feed.device, index=index)
     return EvalResult(recalls, split.dataset, split.split, split.num_queries, split.num_database,
                       time.perf_counter() - started, predictions, distances, precision)
-
-
-def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
-    """(Recall@N result, the checkpoint file evaluated or None for the untrained model).
-
-    A checkpoint brings its own weights: nothing is downloaded. Without one, the model is
-    built from `config.weights` and NetVLAD initialised from the train split's centroids.
-    """
-    config.validate()
-    split = open_split(config.data_root, config.split, config.dataset)
-    image_size = resolve_image_size(split, config.image_size)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    path, index = None, None
-    if config.resume is not None:
-        path = checkpoint_file(config.resume, config.ckpt)
-        model, checkpoint, shape = model_from_checkpoint(path, config.arch, config.num_clusters,
-                                                        config.pooling)
-        config.arch, config.pooling, config.num_clusters = shape.arch, shape.pooling, \
-            shape.num_clusters
-        index = search_index(checkpoint)  # a compressed database (product quantisation)
-        if cpu_only(checkpoint):
-            if device.type != "cpu":
-                log.warning("%s is an int8 model, which runs on the CPU: evaluating it "
-                            "there, not on %s", path, device)
-            device, config.precision = torch.device("cpu"), "fp32"  # int8 is its arithmetic
-    else:
-        feature_map_size(config.arch, image_size)
-        train_split = open_split(config.data_root, "train", config.dataset)
-        model, _ = fresh_model(config, train_split, config.centroids)
-    feature_map_size(model.arch, image_size)
-    feed = ImageFeed.for_config(config, split, image_size, device)
-    result = evaluate(prepare_model(model, device, config.precision), feed,
-                      batch_size=config.cache_batch_size, precision=config.precision,
-                      show_progress=config.show_progress, index=index)
-    return result, path
-

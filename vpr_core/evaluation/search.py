@@ -2,7 +2,7 @@
 
 On the CPU: faiss `IndexFlatL2`, as the reference. On CUDA: faiss's GPU index when faiss was
 built with GPU support (the faiss-gpu wheels), else the same exact search as torch matrix
-products on the GPU. Mining's full rankings are `vpr_core.mining`'s: faiss's GPU
+products on the GPU. Mining's full rankings are `vpr_core.training.mining`'s: faiss's GPU
 k-selection stops at k = 2048, and mining needs every rank.
 """
 from __future__ import annotations

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .errors import UserError
-from .image_feed import ImageFeed, chunks
-from .runtime import autocast, progress, to_device
+from ..data.image_feed import ImageFeed, chunks
+from ..errors import UserError
+from ..runtime import autocast, progress, to_device
 
 # layers whose output depends on their input and weights only (no training-mode behaviour)
 STATELESS_LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d)

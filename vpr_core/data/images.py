@@ -50,7 +50,7 @@ def decode_file(source, size: tuple[int, int] | None) -> np.ndarray:
     `size` (H, W) when given. Raises `UnreadableImage` when the file does not decode.
 
     This is the reference's image (PIL, bilinear resize in uint8) before `ToTensor` and
-    `Normalize`, which happen on the device: see `vpr_core.image_feed`.
+    `Normalize`, which happen on the device: see `vpr_core.data.image_feed`.
     """
     try:
         with Image.open(source) as image:

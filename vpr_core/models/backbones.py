@@ -1,19 +1,15 @@
-"""Encoders (AlexNet, VGG16 cut at conv5) and the place-recognition model encoder -> pool."""
+"""Encoders: AlexNet and VGG16 cut at conv5, their layouts, weights and frozen layers."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
-from .netvlad import NetVLAD
+from ..errors import UserError
 
 ARCHES = ("alexnet", "vgg16")
-POOLINGS = ("netvlad", "max", "avg")
 ENCODER_DIMS = {"alexnet": 256, "vgg16": 512}
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 # How many of the cut feature layers stay trainable when starting from pretrained weights
 # (the reference freezes layers[:-5] of VGG16, i.e. up to conv4_3, and layers[:-1] of AlexNet).
 TRAINABLE_TAIL = {"alexnet": 1, "vgg16": 5}
@@ -32,55 +28,6 @@ FEATURE_LAYOUTS = {
               (512, 3, 1, 1), (512, 3, 1, 1), "M", (512, 3, 1, 1), (512, 3, 1, 1),
               (512, 3, 1, 1), "M"],
 }
-
-
-class L2Norm(nn.Module):
-    def __init__(self, dim: int = 1):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, p=2, dim=self.dim)
-
-
-class PlaceModel(nn.Module):
-    """`encoder` (conv layers) then `pool`: images [N, 3, H, W] -> descriptors [N, out_dim].
-
-    A compressed variant may add `whiten` (PCA + whitening of the descriptors, see
-    `vpr_core.compression.pca`) or hold its encoder's weights in half precision.
-    """
-
-    def __init__(self, arch: str, encoder: nn.Sequential, pool: nn.Module, pooling: str):
-        super().__init__()
-        self.arch = arch
-        self.pooling = pooling
-        self.encoder = encoder
-        self.pool = pool
-        self.whiten: nn.Module | None = None
-
-    @property
-    def encoder_dim(self) -> int:
-        return ENCODER_DIMS[self.arch]
-
-    @property
-    def output_dim(self) -> int:
-        if self.whiten is not None:
-            return self.whiten.output_dim
-        return self.pool.output_dim if isinstance(self.pool, NetVLAD) else self.encoder_dim
-
-    @property
-    def num_clusters(self) -> int | None:
-        return self.pool.num_clusters if isinstance(self.pool, NetVLAD) else None
-
-    def forward(self, images: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Descriptors of `images`; from encoder layer `start` on when it is not 0, `images`
-        being then the output of the layers before it (see `vpr_core.frozen_features`)."""
-        weight = next(self.encoder.parameters(), None)
-        if weight is not None and weight.dtype in HALF_DTYPES and images.dtype != weight.dtype:
-            images = images.to(weight.dtype)  # an encoder stored in half precision
-        encoder = self.encoder[start:] if start else self.encoder
-        descriptors = self.pool(encoder(images))
-        return descriptors if self.whiten is None else self.whiten(descriptors)
 
 
 def check_arch(arch: str) -> str:
@@ -149,22 +96,6 @@ def freeze_pretrained_layers(encoder: nn.Sequential, arch: str) -> None:
     for layer in list(encoder.children())[: -TRAINABLE_TAIL[arch]]:
         for parameter in layer.parameters():
             parameter.requires_grad = False
-
-
-def build_model(arch: str, pooling: str = "netvlad", num_clusters: int = 64,
-                weights: str = "imagenet") -> PlaceModel:
-    if pooling not in POOLINGS:
-        raise UserError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
-    encoder = build_encoder(arch, weights)
-    dim = ENCODER_DIMS[arch]
-    if pooling == "netvlad":
-        if num_clusters < 1:
-            raise UserError(f"--num-clusters must be at least 1, got {num_clusters}")
-        pool: nn.Module = NetVLAD(num_clusters=num_clusters, dim=dim)
-    else:
-        adaptive = nn.AdaptiveMaxPool2d(1) if pooling == "max" else nn.AdaptiveAvgPool2d(1)
-        pool = nn.Sequential(adaptive, nn.Flatten(), L2Norm())
-    return PlaceModel(arch, encoder, pool, pooling)
 
 
 def feature_map_size(arch: str, image_size: tuple[int, int]) -> tuple[int, int]:

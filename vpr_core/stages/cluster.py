@@ -12,15 +12,16 @@ import h5py
 import numpy as np
 import torch
 
-from .config import ClusterConfig, format_image_size
-from .datasets import Split, open_split, resolve_image_size
-from .errors import UserError
-from .extraction import extract_descriptors
-from .fileio import file_lock, missing_ancestors, remove_created, write_atomic
-from .image_feed import ImageFeed
-from .models import ENCODER_DIMS, L2Norm, build_encoder, feature_map_size
-from .runtime import prepare_model, resolve_device, seed_everything
-from .search import faiss_gpus
+from ..config.common import ClusterConfig, format_image_size
+from ..data import Split, open_split, resolve_image_size
+from ..data.image_feed import ImageFeed
+from ..errors import UserError
+from ..evaluation.extraction import extract_descriptors
+from ..evaluation.search import faiss_gpus
+from ..fileio import file_lock, missing_ancestors, remove_created, write_atomic
+from ..models.backbones import ENCODER_DIMS, build_encoder, feature_map_size
+from ..models.place_model import L2Norm
+from ..runtime import prepare_model, resolve_device, seed_everything
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,7 @@ class CandidateSampler:
 
     def load_cache_state(self, state: torch.Tensor) -> None:
         if state.shape[0] != len(self.negative_cache):
-            from .errors import UserError
+            from ..errors import UserError
 
             raise UserError(f"the checkpoint's negative cache is for {state.shape[0]} training "
                             f"queries, this training split has {len(self.negative_cache)}: it "

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.io import savemat
 
-from .errors import UserError
-from .fileio import atomic_path
+from ..errors import UserError
+from ..fileio import atomic_path
 
 SPLITS = ("train", "val", "test")
 RENDER_SCALE = 3  # views are cut from a world drawn this many times finer, then downsampled

@@ -19,18 +19,20 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints
-from .compression import CompressionContext, compressed_checkpoint, method, search_index
-from .compression.measure import Figures, measure
-from .config import SGD_DEFAULTS, CommonConfig, CompressConfig, TrainConfig
-from .datasets import open_split, resolve_image_size
-from .errors import UserError
-from .evaluation import named_recalls
-from .fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
-from .image_feed import ImageFeed
-from .loading import model_from_checkpoint
-from .models import feature_map_size, freeze_pretrained_layers
-from .runtime import resolve_device, seed_everything
+from ..compression.context import CompressionContext
+from ..compression.measure import Figures, measure
+from ..compression.methods import method
+from ..compression.variants import compressed_checkpoint, search_index
+from ..config.common import SGD_DEFAULTS, CommonConfig, CompressConfig, TrainConfig
+from ..data import open_split, resolve_image_size
+from ..data.image_feed import ImageFeed
+from ..errors import UserError
+from ..evaluation.recall import named_recalls
+from ..fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
+from ..models import checkpoints
+from ..models.backbones import feature_map_size, freeze_pretrained_layers
+from ..runtime import resolve_device, seed_everything
+from .starting_model import model_from_checkpoint
 
 log = logging.getLogger(__name__)
 # the source run's training settings a fine-tuning keeps (its lr and epochs are the command's)
@@ -136,11 +138,11 @@ def _measure_both(config, original, checkpoint, variant, saved, split, image_siz
 
 def _descriptor_bytes(model, checkpoint: dict) -> float:
     """Bytes one database image's descriptor takes: float32 values, or PQ codes."""
-    from .compression import chain
+    from ..compression.variants import chain
 
     for step in reversed(chain(checkpoint.get("compression"))):
         if step["method"] == "pq":
-            from .compression.pq import code_bytes
+            from ..compression.pq import code_bytes
 
             return code_bytes(step["settings"], checkpoint["compression_extra"])
     return 4.0 * model.output_dim
@@ -178,7 +180,7 @@ def _finetuner(config: CompressConfig, source: Path, history: list):
     def finetune(model, after_step=None):
         if not config.finetune_epochs:
             return model
-        from .training import TrainingRun
+        from ..training.run import TrainingRun
 
         source_flags = checkpoints.read_flags(source)
         restored = {k: v for k, v in source_flags.items() if k in FINETUNE_FROM_SOURCE}

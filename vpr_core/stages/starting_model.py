@@ -6,12 +6,19 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import ModelShape, check_shape, infer_model_shape, load_checkpoint, read_flags
-from .clustering import cluster, read_centroids
-from .config import COMPRESS_METHODS, ClusterConfig, CommonConfig
-from .datasets import Split
-from .errors import UserError
-from .models import ENCODER_DIMS, PlaceModel, build_model
+from ..config.common import COMPRESS_METHODS, ClusterConfig, CommonConfig
+from ..data import Split
+from ..errors import UserError
+from ..models.backbones import ENCODER_DIMS
+from ..models.checkpoints import (
+    ModelShape,
+    check_shape,
+    infer_model_shape,
+    load_checkpoint,
+    read_flags,
+)
+from ..models.place_model import PlaceModel, build_model
+from .cluster import cluster, read_centroids
 
 
 def centroids_for(config: CommonConfig, train_split: Split, centroids: Path | None = None) -> Path:
@@ -68,7 +75,8 @@ def _compressed_model(path: Path, checkpoint: dict, arch: str | None, num_cluste
                       ) -> tuple[torch.nn.Module, dict, ModelShape]:
     """A compressed variant (see `vpr_core.compression`): the original architecture, reshaped
     by its method, then the state dict."""
-    from .compression import chain, method
+    from ..compression.methods import method
+    from ..compression.variants import chain
 
     record = checkpoint["compression"]
     base = record.get("base") or {}

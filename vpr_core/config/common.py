@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .frozen_features import check_budget
-from .image_feed import decodes_on_gpu
-from .models import ARCHES, POOLINGS
-from .runtime import default_workers, resolve_device, resolve_precision
+from ..data.image_feed import decodes_on_gpu
+from ..errors import UserError
+from ..models.backbones import ARCHES
+from ..models.place_model import POOLINGS
+from ..runtime import default_workers, resolve_device, resolve_precision
 
 OPTIMIZERS = ("SGD", "ADAM")
 # settings of SGD alone (the reference's Adam takes none of them), with their defaults
@@ -134,7 +134,7 @@ class TrainConfig(CommonConfig):
     patience: int = 10  # evaluations without a better Recall@5 before stopping; 0: never
     start_epoch: int = 0  # epochs counted as done before the first one (without --resume)
     fresh_optimizer: bool = False  # with --resume: a new optimiser state, not the checkpoint's
-    # memory for the frozen layers' output of every image (see vpr_core.frozen_features);
+    # memory for the frozen layers' output of every image (see vpr_core.training.frozen_features);
     # None: 30% of the GPU's, or a quarter of the host's up to 8 GB; 0: off
     frozen_cache_gb: float | None = None
 
@@ -148,7 +148,9 @@ class TrainConfig(CommonConfig):
         _at_least(self.eval_every, 1, "--eval-every")
         _at_least(self.patience, 0, "--patience")
         self._check_optimiser()
-        check_budget(self.frozen_cache_gb)
+        if self.frozen_cache_gb is not None and not float(self.frozen_cache_gb) >= 0:
+            raise UserError(f"--frozen-cache-gb must be 0 (off) or more, got "
+                            f"{self.frozen_cache_gb}")
         if self.ckpt not in ("latest", "best"):
             raise UserError(f"--ckpt {self.ckpt!r} must be latest or best")
         self._check_resume()
