@@ -16,7 +16,7 @@ import torch
 def frozen_weights_file(arch: str, folder: Path) -> Path:
     """Random encoder weights saved as a weight file. Loading one freezes the layers that
     ImageNet weights freeze (the reference's default), without a download."""
-    from vpr_core.models import save_fresh_weights
+    from vpr_core.models.backbones import save_fresh_weights
 
     return save_fresh_weights(arch, folder / f"{arch}_random.pth")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vpr_core.config.common import parse_image_size
+from vpr_core.config import parse_image_size
 from vpr_core.data.synthetic import write_dbstruct
 
 SPACING_M = 1.0  # metres between database images along the street

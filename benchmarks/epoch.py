@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from vpr_core.config.common import ClusterConfig, TrainConfig, parse_image_size
+from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
 from vpr_core.runtime import default_workers, resolve_device
-from vpr_core.stages.cluster import cluster
-from vpr_core.training import TrainingRun
+from vpr_core.stages import cluster
+from vpr_core.stages.train import training_run
 
 from .common import (
     emit,
@@ -78,11 +78,11 @@ def main(argv: list[str]) -> None:
                         weights=str(weights), workers=args.workers, device=args.device,
                         precision=args.precision, cache_dir=scratch / "cache",
                         show_progress=args.progress)
-        cluster_seconds = timed(lambda: cluster(ClusterConfig(**settings)), device)
+        cluster_seconds = timed(lambda: cluster.run(ClusterConfig(**settings)), device)
         started = time.perf_counter()
-        run = TrainingRun(TrainConfig(**settings, run_dir=scratch / "run", epochs=1,
-                                      cache_refresh_rate=args.cache_refresh_rate,
-                                      frozen_cache_gb=args.frozen_cache_gb))
+        run = training_run(TrainConfig(**settings, run_dir=scratch / "run", epochs=1,
+                                       cache_refresh_rate=args.cache_refresh_rate,
+                                       frozen_cache_gb=args.frozen_cache_gb))
         startup = time.perf_counter() - started
         result = next(run.epochs())
         end_to_end = cluster_seconds + startup + result.seconds
@@ -91,13 +91,13 @@ def main(argv: list[str]) -> None:
               "database": run.train_split.num_database, "queries": run.train_split.num_queries,
               "image_size": f"{run.image_size[0]}x{run.image_size[1]}",
               "cache_refresh_rate": args.cache_refresh_rate, "workers": args.workers,
-              "frozen_features": run.frozen_splits,
+              "frozen_features": list(run.frozen_splits),
               "dataset_generation_seconds": round(generated, 1),
               "cluster_seconds": round(cluster_seconds, 1), "startup_seconds": round(startup, 1),
               "epoch_seconds": round(result.seconds, 1),
               **{f"{k}_seconds": round(v, 1) for k, v in result.stage_seconds.items()},
               "end_to_end_seconds": round(end_to_end, 1),
-              "cache_refreshes": run.refreshes, "triplets": result.triplets,
+              "cache_refreshes": run.triplets.refreshes, "triplets": result.triplets,
               "batches": result.batches, "loss": round(result.loss, 4),
               "mining_service_bytes_per_trial": run.cache.nbytes,
               "mining_service_gb_per_trial": round(run.cache.nbytes / 1e9, 2),

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from vpr_core.config.common import parse_image_size
+from vpr_core.config import parse_image_size
 from vpr_core.data import open_split, resolve_image_size
 from vpr_core.data.image_feed import ImageFeed, chunks, decodes_on_gpu, store_budget_bytes
 from vpr_core.evaluation.extraction import extract_descriptors
-from vpr_core.models import build_model
+from vpr_core.models.place_model import build_model
 from vpr_core.runtime import autocast, default_workers, memory_format, prepare_model
 
 from .common import alternate, device_and_precision, emit, machine, ratio, timed

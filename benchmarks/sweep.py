@@ -25,6 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
 import contextlib
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import emit, machine, ratio
-from vpr_core.config.common import parse_image_size
+from vpr_core.config import parse_image_size
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
 
 CPUS_PER_TRIAL = 1  # the sweep gives each trial one CPU; the direct runs get as many threads
@@ -119,12 +120,12 @@ def write_data(args, root: Path) -> None:
 
 def direct_trial(spec, point: dict, data_root: Path, cache_dir: Path, run_dir: Path) -> dict:
     """Seconds of one trial trained in this process: construction + all epochs."""
-    from vpr_core.training import TrainingRun
+    from vpr_core.stages.train import training_run
 
     started = time.perf_counter()
-    config = spec.trial_config(point, data_root=data_root, cache_dir=cache_dir,
-                               run_dir=run_dir, workers=0)
-    run = TrainingRun(config)
+    spec = dataclasses.replace(spec, train=dict(spec.train, cache_dir=cache_dir))
+    config = spec.trial_config(point, data_root=data_root, run_dir=run_dir, workers=0)
+    run = training_run(config)
     epoch_seconds = [result.seconds for result in run.epochs()]
     return {"seconds": time.perf_counter() - started, "epoch_seconds": epoch_seconds}
 

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 
-from vpr_core.config.common import ClusterConfig, TrainConfig, parse_image_size
+from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
 from vpr_core.evaluation import named_recalls
 from vpr_core.runtime import default_workers
-from vpr_core.stages.cluster import cluster
-from vpr_core.training import TrainingRun
+from vpr_core.stages import cluster
+from vpr_core.stages.train import training_run
+from vpr_core.training.inputs import SplitInput
+from vpr_core.training.run import TrainingRun
 
 from . import common
 from .datagen import write_dataset
@@ -137,11 +139,11 @@ def cli_overhead(settings: dict, scratch: Path) -> float:
 def ours_run(settings: dict, epochs: int, scratch: Path, frozen_cache_gb: float | None) -> dict:
     """Clustering, start-up and epochs of a `TrainingRun`; then bare steps on its model."""
     cache = scratch / "cache"
-    cluster_seconds = common.timed(lambda: cluster(ClusterConfig(**settings, cache_dir=cache)),
-                            torch.device("cpu"))
+    cluster_seconds = common.timed(
+        lambda: cluster.run(ClusterConfig(**settings, cache_dir=cache)), torch.device("cpu"))
     started = time.perf_counter()
-    run = TrainingRun(TrainConfig(**settings, cache_dir=cache, run_dir=scratch / "run",
-                                  epochs=epochs, frozen_cache_gb=frozen_cache_gb))
+    run = training_run(TrainConfig(**settings, cache_dir=cache, run_dir=scratch / "run",
+                                   epochs=epochs, frozen_cache_gb=frozen_cache_gb))
     startup = time.perf_counter() - started
     results = list(run.epochs())
     last = results[-1]
@@ -150,9 +152,9 @@ def ours_run(settings: dict, epochs: int, scratch: Path, frozen_cache_gb: float 
     bare_per_s, bare_rest_per_s = bare_steps_per_s(
         run, last.triplets / max(1, last.batches), images_per_batch, last.batches)
     return {"arch": run.config.arch, "precision": run.config.precision,
-            "decode": "gpu" if run.train_feed.gpu_decode else "cpu",
-            "image_store": run.train_feed.store() is not None,
-            "frozen_features": run.frozen_splits,
+            "decode": "gpu" if run.data.train_feed.gpu_decode else "cpu",
+            "image_store": run.data.train_feed.store() is not None,
+            "frozen_features": list(run.frozen_splits),
             "image_size": f"{run.image_size[0]}x{run.image_size[1]}",
             "workers": run.config.workers, "cluster_seconds": round(cluster_seconds, 2),
             "startup_seconds": round(startup, 2),
@@ -180,25 +182,24 @@ def bare_steps_per_s(run: TrainingRun, queries: float, images: float, steps: int
     negatives = max(1, round(images) - 2 * batch)
     counts = [negatives // batch + (1 if b < negatives % batch else 0) for b in range(batch)]
     images = torch.randn(2 * batch + negatives, 3, *run.image_size, device=run.device)
-    images = images.contiguous(memory_format=run.train_feed.memory_format)
+    images = images.contiguous(memory_format=run.data.train_feed.memory_format)
     state = {k: v.clone() for k, v in run.model.state_dict().items()}
-    forward = run.train_forward
     run.model.train()
     try:
-        run.train_forward = run.model
-        whole = _steps_per_s(run, images, counts, steps)
+        whole = _steps_per_s(run, SplitInput(run.data.train_feed, run.model), images, counts,
+                             steps)
         after_frozen = None
         if run.frozen_splits:
-            run.train_forward = forward
-            rows = next(run.train_source.batches([list(range(len(images)))]))
-            after_frozen = _steps_per_s(run, rows, counts, steps)
+            rows = next(run.train_input.source.batches([list(range(len(images)))]))
+            after_frozen = _steps_per_s(run, run.train_input, rows, counts, steps)
     finally:
-        run.train_forward = forward
         run.model.load_state_dict(state)
     return whole, after_frozen
 
 
-def _steps_per_s(run: TrainingRun, inputs: torch.Tensor, counts: list[int], steps: int) -> float:
-    run._step(inputs, counts)  # warm-up
-    seconds = common.timed(lambda: [run._step(inputs, counts) for _ in range(steps)], run.device)
+def _steps_per_s(run: TrainingRun, source: SplitInput, inputs: torch.Tensor, counts: list[int],
+                 steps: int) -> float:
+    run.triplets._step(inputs, counts, source)  # warm-up
+    seconds = common.timed(lambda: [run.triplets._step(inputs, counts, source)
+                                    for _ in range(steps)], run.device)
     return steps / seconds

@@ -6,12 +6,13 @@ one line on stderr, exit status 2, nothing written.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 from vpr_core import arguments
 from vpr_core.errors import exit_status
+from vpr_core.models.catalog import ARCHES
+from vpr_tracking.flags import add_tracking
 
 STORE_HELP = "MLflow store the runs are in (default sqlite:///<cwd>/mlflow.db)"
 EXPERIMENT_HELP = "MLflow experiment name (default: the one of the latest sweep)"
@@ -19,12 +20,15 @@ JSON_HELP = "also write a summary of what was drawn"
 
 
 def _common(parser, experiment: bool = True) -> None:
-    arguments.add_tracking(parser, uri_help=STORE_HELP,
-                           experiment_help=EXPERIMENT_HELP if experiment else None)
-    arguments.add_json(parser, JSON_HELP, quiet=False)
+    add_tracking(parser, uri_help=STORE_HELP,
+                 experiment_help=EXPERIMENT_HELP if experiment else None)
+    arguments.add_json(parser, JSON_HELP)
 
 
-def build_parser() -> arguments.OneLineParser:
+def build_parser(verb: str | None = None) -> arguments.OneLineParser:
+    """The parser of every verb. `verb`: the one about to run; the retrievals' flags are
+    built for it alone (they come from settings declared beside torch, which the other verbs
+    need not import)."""
     parser = arguments.OneLineParser(prog="python -m dashboards",
                                      description="Pictures of NetVLAD runs tracked in MLflow.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB",
@@ -47,7 +51,7 @@ def build_parser() -> arguments.OneLineParser:
                         help="folder for index.html and its pictures (replaced if a report)")
     report.add_argument("--mlflow-url", metavar="URL",
                         help="MLflow UI address (http://host:port) to link each trial to")
-    _add_retrievals(verbs)
+    _add_retrievals(verbs, full=verb == "retrievals")
     return parser
 
 
@@ -59,7 +63,7 @@ def _add_compare(verbs) -> None:
                         help="best trial per architecture plus every evaluation run of NAME "
                              "(default: the experiment of the latest sweep)")
     chosen.add_argument("--runs", nargs="+", metavar="RUN_ID", help="these MLflow runs")
-    for arch in ("alexnet", "vgg16"):
+    for arch in ARCHES:
         compare.add_argument(f"--{arch}-recalls", f"--{arch}_recalls", dest=f"{arch}_recalls",
                              nargs="+", type=float, metavar="R",
                              help=f"{arch}'s Recall@1 @5 @10 @20, fractions or percent "
@@ -70,35 +74,21 @@ def _add_compare(verbs) -> None:
     compare.add_argument("--title", help="chart title (default Recall@N, <experiment>)")
 
 
-def _add_retrievals(verbs) -> None:
-    from .retrievals import RetrievalSettings
-
+def _add_retrievals(verbs, full: bool) -> None:
     retrieval = verbs.add_parser("retrievals", help="top-k matches of queries, framed "
                                                     "green (true positive) or red")
+    if not full:
+        return
+    from .retrievals import RetrievalSettings
+
     _common(retrieval, experiment=False)
-    source = retrieval.add_mutually_exclusive_group(required=True)
-    source.add_argument("--resume", metavar="FILE|RUN_DIR", help="checkpoint file or run folder")
-    source.add_argument("--run", metavar="RUN_ID", help="an MLflow run's best checkpoint")
-    retrieval.add_argument("--ckpt", choices=("latest", "best"),
-                           help="with a run folder: which checkpoint "
-                                f"(default {arguments.default(RetrievalSettings, 'ckpt')})")
-    arguments.add_data(retrieval, split_default=arguments.default(RetrievalSettings, "split"),
-                       default_from="the run's")
-    for flag, help_text in (("--queries", "rows to draw"), ("--top-k", "matches per query"),
-                            ("--seed", "which queries are drawn")):
-        name = flag[2:].replace("-", "_")
-        retrieval.add_argument(flag, type=int, metavar="N", help=f"{help_text} (default "
-                               f"{arguments.default(RetrievalSettings, name)})")
-    retrieval.add_argument("--only-wrong", action="store_true",
-                           help="only queries whose top-1 match is not a true positive")
-    retrieval.add_argument("--out", required=True, metavar="FILE.png", help="PNG to write")
-    arguments.add_compute(retrieval.add_argument_group("runtime"), RetrievalSettings)
+    arguments.add_settings(retrieval, RetrievalSettings, required=("out",))
 
 
 def run_compare(args) -> tuple[dict, list[str]]:
     from .compare import compare
 
-    given = {arch: getattr(args, f"{arch}_recalls") for arch in ("alexnet", "vgg16")
+    given = {arch: getattr(args, f"{arch}_recalls") for arch in ARCHES
              if getattr(args, f"{arch}_recalls") is not None}
     summary = compare(Path(args.out), tracking_uri=args.tracking_uri,
                       experiment=args.experiment, run_ids=args.runs, given=given,
@@ -121,14 +111,7 @@ def run_report(args) -> tuple[dict, list[str]]:
 def run_retrievals(args) -> tuple[dict, list[str]]:
     from .retrievals import RetrievalSettings, retrievals
 
-    # flags not given (None) leave RetrievalSettings' own defaults in place
-    paths = ("out", "resume", "run_id", "data_root")
-    names = [f.name for f in dataclasses.fields(RetrievalSettings) if f.name not in paths]
-    settings = RetrievalSettings(
-        out=Path(args.out), resume=Path(args.resume) if args.resume else None, run_id=args.run,
-        data_root=Path(args.data_root) if args.data_root else None,
-        **arguments.given(args, names))
-    summary = retrievals(settings)
+    summary = retrievals(RetrievalSettings(**arguments.given(args, RetrievalSettings)))
     return summary, [f"wrote {summary['out']} ({len(summary['rows'])} queries x top-"
                      f"{summary['top_k']}: {summary['green_frames']} green, "
                      f"{summary['red_frames']} red frames; {summary['arch']} "
@@ -160,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def command() -> None:
-        args = build_parser().parse_args(argv)
+        verb = next((arg for arg in argv if not arg.startswith("-")), None)
+        args = build_parser(verb).parse_args(argv)
         summary, lines = VERBS[args.verb](args)
         arguments.emit(args, summary, lines)
 

@@ -7,6 +7,7 @@ the UTM distance between query and match in metres under it. The ranking is the 
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_core.config.common import CommonConfig, ckpt_setting, split_setting
 from vpr_core.errors import UserError
+from vpr_core.settings import check, redeclared, setting
+from vpr_tracking.names import CHECKPOINT_ARTIFACT
 
 from .style import NEGATIVE_COLOUR, POSITIVE_COLOUR
 
-RUN_CHECKPOINT = "checkpoints/model_best.pth.tar"  # the artifact a run's checkpoint is logged as
 MAX_TOP_K = 20  # evaluate() keeps the 20 nearest database images
 CELL_WIDTH = 1.8  # inches per image column (180 pixels as saved)
 LABEL_HEIGHT = 0.5  # inches per row for the title above and the distance below an image
@@ -26,41 +29,54 @@ TITLE_HEIGHT = 0.6  # inches for the figure's title
 THUMBNAIL_WIDTH = 320  # pixels: images are shrunk before drawing, whatever their size
 
 
-@dataclass
+OUTPUT, SOURCE = "output", "checkpoint"  # the groups of its flags
+THE_RUNS = "the run's"  # where a data setting comes from when not given
+
+
+def _data(name: str, **changes):
+    """A data setting of the checkpoint's run (flags.json or MLflow params) unless given."""
+    return redeclared(CommonConfig, name, default=None, shown_default=THE_RUNS,
+                      roles=frozenset(), **changes)
+
+
+@dataclass(frozen=True)
 class RetrievalSettings:
     """What to draw. `resume` (file or run folder) or `run_id` (an MLflow run's
     checkpoints/model_best.pth.tar) names the checkpoint; `data_root`, `dataset` and
     `image_size` default to the run's own (flags.json or the MLflow params)."""
 
-    out: Path
-    resume: Path | None = None
-    ckpt: str = "latest"
-    run_id: str | None = None
-    tracking_uri: str | None = None
-    data_root: Path | None = None
-    dataset: str | None = None
-    split: str = "val"
-    image_size: str | None = None
-    queries: int = 8
-    top_k: int = 5
-    seed: int = 0
-    only_wrong: bool = False
-    device: str = "auto"
-    workers: int | None = None
-    cache_batch_size: int = 24  # images per forward pass
+    out: Path = setting(None, "PNG to write", metavar="FILE.png", group=OUTPUT)
+    resume: Path | None = setting(None, "checkpoint file or run folder", group=SOURCE,
+                                  metavar="FILE|RUN_DIR")
+    ckpt: str = ckpt_setting()
+    run_id: str | None = setting(None, "an MLflow run's best checkpoint", flag="--run",
+                                 metavar="RUN_ID", group=SOURCE)
+    tracking_uri: str | None = setting(None, "MLflow store of --run", flag="")
+    data_root: Path | None = _data("data_root")
+    dataset: str | None = _data("dataset")
+    split: str = split_setting("val", roles=())
+    image_size: str | None = _data("image_size", written=None)
+    queries: int = setting(8, "rows to draw", metavar="N", parse=int, minimum=1, group=OUTPUT)
+    top_k: int = setting(5, "matches per query", metavar="N", parse=int, minimum=1,
+                         group=OUTPUT)
+    seed: int = setting(0, "which queries are drawn", metavar="N", parse=int, group=OUTPUT)
+    only_wrong: bool = setting(False, "only queries whose top-1 match is not a true positive",
+                               parse=bool, group=OUTPUT)
+    device: str = redeclared(CommonConfig, "device", roles=frozenset())
+    workers: int = redeclared(CommonConfig, "workers", roles=frozenset())
+    cache_batch_size: int = redeclared(CommonConfig, "cache_batch_size", roles=frozenset(),
+                                       help="images per forward pass")
 
     def validate(self) -> RetrievalSettings:
+        if self.out is None:
+            raise UserError("retrievals needs --out FILE.png, the picture to write")
         if (self.resume is None) == (self.run_id is None):
             raise UserError("pass exactly one of --resume FILE|RUN_DIR and --run RUN_ID")
-        if self.queries < 1:
-            raise UserError(f"--queries must be at least 1, got {self.queries}")
+        check(self)
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise UserError(f"--top-k must be between 1 and {MAX_TOP_K} (the evaluation keeps "
                             f"the {MAX_TOP_K} nearest), got {self.top_k}")
-        if self.cache_batch_size < 1:
-            raise UserError(f"--cache-batch-size must be at least 1, got "
-                            f"{self.cache_batch_size}")
-        return self
+        return dataclasses.replace(self, out=Path(self.out).absolute())
 
 
 def match_is_positive(query_index: int, db_index: int, positives: list) -> bool:
@@ -112,7 +128,7 @@ def retrievals(settings: RetrievalSettings) -> dict:
     `settings.out` and return a summary (rows, matches, green and red frame counts)."""
     from vpr_core.evaluation import named_recalls
 
-    settings.validate()
+    settings = settings.validate()
     source, shape, split, result = rank(settings)
     positives = split.eval_positives()
     top_k = result.predictions[:, :settings.top_k]
@@ -144,7 +160,7 @@ def rank(settings: RetrievalSettings) -> tuple:
     if settings.top_k > split.num_database:
         raise UserError(f"--top-k {settings.top_k} exceeds the {split.num_database} database "
                         f"images of {split.dataset} {split.split}")
-    from vpr_core.models import feature_map_size
+    from vpr_core.models.backbones import feature_map_size
     from vpr_core.stages.starting_model import model_from_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -166,14 +182,14 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
 
     store = as_store(settings.tracking_uri)
     run = store.run(settings.run_id, with_history=False)
-    store.require_artifact(settings.run_id, RUN_CHECKPOINT)
-    return (f"runs:/{settings.run_id}/{RUN_CHECKPOINT}", dict(run.params),
-            lambda scratch: store.download(settings.run_id, RUN_CHECKPOINT, scratch))
+    store.require_artifact(settings.run_id, CHECKPOINT_ARTIFACT)
+    return (f"runs:/{settings.run_id}/{CHECKPOINT_ARTIFACT}", dict(run.params),
+            lambda scratch: store.download(settings.run_id, CHECKPOINT_ARTIFACT, scratch))
 
 
 def _split(settings: RetrievalSettings, defaults: dict):
     """(the split, the (H, W) images are brought to), from flags then the run's defaults."""
-    from vpr_core.config.common import parse_image_size
+    from vpr_core.config import parse_image_size
     from vpr_core.data import open_split, resolve_image_size
 
     root = settings.data_root or defaults.get("data_root")
@@ -193,7 +209,6 @@ def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSet
     from vpr_core.data.image_feed import ImageFeed
     from vpr_core.evaluation import evaluate
     from vpr_core.runtime import (
-        default_workers,
         memory_format,
         prepare_model,
         resolve_device,
@@ -201,9 +216,9 @@ def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSet
     )
 
     device = resolve_device("cpu" if cpu_only(checkpoint) else settings.device)
-    workers = default_workers() if settings.workers is None else settings.workers
     precision = resolve_precision(None, device)
-    feed = ImageFeed(split, image_size, device, workers=workers, gpu_decode=device.type == "cuda",
+    feed = ImageFeed(split, image_size, device, workers=settings.workers,
+                     gpu_decode=device.type == "cuda",
                      memory_format=memory_format(device, precision))
     return evaluate(prepare_model(model, device, precision), feed,
                     batch_size=settings.cache_batch_size, precision=precision,

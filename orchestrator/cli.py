@@ -1,66 +1,47 @@
-"""`python -m orchestrator <verb>`: synth, cluster, train, eval, sweep.
+"""`python -m orchestrator <verb>`: synth, cluster, train, eval, compress, sweep, ui.
 
-Each verb turns flags into a config, calls the plain function of `vpr_core` (or the
-sweep), prints a readable result and, with `--json FILE`, writes it as JSON. A user's mistake
-is a `UserError`: one line on stderr and exit status 2.
+Each verb's flags come from its config's settings; the verb builds the config (defaults, then
+what `--resume` restores, then the flags), runs the stage of `vpr_core.stages`, prints a
+readable result and, with `--json FILE`, writes it as JSON. A user's mistake is a
+`UserError`: one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from vpr_core import arguments
+from vpr_core import arguments, settings
 from vpr_core.arguments import emit
-from vpr_core.config.common import (
-    SGD_DEFAULTS,
-    ClusterConfig,
-    CompressConfig,
-    EvalConfig,
-    format_image_size,
-)
+from vpr_core.config import ClusterConfig, CompressConfig, EvalConfig, TrainConfig
+from vpr_core.data.synthetic import SynthConfig
 from vpr_core.errors import UserError, exit_status
 from vpr_core.log import log
-
-# flags.json keys that are not restored on --resume: they belong to the new invocation
-NOT_RESTORED = {"resume", "ckpt", "epochs", "run_dir", "show_progress", "device", "workers",
-                "cache_batch_size", "centroids", "precision", "decode", "image_store_gb",
-                "start_epoch", "fresh_optimizer", "frozen_cache_gb"}
+from vpr_tracking.flags import add_tracking
 
 
 def build_parser() -> arguments.OneLineParser:
     parser = arguments.OneLineParser(
         prog="python -m orchestrator",
-        description="NetVLAD visual place recognition: cluster, train, evaluate, sweep.")
+        description="Visual place recognition: cluster, train, evaluate, compress, sweep.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=arguments.OneLineParser)
     verbs.required = True
-    _add_synth(verbs)
-
-    cluster = verbs.add_parser("cluster", help="k-means centroids for NetVLAD's initialisation")
-    arguments.add_data(cluster, split_default=arguments.default(ClusterConfig, "split"))
-    arguments.add_model(cluster)
-    arguments.add_runtime(cluster)
-    arguments.add_json(cluster)
-
-    train = verbs.add_parser("train", help="train NetVLAD with triplet loss")
-    arguments.add_data(train)
-    arguments.add_model(train)
-    arguments.add_training(train)
-    arguments.add_runtime(train)
-    arguments.add_tracking(train)
-    arguments.add_json(train)
-
-    _add_eval(verbs)
-
-    compress = verbs.add_parser("compress", help="a compressed variant of a checkpoint, "
-                                                 "measured against it")
-    arguments.add_compression(compress)
-    arguments.add_data(compress, split_default=arguments.default(CompressConfig, "split"))
-    arguments.add_runtime(compress)
-    arguments.add_tracking(compress)
-    arguments.add_json(compress)
+    stages = (
+        ("synth", SynthConfig, "write a synthetic dataset (Pittsburgh or @UTM@ folder layout)"),
+        ("cluster", ClusterConfig, "k-means centroids for NetVLAD's initialisation"),
+        ("train", TrainConfig, "train NetVLAD with triplet loss"),
+        ("eval", EvalConfig, "Recall@1/5/10/20 of a checkpoint on a split"),
+        ("compress", CompressConfig, "a compressed variant of a checkpoint, measured against it"),
+    )
+    for verb, config, help_text in stages:
+        sub = verbs.add_parser(verb, help=help_text)
+        required = {"synth": ("out",), "compress": ("resume", "method")}.get(verb, ())
+        arguments.add_settings(sub, config, required=required)
+        if verb in ("train", "eval", "compress"):
+            add_tracking(sub)
+        arguments.add_json(sub)
+    _add_extras(verbs.choices)
 
     from . import sweep_cli  # the sweep's flags live beside the sweep
     sweep_cli.add_parser(verbs)
@@ -73,33 +54,15 @@ def build_parser() -> arguments.OneLineParser:
     return parser
 
 
-def _add_synth(verbs) -> None:
-    from vpr_core.data.synthetic import SynthConfig
-
-    synth = verbs.add_parser("synth", help="write a synthetic dataset (Pittsburgh layout)")
-    synth.add_argument("--out", required=True, metavar="DIR", help="new folder to write")
-    synth.add_argument("--places", type=int, default=SynthConfig.places,
-                       help="places per split (default %(default)s)")
-    synth.add_argument("--queries", type=int, help="queries per split (default: --places)")
-    synth.add_argument("--image-size", default=format_image_size(SynthConfig.image_size),
-                       metavar="HxW", help="default %(default)s")
-    synth.add_argument("--seed", type=int, default=SynthConfig.seed)
-    synth.add_argument("--layout", choices=("pittsburgh", "folder"), default=SynthConfig.layout)
-    arguments.add_json(synth)
-
-
-def _add_eval(verbs) -> None:
-    evaluate = verbs.add_parser("eval", help="Recall@1/5/10/20 of a checkpoint on a split")
-    arguments.add_data(evaluate, split_default=arguments.default(EvalConfig, "split"))
-    arguments.add_model(evaluate)
-    evaluate.add_argument("--resume", metavar="RUN_DIR|FILE",
-                          help="checkpoint file or run folder (default: the untrained model)")
-    evaluate.add_argument("--ckpt", choices=("latest", "best"),
-                          help=f"default {arguments.default(EvalConfig, 'ckpt')}")
-    evaluate.add_argument("--centroids", metavar="FILE", help="untrained model: centroid file")
-    arguments.add_runtime(evaluate)
-    arguments.add_tracking(evaluate)
-    arguments.add_json(evaluate)
+def _add_extras(parsers: dict) -> None:
+    """The flags that are no setting of a config: the reference's --runsPath, and the
+    compression study a variant joins in MLflow."""
+    parsers["train"].add_argument("--runsPath", dest="runs_path", metavar="DIR",
+                                  help="parent folder of timestamped run folders (default "
+                                       "./runs)")
+    arguments.group_of(parsers["compress"], "tracking").add_argument(
+        "--study", metavar="NAME",
+        help="MLflow: the study (parent run) the variant joins (default compress-<source run>)")
 
 
 def translate_mode(argv: list[str]) -> list[str]:
@@ -121,34 +84,19 @@ def translate_mode(argv: list[str]) -> list[str]:
     return argv
 
 
-def make_config(cls, args, restored: dict | None = None, **fixed):
-    """`cls` from defaults, then `restored` (flags.json), then explicit flags, then `fixed`.
-    Not validated here: each stage validates its config as it starts."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    values = {k: v for k, v in (restored or {}).items() if k in names and k not in NOT_RESTORED}
-    values.update(arguments.given(args, names))
-    if str(values.get("optim", "")).upper() == "ADAM":
-        # SGD's settings restored from an older run's flags.json do not apply to Adam
-        for name in SGD_DEFAULTS:
-            if name not in arguments.given(args, names):
-                values.pop(name, None)
+def make_config(cls, args, flags: dict | None = None, **fixed):
+    """`cls` from its defaults, then what `--resume` restores from the run's `flags`
+    (flags.json), then the flags given, then `fixed`. Validated by the stage it is for."""
+    values = settings.restored(cls, flags or {}, arguments.given(args, cls))
     values.update(fixed)
-    if getattr(args, "quiet", False):
-        values["show_progress"] = False
-    return cls(**values)  # validated once, by the stage it is for
+    return cls(**values)
 
 
 # ---- verbs ---------------------------------------------------------------------------------
 def run_synth(args) -> None:
-    from vpr_core.config.common import parse_image_size
-    from vpr_core.data.synthetic import SynthConfig, write_synthetic
+    from vpr_core.data.synthetic import write_synthetic
 
-    size = parse_image_size(args.image_size)
-    config = SynthConfig(out=Path(args.out), places=args.places,
-                         queries=args.queries if args.queries is not None else args.places,
-                         image_size=size or SynthConfig.image_size, seed=args.seed,
-                         layout=args.layout)
-    result = write_synthetic(config)
+    result = write_synthetic(make_config(SynthConfig, args))
     counts = ", ".join(f"{split}: {c['database']} database + {c['queries']} queries"
                        for split, c in result["splits"].items())
     emit(args, result, [f"wrote a synthetic {result['layout']} dataset to {result['out']} "
@@ -156,11 +104,9 @@ def run_synth(args) -> None:
 
 
 def run_cluster(args) -> None:
-    from vpr_core.config.common import ClusterConfig
-    from vpr_core.stages.cluster import cluster
+    from vpr_core.stages import cluster
 
-    config = make_config(ClusterConfig, args)
-    result = cluster(config)
+    result = cluster.run(make_config(ClusterConfig, args))
     verb = "reused" if result.reused else "wrote"
     emit(args, result.to_dict(),
          [f"{verb} {result.path} ({result.num_clusters} centroids from "
@@ -168,20 +114,19 @@ def run_cluster(args) -> None:
 
 
 def run_train(args) -> None:
-    from vpr_core.config.common import TrainConfig
-    from vpr_core.training import TrainingRun
+    from vpr_core.stages.train import training_run
 
-    restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
+    resume = getattr(args, "resume", None)
+    flags = _run_flags(args) if resume else {}
     fixed = {}
-    if args.run_dir is None and args.runs_path is not None and args.resume is None:
-        arch = args.arch or restored.get("arch", "vgg16")
-        pooling = args.pooling or restored.get("pooling", "netvlad")
+    if getattr(args, "run_dir", None) is None and args.runs_path is not None and resume is None:
+        values = settings.restored(TrainConfig, flags, arguments.given(args, TrainConfig))
         stamp = datetime.now().strftime("%b%d_%H-%M-%S")
-        fixed["run_dir"] = Path(args.runs_path).absolute() / f"{stamp}_{arch}_{pooling}"
-    config = make_config(TrainConfig, args, restored, **fixed)
+        name = f"{stamp}_{values.get('arch', 'vgg16')}_{values.get('pooling', 'netvlad')}"
+        fixed["run_dir"] = Path(args.runs_path).absolute() / name
     uri = _tracking_uri(args)
-    run = TrainingRun(config)  # validates everything before MLflow sees anything
-    tracker = _tracker(args, uri)
+    run = training_run(make_config(TrainConfig, args, flags, **fixed))  # checks it all first
+    config, tracker = run.config, _tracker(args, uri)
     log.info(f"training {config.arch} + {config.pooling} on {run.train_split.describe()}; "
              f"run folder {run.run_dir}")
     epochs = []
@@ -196,33 +141,25 @@ def run_train(args) -> None:
                 track(result)
     summary = run.summary(epochs).to_dict()
     emit(args, summary, [f"=> Best Recall@5: {run.best_score:.4f} (epoch {run.best_epoch}); "
-                         f"checkpoints in {run.run_dir / 'checkpoints'}"])
+                         f"checkpoints in {run.folder.checkpoints}"])
 
 
 def run_eval(args) -> None:
-    from vpr_core.config.common import EvalConfig
-
     from .evaluate import evaluate_and_track
 
-    restored = _restored_flags(args.resume, args.ckpt) if args.resume else {}
-    restored = {k: v for k, v in restored.items()
-                if k in ("data_root", "dataset", "image_size", "pooling", "cache_dir")}
-    config = make_config(EvalConfig, args, restored)
-    payload, lines = evaluate_and_track(config, _tracking_uri(args), args.experiment)
+    flags = _run_flags(args) if getattr(args, "resume", None) else {}
+    payload, lines = evaluate_and_track(make_config(EvalConfig, args, flags),
+                                        _tracking_uri(args), args.experiment)
     emit(args, payload, lines)
 
 
 def run_compress(args) -> None:
     from vpr_core.compression.measure import figures_table
-    from vpr_core.config.common import CompressConfig
-    from vpr_core.stages.compress import compress
+    from vpr_core.stages import compress
 
-    restored = _restored_flags(args.resume, args.ckpt)
-    restored = {k: v for k, v in restored.items()
-                if k in ("data_root", "dataset", "image_size", "cache_dir")}
-    config = make_config(CompressConfig, args, restored)
+    config = make_config(CompressConfig, args, _run_flags(args))
     uri = _tracking_uri(args)
-    result = compress(config)
+    result = compress.run(config)
     payload = result.to_dict()
     tracker = _tracker(args, uri)
     if tracker:
@@ -234,10 +171,12 @@ def run_compress(args) -> None:
                          *figures_table([result.original, result.variant])])
 
 
-def _restored_flags(resume, ckpt) -> dict:
+def _run_flags(args) -> dict:
+    """flags.json of the run `--resume` names ({} when it has none)."""
     from vpr_core.models.checkpoints import checkpoint_file, read_flags
 
-    return read_flags(checkpoint_file(Path(resume).absolute(), ckpt or "latest"))
+    ckpt = getattr(args, "ckpt", None) or settings.default_of(TrainConfig, "ckpt")
+    return read_flags(checkpoint_file(Path(args.resume).absolute(), ckpt))
 
 
 def _tracking_uri(args) -> str | None:

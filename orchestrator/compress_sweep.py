@@ -17,11 +17,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpr_core.config.common import COMPRESS_METHODS, METHOD_FLAGS, CompressConfig
+from vpr_core.compression.methods import METHODS
+from vpr_core.config import CompressConfig
 from vpr_core.errors import CommandFailed, UserError
+from vpr_core.settings import declared, default_of
 
+# a variant's keys: the method, its settings, and the fine-tuning's
 VARIANT_KEYS = {"method", "finetune_epochs", "finetune_lr"} | {
-    flag for flags in METHOD_FLAGS.values() for flag in flags}
+    name for name, meta in declared(CompressConfig) if (meta.only_with or {}).get("method")}
 
 
 def expand(variants: list) -> list[dict]:
@@ -30,9 +33,9 @@ def expand(variants: list) -> list[dict]:
         raise UserError("the spec's compress.variants must be a non-empty list of variants")
     out = []
     for variant in variants:
-        if not isinstance(variant, dict) or variant.get("method") not in COMPRESS_METHODS:
+        if not isinstance(variant, dict) or variant.get("method") not in METHODS:
             raise UserError(f"compress.variants entry {variant!r} needs a method: one of "
-                            f"{', '.join(COMPRESS_METHODS)}")
+                            f"{', '.join(METHODS)}")
         unknown = sorted(set(variant) - VARIANT_KEYS)
         if unknown:
             raise UserError(f"compress.variants entry {variant!r} has unknown key(s) "
@@ -72,15 +75,16 @@ def plan(spec, data_root: Path | None) -> tuple[StudyPlan, list[dict]]:
     from vpr_core.data import open_split
     from vpr_core.models.checkpoints import checkpoint_file
 
-    section = spec.compress  # its keys and checkpoint are checked by SweepSpec
+    spec.validate()
+    section = spec.compress
     if data_root is None:
         raise UserError("a compression spec needs data.root (or --data-root)")
-    runtime = {k: v for k, v in spec.train.items()
-               if k in ("image_size", "precision", "decode", "image_store_gb", "workers",
-                        "device", "cache_batch_size", "cache_dir", "seed")}
+    runtime = dict(spec.train)  # CompressConfig's settings, as SweepSpec.validate checked
     study = StudyPlan(Path(section["checkpoint"]).expanduser().absolute(), data_root,
-                      spec.dataset, section.get("split", "val"), section.get("ckpt", "latest"),
-                      section.get("latency_batches", (1, 32)),
+                      spec.dataset, section.get("split", default_of(CompressConfig, "split")),
+                      section.get("ckpt", default_of(CompressConfig, "ckpt")),
+                      section.get("latency_batches",
+                                  default_of(CompressConfig, "latency_batches")),
                       Path("runs").absolute() / spec.name, runtime)
     checkpoint_file(study.checkpoint, study.ckpt)  # missing files fail here, before Ray
     open_split(study.data_root, study.split, study.dataset)
@@ -94,42 +98,41 @@ def compress_trial(config: dict, *, study: StudyPlan) -> None:
     """Tune function trainable: one variant, reported once with its figures."""
     from ray import tune
 
-    from vpr_core.stages.compress import compress, label
+    from vpr_core.compression.methods import label
+    from vpr_core.stages import compress
 
     variant = config["variant"]
     settings = CompressConfig(**variant).settings()
     name = label(variant["method"], settings, variant.get("finetune_epochs", 0),
-                 variant.get("finetune_lr", CompressConfig.finetune_lr))
+                 variant.get("finetune_lr", default_of(CompressConfig, "finetune_lr")))
     run_dir = study.runs / name.replace(" ", "_").replace("+", "")
-    result = compress(study.config(variant, run_dir))
+    result = compress.run(study.config(variant, run_dir))
     # the whole result as text: Tune's loggers take numbers and strings, not nested lists
     tune.report({**result.variant.metrics(), "result": json.dumps(result.to_dict())})
 
 
 def run_compress_study(spec, *, storage: str | None, name: str | None,
-                       ray_address: str | None, data_root: Path | None):
+                       ray_address: str | None):
     """Run the study's variants as Tune trials; returns (results, mlflow parent id)."""
     from ray import tune
 
     from vpr_tracking.uri import check_tracking_uri
 
     from . import ray_cluster
-    from .sweep import TRIAL_GPU_SHARE, default_name, storage_location
+    from .sweep import default_name, plan_resources, storage_location
     from .tracking import Tracker
 
     uri = check_tracking_uri(spec.tracking_uri)
-    study, variants = plan(spec, data_root)
+    study, variants = plan(spec, spec.data_root)
     name = name or default_name(spec)
     resources = ray_cluster.connect(ray_address)
-    per_trial = {"cpu": spec.cpus_per_trial,
-                 "gpu": TRIAL_GPU_SHARE if resources.get("GPU", 0) > 0 else 0.0}
+    per_trial, concurrency, _ = plan_resources(spec, resources, service=False)
     trainable = tune.with_resources(tune.with_parameters(compress_trial, study=study),
                                     per_trial)
-    limit = None if spec.max_concurrent == "auto" else int(spec.max_concurrent)
     storage_path = str(storage_location(storage))
     tuner = tune.Tuner(trainable,
                        param_space={"variant": tune.grid_search(variants)},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=limit),
+                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
                        run_config=tune.RunConfig(name=name, storage_path=storage_path,
                                                  verbose=0))
     grid = tuner.fit()

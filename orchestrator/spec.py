@@ -1,86 +1,168 @@
-"""Experiment specs: YAML files in `experiments/`, validated into a `SweepSpec`.
+"""Experiment specs: YAML files in `experiments/`, read into a frozen `SweepSpec`.
 
 A spec names the data, the search space, the fixed training settings, the resources and the
-tracking. Command-line flags override it. Unknown keys and wrong types are user errors.
+tracking; or, instead of a search, one checkpoint to evaluate (`evaluate`) or to compress into
+variants (`compress`). Each key of the YAML is a setting declared in `SweepSpec` (its
+`spec_key`), in `TrainConfig` (the `train` section: its `SPEC` settings that are not searched)
+or in `SynthConfig` (`data.synthetic`); unknown keys and wrong types are user errors.
+Command-line flags override the spec (`with_flags`).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from vpr_core.config.common import TrainConfig, parse_image_size
+from vpr_core.config import (
+    MODEL_SETTINGS,
+    CommonConfig,
+    CompressConfig,
+    EvalConfig,
+    TrainConfig,
+    parse_image_size,
+)
+from vpr_core.data.synthetic import SynthConfig
 from vpr_core.errors import UserError
+from vpr_core.settings import (
+    PER_TRIAL,
+    SPEC,
+    check,
+    declared,
+    names_with,
+    redeclared,
+    setting,
+)
 from vpr_tracking import search_space
 from vpr_tracking.names import DEFAULT_METRIC, RECALL_NAMES
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 DEFAULT_SPEC = EXPERIMENTS_DIR / "smoke.yaml"
-# settings the sweep owns for each trial; a spec may not fix them in `train`
-PER_TRIAL = set(search_space.NAMES) | {"data_root", "dataset", "cache_dir", "run_dir", "resume",
-                                       "ckpt", "show_progress", "centroids", "workers"}
-SECTIONS = {
-    "name": str, "description": str, "data": dict, "search": dict, "train": dict,
-    "resources": dict, "tracking": dict, "evaluate": dict, "compress": dict,
-}
-DATA_KEYS = {"root", "dataset", "synthetic"}
-SYNTHETIC_KEYS = {"places", "queries", "image_size", "seed"}
-SEARCH_KEYS = {"num_samples", "seed", "metric", "space", "scheduler", "start_with"}
-SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
-RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial", "max_concurrent", "miner_memory_gb",
-                 "max_failures"}
-TRACKING_KEYS = {"uri", "experiment"}
-EVALUATE_KEYS = {"checkpoint", "ckpt", "split"}
+SWEEP, EVALUATION, COMPRESSION = "sweep", "evaluation", "compression"  # the kinds of spec
+RAY = (SWEEP, COMPRESSION)  # the kinds that run on Ray
+# the evaluate section's keys, as EvalConfig's settings
+EVALUATE_KEYS = {"checkpoint": "resume", "ckpt": "ckpt", "split": "split"}
 COMPRESS_KEYS = {"checkpoint", "ckpt", "split", "variants", "latency_batches"}
+SEARCH, RESOURCES = "search", "resources"
 
 
-@dataclass
+def _spec(key: str, default, help: str, kinds=None, **declared_as):
+    return setting(default, help, spec_key=key, kinds=kinds, roles=(SPEC,), **declared_as)
+
+
+def _auto(kind):
+    """A flag's value: 'auto', or a number of `kind`."""
+    def parse(text):
+        return text if text == "auto" else kind(text)
+    return parse
+
+
+@dataclass(frozen=True)
 class SweepSpec:
-    name: str = "sweep"
-    description: str = ""
-    data_root: Path | None = None  # None: the synthetic dataset, made on first use
-    dataset: str | None = None
-    synthetic: dict = field(default_factory=dict)
-    num_samples: int = 6
-    seed: int = 0
-    metric: str = DEFAULT_METRIC
-    # {dimension: choices or (low, high)}, see vpr_tracking.search_space
-    space: dict = field(default_factory=search_space.default_space)
-    start_with: list = field(default_factory=list)  # configurations tried first, in order
-    grace_period: int = 1
-    reduction_factor: int = 2
-    train: dict = field(default_factory=dict)  # fixed TrainConfig settings
-    cpus_per_trial: float = 1
-    gpus_per_trial: float | str = "auto"
-    max_concurrent: int | str = "auto"
-    miner_memory_gb: float | str = "auto"
-    max_failures: int = 2
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    evaluate: dict | None = None  # evaluation-only spec: {checkpoint, ckpt, split}
-    compress: dict | None = None  # compression study: {checkpoint, split, variants}
+    name: str = _spec("name", "sweep", "the spec's name", flag="")
+    description: str = _spec("description", "", "what the spec is for", flag="")
+    data_root: Path | None = redeclared(CommonConfig, "data_root", default=None,
+                                        spec_key="data.root", roles=frozenset({SPEC}),
+                                        shown_default="the synthetic dataset, made on first use")
+    dataset: str | None = redeclared(CommonConfig, "dataset", spec_key="data.dataset",
+                                     roles=frozenset({SPEC}))
+    synthetic: dict = _spec("data.synthetic", dataclasses.MISSING,
+                            "the synthetic dataset's settings", flag="", default_factory=dict)
+    num_samples: int = _spec(f"{SEARCH}.num_samples", 6, "trials to run", kinds=(SWEEP,),
+                             parse=int, minimum=1, group=SEARCH)
+    seed: int = _spec(f"{SEARCH}.seed", 0, "the search's seed (TPE)", kinds=(SWEEP,), parse=int,
+                      group=SEARCH)
+    metric: str = _spec(f"{SEARCH}.metric", DEFAULT_METRIC, "the metric the search maximises",
+                        kinds=(SWEEP,), choices=RECALL_NAMES, flag="")
+    space: dict = _spec(f"{SEARCH}.space", dataclasses.MISSING, "the search space",
+                        kinds=(SWEEP,), flag="", default_factory=search_space.default_space)
+    start_with: tuple = _spec(f"{SEARCH}.start_with", (), "configurations tried first",
+                              kinds=(SWEEP,), flag="")
+    scheduler: str = _spec(f"{SEARCH}.scheduler.type", "asha", "the trial scheduler",
+                           kinds=(SWEEP,), choices=("asha",), flag="")
+    grace_period: int = _spec(f"{SEARCH}.scheduler.grace_period", 1, "ASHA's grace period",
+                              kinds=(SWEEP,), parse=int, minimum=1, flag="")
+    reduction_factor: int = _spec(f"{SEARCH}.scheduler.reduction_factor", 2,
+                                  "ASHA's reduction factor", kinds=(SWEEP,), parse=int,
+                                  minimum=2, flag="")
+    train: dict = _spec("train", dataclasses.MISSING, "fixed TrainConfig settings", flag="",
+                        default_factory=dict)
+    cpus_per_trial: float = _spec(f"{RESOURCES}.cpus_per_trial", 1.0, "CPUs per trial",
+                                  kinds=RAY, parse=float, positive=True, group=RESOURCES)
+    gpus_per_trial: float | str = _spec(f"{RESOURCES}.gpus_per_trial", "auto",
+                                        "GPUs per trial (auto: 0.45 where there are GPUs)",
+                                        kinds=RAY, parse=_auto(float), group=RESOURCES)
+    max_concurrent: int | str = _spec(f"{RESOURCES}.max_concurrent", "auto",
+                                      "trials at a time (auto: as many as resources allow)",
+                                      kinds=RAY, parse=_auto(int), group=RESOURCES)
+    miner_memory_gb: float | str = _spec(f"{RESOURCES}.miner_memory_gb", "auto",
+                                         "memory budget of the shared mining service (auto: "
+                                         "40% of RAM)", kinds=(SWEEP,),
+                                         parse=_auto(float), group=RESOURCES)
+    max_failures: int = _spec(f"{RESOURCES}.max_failures", 2, "retries of a lost trial",
+                              kinds=(SWEEP,), parse=int, minimum=0, flag="")
+    tracking_uri: str | None = _spec("tracking.uri", None, "MLflow store", flag="")
+    experiment: str | None = _spec("tracking.experiment", None, "MLflow experiment", flag="")
+    evaluate: dict | None = _spec("evaluate", None, "evaluation spec: one checkpoint",
+                                  flag="")
+    compress: dict | None = _spec("compress", None, "compression study: variants of one "
+                                  "checkpoint", flag="")
+    # what the sweep's runs are named after instead of the spec: the --experiment given, or
+    # the data folder the embedded default runs on
+    run_label: str | None = setting(None, "the sweep's label", flag="")
+
+    @property
+    def kind(self) -> str:
+        if self.evaluate is not None:
+            return EVALUATION
+        return COMPRESSION if self.compress is not None else SWEEP
+
+    @property
+    def stage_config(self):
+        """The config an evaluation or compression spec's `train` section feeds."""
+        return {EVALUATION: EvalConfig, COMPRESSION: CompressConfig}.get(self.kind, TrainConfig)
 
     @property
     def epochs(self) -> int:
         return int(self.train.get("epochs", TrainConfig.epochs))
 
     @property
-    def experiment_name(self) -> str:
-        """The MLflow experiment: tracking.experiment, else netvlad-<name>."""
-        return self.experiment or f"netvlad-{self.name}"
+    def label(self) -> str:
+        """What the sweep's runs are named after (`run_label`, else the spec's name)."""
+        return self.run_label or self.name
 
-    def validate(self) -> "SweepSpec":
-        if self.evaluate is not None:
-            if not self.evaluate.get("checkpoint"):
-                raise UserError("the spec's evaluate section needs a checkpoint path")
-            return self
-        if self.compress is not None:
-            if not self.compress.get("checkpoint"):
-                raise UserError("the spec's compress section needs a checkpoint path")
-            return self  # its variants are checked with the data by compress_sweep.plan
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment: tracking.experiment, else netvlad-<label>."""
+        return self.experiment or f"netvlad-{self.label}"
+
+    def validate(self) -> SweepSpec:
+        check(self)
+        self._check_resources()
+        if self.kind != SWEEP:
+            _stage_settings(self.train, self.stage_config, f"a {self.kind} spec")
+            section = self.evaluate if self.kind == EVALUATION else self.compress
+            if not section.get("checkpoint"):
+                key = "evaluate" if self.kind == EVALUATION else "compress"
+                raise UserError(f"the spec's {key} section needs a checkpoint path")
+            return self  # a compression's variants are checked with the data (compress_sweep)
+        self._check_search()
+        self.trial_config(self.first_point(), data_root=Path("/"), run_dir=Path("/")).validate()
+        return self
+
+    def _check_resources(self) -> None:
+        for name, least in (("gpus_per_trial", 0), ("max_concurrent", 1),
+                            ("miner_memory_gb", 0)):
+            value = getattr(self, name)
+            if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or value < least or (name == "max_concurrent"
+                                                         and not isinstance(value, int))):
+                raise UserError(f"resources.{name} must be auto or a number of at least "
+                                f"{least}, got {value!r}")
+
+    def _check_search(self) -> None:
         search_space.check_space(self.space)
         archs = self.space["arch"]
         if self.num_samples < len(archs):
@@ -88,36 +170,40 @@ class SweepSpec:
                             f"{len(archs)} architectures to try; raise it")
         for point in self.start_with:
             search_space.check_point(self.space, point)
-        if self.metric not in RECALL_NAMES:
-            raise UserError(f"search.metric {self.metric!r} must be one of "
-                            f"{', '.join(RECALL_NAMES)}")
-        if self.grace_period < 1 or self.reduction_factor < 2:
-            raise UserError("scheduler grace_period must be >= 1 and reduction_factor >= 2")
-        if self.cpus_per_trial <= 0:
-            raise UserError(f"resources.cpus_per_trial must be positive, got "
-                            f"{self.cpus_per_trial}")
-        self.trial_config(self.first_point(), data_root=Path("/"), cache_dir=Path("/"),
-                          run_dir=Path("/")).validate()
-        return self
 
     def first_point(self) -> dict:
         """A point of the space (each dimension's first choice or lower bound)."""
         return {name: values[0] for name, values in self.space.items()}
 
-    def trial_config(self, sampled: dict, **given) -> TrainConfig:
-        """The TrainConfig of one trial: fixed settings + sampled ones + `given` (its paths
-        and whatever else the caller settles)."""
-        values = dict(self.train)
-        values.update(sampled)
-        values.update(given)
+    def trial_config(self, sampled: dict, **per_trial) -> TrainConfig:
+        """The TrainConfig of one trial: the fixed settings, the `sampled` ones, and what the
+        sweep gives each trial (`PER_TRIAL` settings: its folder, its checkpoint, workers)."""
+        unknown = set(per_trial) - set(names_with(TrainConfig, PER_TRIAL))
+        if unknown:
+            raise ValueError(f"not per-trial settings: {sorted(unknown)}")
+        values = dict(self.train, **sampled, **per_trial)
         values.setdefault("dataset", self.dataset)
-        values["show_progress"] = False
-        try:
-            config = TrainConfig(**values)
-        except TypeError as error:
-            raise UserError(f"the spec's train section has a setting TrainConfig does not know "
-                            f"({error}); fix the YAML") from None
-        return config  # validated by the trial's TrainingRun (and once by `validate`)
+        return TrainConfig(**values, show_progress=False)  # validated by the trial's run
+
+
+def train_keys() -> set[str]:
+    """What a spec's `train` section may set: TrainConfig's `SPEC` settings, but the
+    searched ones (they belong to `search.space`)."""
+    return set(names_with(TrainConfig, SPEC)) - set(search_space.NAMES)
+
+
+def stage_settings(config) -> set[str]:
+    """What an evaluation or compression spec's `train` section may set: that stage's
+    settings but the model's (the checkpoint holds it)."""
+    return {f.name for f in dataclasses.fields(config)} - set(MODEL_SETTINGS)
+
+
+def _stage_settings(train: dict, config, what: str) -> None:
+    """An evaluation or compression spec's `train` section holds that stage's settings only."""
+    foreign = sorted(set(train) - stage_settings(config))
+    if foreign:
+        raise UserError(f"train.{', train.'.join(foreign)} does not apply to {what}; leave "
+                        f"it out")
 
 
 def load_spec(path: Path | None) -> SweepSpec:
@@ -133,70 +219,81 @@ def load_spec(path: Path | None) -> SweepSpec:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path} is not valid YAML{where}; fix the file") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path} must hold a mapping of sections ({', '.join(SECTIONS)})")
+        raise UserError(f"{path} must hold a mapping of sections")
     return spec_from_dict(raw, str(path))
 
 
 def spec_from_dict(raw: dict, source: str) -> SweepSpec:
+    """The spec a YAML mapping describes: every key read from where its setting says."""
     raw = copy.deepcopy(raw)
-    _known(raw, set(SECTIONS), source)
-    for key, kind in SECTIONS.items():
-        if key in raw and raw[key] is not None and not isinstance(raw[key], kind):
-            raise UserError(f"{source}: '{key}' must be a {kind.__name__}")
-    spec = SweepSpec(name=str(raw.get("name", "sweep")),
-                     description=str(raw.get("description", "")))
-    data = raw.get("data") or {}
-    _known(data, DATA_KEYS, f"{source}: data")
-    spec.data_root = Path(data["root"]).expanduser() if data.get("root") else None
-    spec.dataset = data.get("dataset")
-    spec.synthetic = dict(data.get("synthetic") or {})
-    _known(spec.synthetic, SYNTHETIC_KEYS, f"{source}: data.synthetic")
-    search = raw.get("search") or {}
-    _known(search, SEARCH_KEYS, f"{source}: search")
-    spec.num_samples = _int(search.get("num_samples", spec.num_samples), "num_samples", source)
-    spec.seed = _int(search.get("seed", spec.seed), "seed", source)
-    spec.metric = search.get("metric", spec.metric)
-    spec.space = search_space.parse_space(search.get("space") or {}, f"{source}: search.space")
-    spec.start_with = list(search.get("start_with") or [])
-    scheduler = search.get("scheduler") or {}
-    _known(scheduler, SCHEDULER_KEYS, f"{source}: search.scheduler")
-    if scheduler.get("type", "asha") != "asha":
-        raise UserError(f"{source}: search.scheduler.type must be asha")
-    spec.grace_period = _int(scheduler.get("grace_period", 1), "grace_period", source)
-    spec.reduction_factor = _int(scheduler.get("reduction_factor", 2), "reduction_factor", source)
-    spec.train = dict(raw.get("train") or {})
-    if "amp" in spec.train:  # specs written before --precision
-        spec.train.setdefault("precision", "bf16" if spec.train.pop("amp") else "fp32")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    _known(spec.train, fields - PER_TRIAL, f"{source}: train")
-    if "image_size" in spec.train:
-        spec.train["image_size"] = parse_image_size(spec.train["image_size"])
-    resources = raw.get("resources") or {}
-    _known(resources, RESOURCE_KEYS, f"{source}: resources")
-    for key in RESOURCE_KEYS:
-        if key in resources:
-            setattr(spec, key, resources[key])
-    tracking = raw.get("tracking") or {}
-    _known(tracking, TRACKING_KEYS, f"{source}: tracking")
-    spec.tracking_uri = tracking.get("uri")
-    spec.experiment = tracking.get("experiment")
-    if raw.get("compress") is not None:
-        _known(raw["compress"], COMPRESS_KEYS, f"{source}: compress")
-        spec.compress = dict(raw["compress"])
-    if raw.get("evaluate") is not None:
-        _known(raw["evaluate"], EVALUATE_KEYS, f"{source}: evaluate")
-        spec.evaluate = dict(raw["evaluate"])
-    return spec
+    keys = {name: meta.spec_key for name, meta in declared(SweepSpec) if meta.spec_key}
+    _check_keys(raw, set(keys.values()), source)
+    values = {}
+    for name, key in keys.items():
+        found, value = _lookup(raw, key)
+        if found and value is not None:
+            values[name] = value
+    values["synthetic"] = _section(values.get("synthetic"), set(names_with(SynthConfig, SPEC)),
+                                   f"{source}: data.synthetic")
+    values["space"] = search_space.parse_space(_section(values.get("space"), None,
+                                                        f"{source}: search.space"),
+                                               f"{source}: search.space")
+    values["start_with"] = tuple(values.get("start_with") or ())
+    values["train"] = _train_section(values.get("train"), source)
+    if "data_root" in values:
+        values["data_root"] = Path(values["data_root"]).expanduser()
+    if values.get("evaluate") is not None:
+        _section(values["evaluate"], set(EVALUATE_KEYS), f"{source}: evaluate")
+    if values.get("compress") is not None:
+        _section(values["compress"], COMPRESS_KEYS, f"{source}: compress")
+    return SweepSpec(**values)
 
 
-def _int(value, name: str, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{source}: {name} must be an integer, got {value!r}")
-    return value
+def _train_section(train, source: str) -> dict:
+    train = _section(train, None, f"{source}: train")
+    if "amp" in train:  # specs written before --precision
+        train.setdefault("precision", "bf16" if train.pop("amp") else "fp32")
+    _section(train, train_keys(), f"{source}: train")
+    if "image_size" in train:
+        train["image_size"] = parse_image_size(train["image_size"])
+    return train
 
 
-def _known(section: dict, allowed: set, where: str) -> None:
-    unknown = sorted(set(section) - allowed)
+def _check_keys(raw: dict, keys: set, source: str) -> None:
+    """Every key of `raw` (nested sections included) must be one of `keys` (dotted) or lie
+    inside one of them (a section the setting holds whole, such as `train`)."""
+    def walk(section: dict, prefix: str) -> None:
+        if not isinstance(section, dict):
+            raise UserError(f"{source}: '{prefix.rstrip('.')}' must be a mapping")
+        allowed = {k[len(prefix):].split(".")[0] for k in keys if k.startswith(prefix)}
+        unknown = sorted(map(str, set(section) - allowed))
+        if unknown:
+            where = f"{source}: {prefix.rstrip('.')}" if prefix else source
+            raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+                            f"{', '.join(sorted(allowed))}")
+        for key, value in section.items():
+            if f"{prefix}{key}" not in keys and value is not None:
+                walk(value, f"{prefix}{key}.")
+    walk(raw, "")
+
+
+def _lookup(raw: dict, key: str) -> tuple[bool, object]:
+    section = raw
+    for part in key.split("."):
+        if not isinstance(section, dict) or part not in section:
+            return False, None
+        section = section[part]
+    return True, section
+
+
+def _section(value, allowed: set | None, where: str) -> dict:
+    """A mapping section (None: empty), its keys among `allowed` when given."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where} must be a mapping")
+    unknown = sorted(map(str, set(value) - allowed)) if allowed is not None else []
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: "
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
                         f"{', '.join(sorted(allowed))}")
+    return dict(value)

@@ -7,6 +7,7 @@ shared mining service (`fit`), then read the trials back from MLflow and close t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,11 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from vpr_core.config.common import parse_image_size
+import torch
+
+from vpr_core.config import TrainConfig, parse_image_size
 from vpr_core.data import open_split
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
 from vpr_core.errors import UserError
 from vpr_core.log import log
+from vpr_core.runtime import resolve_precision
+from vpr_core.settings import default_of
 from vpr_tracking import search_space
 from vpr_tracking.names import FINISHED, KILLED, RECALL_NS, RUNNING, Kind, Tag, recall_name
 from vpr_tracking.params import training_params
@@ -127,6 +132,8 @@ def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: st
     tracking URI, the Ray address, the sweep to resume, then the dataset."""
     from . import ray_cluster
 
+    cache_dir = Path(spec.train.get("cache_dir") or default_of(TrainConfig, "cache_dir"))
+    spec = dataclasses.replace(spec, train=dict(spec.train, cache_dir=cache_dir.absolute()))
     spec.validate()
     uri = check_tracking_uri(spec.tracking_uri)
     if ray_address:
@@ -136,13 +143,13 @@ def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: st
         name = name or latest_name(storage_path, spec)
     name = name or default_name(spec)
     data_root = prepare_data(spec)
-    splits = [open_split(data_root, split, spec.dataset)  # a bad dataset fails here
-              for split in (spec.train.get("train_split", "train"),
-                            spec.train.get("val_split", "val"))]
+    splits = [open_split(data_root, spec.train.get(split, default_of(TrainConfig, split)),
+                         spec.dataset)  # a bad dataset fails here
+              for split in ("train_split", "val_split")]
     plan = SweepPlan(spec, name, uri, spec.experiment_name, storage_path,
                      data_root, splits[0].dataset,
                      spec.train.get("image_size") or splits[0].native_size,
-                     Path(spec.train.get("cache_dir", "cache")).absolute(), restore)
+                     spec.train["cache_dir"], restore)
     if restore:
         from ray import tune
 
@@ -173,8 +180,10 @@ def prepare_data(spec: SweepSpec) -> Path:
     return root
 
 
-def plan_resources(spec: SweepSpec, resources: dict) -> tuple[dict, int, float]:
-    """(resources per trial, concurrent trials, GPU share of the mining service)."""
+def plan_resources(spec: SweepSpec, resources: dict, service: bool = True
+                   ) -> tuple[dict, int, float]:
+    """(resources per trial, concurrent trials, GPU share of the mining service); `service`:
+    whether a mining service shares the GPUs (a compression study has none)."""
     cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
     per_trial_gpu = spec.gpus_per_trial
     if per_trial_gpu == "auto":
@@ -183,7 +192,7 @@ def plan_resources(spec: SweepSpec, resources: dict) -> tuple[dict, int, float]:
     if per_trial_gpu > 0 and gpus == 0:
         raise UserError(f"resources.gpus_per_trial is {per_trial_gpu} but Ray sees no GPU; "
                         f"set it to 0 or auto")
-    service_gpu = SERVICE_GPU_SHARE if gpus > 0 else 0.0
+    service_gpu = SERVICE_GPU_SHARE if gpus > 0 and service else 0.0
     by_cpu = math.floor(cpus / spec.cpus_per_trial)
     by_gpu = math.floor((gpus - service_gpu) / per_trial_gpu + 1e-9) if per_trial_gpu else by_cpu
     fits = min(by_cpu, by_gpu)
@@ -223,7 +232,8 @@ def first_points(spec: SweepSpec) -> list[dict]:
 
 
 def default_name(spec: SweepSpec) -> str:
-    return f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """<experiment, data folder or spec>-<timestamp> (see `SweepSpec.label`)."""
+    return f"{spec.label}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def latest_name(storage, spec: SweepSpec) -> str:
@@ -231,10 +241,10 @@ def latest_name(storage, spec: SweepSpec) -> str:
         raise UserError(f"--resume without --name cannot look for the latest sweep in "
                         f"{storage}; pass --name of the sweep to resume")
     storage = Path(storage)
-    found = sorted((p for p in storage.glob(f"{spec.name}-*") if p.is_dir()),
+    found = sorted((p for p in storage.glob(f"{spec.label}-*") if p.is_dir()),
                    key=lambda p: p.stat().st_mtime)
     if not found:
-        raise UserError(f"no sweep named {spec.name}-* to resume under {storage}; pass --name "
+        raise UserError(f"no sweep named {spec.label}-* to resume under {storage}; pass --name "
                         f"and --storage of the interrupted sweep")
     return found[-1].name
 
@@ -245,10 +255,10 @@ def fixed_params(plan: SweepPlan, on_gpu: bool) -> dict:
     own sizes). The precision is the one trials resolve on their device (bf16 on a GPU): the
     driver may have no GPU."""
     spec = plan.spec
-    precision = spec.train.get("precision") or ("bf16" if on_gpu else "fp32")
-    config = spec.trial_config(spec.first_point(), data_root=plan.data_root,
-                               cache_dir=plan.cache_dir, run_dir=Path("/"),
-                               precision=precision).validate()
+    trial_device = torch.device("cuda" if on_gpu else "cpu")
+    config = dataclasses.replace(
+        spec.trial_config(spec.first_point(), data_root=plan.data_root, run_dir=Path("/")),
+        precision=resolve_precision(spec.train.get("precision"), trial_device)).validate()
     params = training_params(config, plan.dataset, plan.image_size)
     return {k: v for k, v in params.items() if k not in search_space.NAMES}
 
@@ -293,7 +303,7 @@ def _tuner(plan: SweepPlan, tracker: Tracker, parent: str, fixed: dict, per_tria
     spec = plan.spec
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec, data_root=str(plan.data_root),
-                             cache_dir=str(plan.cache_dir), service=plan.service_name),
+                             service=plan.service_name),
         per_trial)
     if plan.restore:
         return tune.Tuner.restore(plan.experiment_path, trainable=trainable,

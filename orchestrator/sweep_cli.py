@@ -1,116 +1,158 @@
 """`python -m orchestrator sweep`: flags over an experiment spec, then the sweep (or, for an
-evaluation spec such as experiments/pretrained_vgg16.yaml, one tracked evaluation)."""
+evaluation spec such as experiments/pretrained_vgg16.yaml, one tracked evaluation; for a
+compression spec, a study of its variants).
+
+The flags come from the settings they override: the spec's own (`SweepSpec`), the fixed
+training settings of its `train` section (`TrainConfig`), and this invocation's (`SweepRun`).
+A flag that does not apply to the spec's kind is refused, not ignored.
+"""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from vpr_core import arguments
 from vpr_core.arguments import emit
+from vpr_core.config import TrainConfig, parse_image_size
 from vpr_core.errors import CommandFailed, UserError
+from vpr_core.log import quiet
+from vpr_core.settings import declared, setting, setting_of
+from vpr_tracking import search_space
+from vpr_tracking.flags import add_tracking
 from vpr_tracking.names import Tag
 
-# what an evaluation spec takes from its `train` section
-EVAL_RUNTIME = ("cache_batch_size", "precision", "decode", "image_store_gb", "image_size",
-                "workers", "device")
-
+from .spec import COMPRESSION, EVALUATION, RAY, SWEEP, SweepSpec, stage_settings, train_keys
 
 SPEC = "the spec's"  # where a sweep's settings come from when no flag gives them
+RUN = "sweep"  # the help group of this invocation's flags
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """This invocation of a spec (not part of it)."""
+
+    config: Path | None = setting(None, "experiment spec", metavar="YAML", group=RUN,
+                                  shown_default="the embedded experiments/smoke.yaml")
+    name: str | None = setting(None, "the sweep's name", group=RUN, kinds=RAY,
+                               shown_default="<experiment, data folder or spec>-<timestamp>")
+    resume: bool = setting(False, "continue an interrupted sweep (same --name/--storage; "
+                           "default: the latest of this spec)", parse=bool, group=RUN,
+                           kinds=(SWEEP,))
+    storage: str | None = setting(None, "Tune's experiment state (shared storage on a "
+                                  "multi-node cluster)", metavar="DIR|URI", group=RUN,
+                                  kinds=RAY, shown_default="./ray_results")
+    ray_address: str | None = setting(None, "join an existing Ray cluster",
+                                      metavar="HOST:PORT", group=RUN, kinds=RAY,
+                                      shown_default="a local Ray")
+    quiet: bool = setting(False, "only warnings, errors and the result (no per-epoch lines)",
+                          parse=bool, group=RUN)
+
+
+SPEC_FLAGS = tuple(name for name, meta in declared(SweepSpec) if meta.flag != "")
+# the train section's settings a flag can give (the spec's own flags keep their names)
+TRAIN_FLAGS = tuple(sorted(train_keys() - set(SPEC_FLAGS)))
 
 
 def add_parser(verbs) -> None:
     sweep = verbs.add_parser("sweep", help="a Ray Tune + Optuna sweep tracked in MLflow",
                              description="A sweep over an experiment spec; flags override "
                                          "the spec's settings.")
-    sweep.add_argument("--config", metavar="YAML",
-                       help="experiment spec (default: the embedded experiments/smoke.yaml)")
-    sweep.add_argument("--num-samples", dest="num_samples", type=int, help="trials to run")
-    sweep.add_argument("--arch", action="append", choices=("alexnet", "vgg16"),
-                       help="restrict the architectures searched (repeatable)")
-    sweep.add_argument("--seed", type=int, help="the search's seed (TPE)")
-    sweep.add_argument("--name", help="the sweep's name (default <spec>-<timestamp>)")
-    sweep.add_argument("--resume", action="store_true",
-                       help="continue an interrupted sweep (same --name/--storage; default: the "
-                            "latest of this spec)")
-    sweep.add_argument("--storage", metavar="DIR|URI",
-                       help="Tune's experiment state (default ./ray_results; shared storage on "
-                            "a multi-node cluster)")
-    sweep.add_argument("--ray-address", metavar="HOST:PORT", help="join an existing Ray cluster")
-    sweep.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=float)
-    sweep.add_argument("--gpus-per-trial", dest="gpus_per_trial", type=float)
-    sweep.add_argument("--max-concurrent", dest="max_concurrent", type=int)
-    sweep.add_argument("--miner-memory-gb", dest="miner_memory_gb", type=float,
-                       help="memory budget of the shared mining service (default 40%% of RAM)")
-    arguments.add_data(sweep, default_from=SPEC)
-    trials = sweep.add_argument_group("trials")
-    arguments.add_weights(trials, default_from=SPEC)
-    arguments.add_epochs(trials, default_from=SPEC)
-    arguments.add_cache_dir(trials, default_from=SPEC)
-    arguments.add_tracking(sweep)
+    arguments.add_settings(sweep, SweepRun)
+    arguments.add_settings(sweep, SweepSpec, default_from=SPEC)
+    for dimension in search_space.DIMENSIONS:  # a searched choice can be narrowed
+        if dimension.kind == search_space.CHOICE:
+            meta = setting_of(TrainConfig, dimension.name)
+            arguments.group_of(sweep, "search").add_argument(
+                meta.flag_of(dimension.name), dest=dimension.name, action="append",
+                type=meta.parse, choices=meta.choices, metavar=meta.metavar,
+                help=f"search only this {meta.help} (repeatable)")
+    arguments.add_settings(sweep, TrainConfig, TRAIN_FLAGS, default_from=SPEC)
+    add_tracking(sweep)
     arguments.add_json(sweep)
 
 
-# a resumed sweep keeps the settings it started with: these flags would be ignored
-NOT_ON_RESUME = ("num_samples", "max_concurrent", "seed")
-
-
-def apply_flags(spec, args):
-    """Command-line flags override the spec; every path becomes absolute (trials run in
-    folders of their own)."""
-    if args.resume:
-        ignored = [f"--{name.replace('_', '-')}" for name in NOT_ON_RESUME
-                   if getattr(args, name) is not None]
-        if ignored:
-            raise UserError(f"{' '.join(ignored)} do not apply with --resume: a resumed sweep "
-                            f"keeps the settings it started with; leave them out")
-    for name in ("num_samples", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
-                 "miner_memory_gb", "experiment", "dataset"):
-        if getattr(args, name) is not None:
-            setattr(spec, name, getattr(args, name))
-    if args.seed is not None:
-        spec.seed = args.seed
-    if args.data_root is not None:
-        spec.data_root = Path(args.data_root).expanduser().absolute()
-    if args.tracking_uri is not None:
-        spec.tracking_uri = args.tracking_uri
-    if args.arch:
-        spec.space["arch"] = list(dict.fromkeys(args.arch))
-    for flag in ("epochs", "weights"):
-        if getattr(args, flag) is not None:
-            spec.train[flag] = getattr(args, flag)
-    if args.cache_dir is not None:
-        spec.train["cache_dir"] = str(Path(args.cache_dir).absolute())
-    if args.image_size is not None:
-        from vpr_core.config.common import parse_image_size
-
-        spec.train["image_size"] = parse_image_size(args.image_size)
-    absolute_paths(spec)
+def with_flags(spec: SweepSpec, args) -> SweepSpec:
+    """The spec with the flags given over it, each checked to apply to the spec's kind; every
+    path absolute (trials run in folders of their own)."""
+    refuse_foreign(spec, args)
+    given = arguments.given(args, SPEC_FLAGS + ("tracking_uri", "experiment"))
+    space = {name: list(dict.fromkeys(values))
+             for name, values in arguments.given(args, search_space.NAMES).items()}
+    train = dict(spec.train, **arguments.given(args, TRAIN_FLAGS))
+    if train.get("image_size") is not None:
+        train["image_size"] = parse_image_size(train["image_size"])
+    spec = dataclasses.replace(spec, **given, train=absolute_paths(train),
+                               space=dict(spec.space, **space))
+    if spec.data_root is not None:
+        spec = dataclasses.replace(spec, data_root=Path(spec.data_root).expanduser().absolute())
+        if getattr(args, "config", None) is None:  # the embedded default on the user's data:
+            spec = dataclasses.replace(spec, run_label=spec.data_root.name,  # not the smoke
+                                       experiment=given.get("experiment"))  # test's names
+    if given.get("experiment"):
+        spec = dataclasses.replace(spec, run_label=given["experiment"])
     return spec
 
 
-def absolute_paths(spec) -> None:
-    """The spec's path settings, relative to the working directory, made absolute."""
-    weights = spec.train.get("weights")
-    if weights not in (None, "imagenet", "none"):
-        spec.train["weights"] = str(Path(weights).expanduser().absolute())
-    if spec.train.get("cache_dir") is not None:
-        spec.train["cache_dir"] = str(Path(spec.train["cache_dir"]).expanduser().absolute())
-    if spec.data_root is not None:
-        spec.data_root = Path(spec.data_root).expanduser().absolute()
+def refuse_foreign(spec: SweepSpec, args) -> None:
+    """A flag that the spec's kind would ignore is one line and exit 2."""
+    foreign = [_flag(SweepRun, n) for n, meta in declared(SweepRun)
+               if getattr(args, n, None) and not _applies(meta, spec)]
+    resumed = getattr(args, "resume", False)
+    foreign += [_flag(SweepSpec, n) for n in arguments.given(args, SPEC_FLAGS)
+                if not _applies(setting_of(SweepSpec, n), spec)]
+    if spec.kind != SWEEP:
+        foreign += [_flag(TrainConfig, n) for n in arguments.given(args, search_space.NAMES)]
+        foreign += [_flag(TrainConfig, n) for n in arguments.given(args, TRAIN_FLAGS)
+                    if n not in stage_settings(spec.stage_config)]
+    if resumed and spec.kind == SWEEP:
+        foreign += [_flag(SweepSpec, n) for n in ("num_samples", "max_concurrent", "seed")
+                    if n in arguments.given(args, SPEC_FLAGS)]
+    if foreign:
+        flags = list(dict.fromkeys(foreign))
+        one = len(flags) == 1
+        what = {EVALUATION: "an evaluation spec (one checkpoint evaluated)",
+                COMPRESSION: "a compression spec (variants of one checkpoint)"}.get(
+            spec.kind, "a resumed sweep, which keeps the settings it started with")
+        raise UserError(f"{' '.join(flags)} {'does' if one else 'do'} not apply to {what}; "
+                        f"leave {'it' if one else 'them'} out")
+
+
+def _applies(meta, spec: SweepSpec) -> bool:
+    return meta.kinds is None or spec.kind in meta.kinds
+
+
+def _flag(cls, name: str) -> str:
+    return setting_of(cls, name).flag_of(name) or name
+
+
+def absolute_paths(train: dict) -> dict:
+    """The train section's path settings, relative to the working directory, made absolute."""
+    train = dict(train)
+    if train.get("weights") not in (None, "imagenet", "none"):
+        train["weights"] = str(Path(train["weights"]).expanduser().absolute())
+    if train.get("cache_dir") is not None:
+        train["cache_dir"] = str(Path(train["cache_dir"]).expanduser().absolute())
+    return train
 
 
 def run(args) -> None:
     from .spec import load_spec
 
-    spec = apply_flags(load_spec(args.config), args)
-    if spec.evaluate is not None:
+    if getattr(args, "quiet", False):
+        quiet()
+    spec = with_flags(load_spec(getattr(args, "config", None)), args)
+    if spec.kind == EVALUATION:
         return run_evaluation(spec, args)
-    if spec.compress is not None:
+    if spec.kind == COMPRESSION:
         return run_compression_study(spec, args)
     from .sweep import format_table, run_sweep
 
     try:
-        result = run_sweep(spec, restore=args.resume, ray_address=args.ray_address,
-                           storage=args.storage, name=args.name)
+        result = run_sweep(spec, restore=getattr(args, "resume", False),
+                           ray_address=getattr(args, "ray_address", None),
+                           storage=getattr(args, "storage", None),
+                           name=getattr(args, "name", None))
     finally:
         from . import ray_cluster
 
@@ -125,9 +167,10 @@ def run(args) -> None:
                  f"{summary['trials_training_seconds']:.0f} s in all, "
                  f"{summary['per_trial_overhead_seconds']:.0f} s overhead per trial")
     if result.interrupted:
+        config = getattr(args, "config", None)
         lines.append(f"interrupted: resume with `python -m orchestrator sweep --resume --name "
                      f"{result.name} --storage {Path(result.experiment_path).parent}"
-                     f"{' --config ' + args.config if args.config else ''}`")
+                     f"{' --config ' + str(config) if config else ''}`")
     lines.append(f"open the runs: {summary['mlflow_ui']}")
     emit(args, summary, lines)
     if result.interrupted:
@@ -143,7 +186,7 @@ def check_outcome(result) -> None:
                             f"{failed[0].reason or 'see its MLflow run'}")
 
 
-def run_compression_study(spec, args) -> None:
+def run_compression_study(spec: SweepSpec, args) -> None:
     """A compression spec: its variants as Tune trials, one MLflow study."""
     from vpr_core.compression.measure import Figures, figures_table
     from vpr_tracking.uri import ui_command
@@ -153,8 +196,8 @@ def run_compression_study(spec, args) -> None:
 
     try:
         results, failed, parent, uri = run_compress_study(
-            spec, storage=args.storage, name=args.name, ray_address=args.ray_address,
-            data_root=spec.data_root)
+            spec, storage=getattr(args, "storage", None), name=getattr(args, "name", None),
+            ray_address=getattr(args, "ray_address", None))
     finally:
         ray_cluster.shutdown()
     figures = [results[0]["original"]] + [r["variant"] for r in results]
@@ -164,23 +207,20 @@ def run_compression_study(spec, args) -> None:
     emit(args, {"study_parent_run_id": parent, "variants": results, "failed": failed}, lines)
 
 
-def run_evaluation(spec, args) -> None:
+def run_evaluation(spec: SweepSpec, args) -> None:
     """An evaluation spec: its checkpoint evaluated as `eval` does it, logged as one MLflow
     run (the spec's `train` section gives the runtime settings)."""
-    from vpr_core.config.common import EvalConfig
+    from vpr_core.config import EvalConfig
     from vpr_tracking.uri import check_tracking_uri
 
     from .evaluate import evaluate_and_track
+    from .spec import EVALUATE_KEYS
 
     if spec.data_root is None:
         raise UserError("an evaluation spec needs data.root (or --data-root)")
     uri = check_tracking_uri(spec.tracking_uri)
-    settings = {k: v for k, v in spec.train.items() if k in EVAL_RUNTIME}
-    config = EvalConfig(data_root=spec.data_root, dataset=spec.dataset,
-                        split=spec.evaluate.get("split", "val"),
-                        resume=Path(spec.evaluate["checkpoint"]),
-                        ckpt=spec.evaluate.get("ckpt", "latest"),
-                        show_progress=not args.quiet, **settings)
+    section = {EVALUATE_KEYS[key]: value for key, value in spec.evaluate.items()}
+    config = EvalConfig(data_root=spec.data_root, dataset=spec.dataset, **spec.train, **section)
     payload, lines = evaluate_and_track(config, uri, spec.experiment_name,
                                         tags={Tag.SPEC: spec.name})
     emit(args, payload, [f"{spec.name}: {payload['checkpoint']}", *lines])

@@ -12,7 +12,9 @@ import tempfile
 from pathlib import Path
 
 from vpr_core.evaluation import named_recalls
+from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE
 from vpr_tracking.names import (
+    CHECKPOINT_FOLDER,
     DEFAULT_EXPERIMENT,
     FAILED,
     FINISHED,
@@ -82,7 +84,7 @@ class Tracker:
         variant = self._log_variant(result.variant, dict(tags, **{Tag.VARIANT:
                                                                   result.variant.label}),
                                     dict(source, run_dir=str(result.run_dir)),
-                                    result.checkpoint.parent / "flags.json")
+                                    result.checkpoint.parent / FLAGS_FILE)
         self.store.end(parent, FINISHED)
         return parent, variant
 
@@ -118,7 +120,7 @@ class Tracker:
             status = KILLED
             raise
         finally:
-            log_run_files(self.store, run_id, run.run_dir / "checkpoints", run.centroids_path,
+            log_run_files(self.store, run_id, run.folder.checkpoints, run.centroids_path,
                           history, config.arch, run.run_dir.name)
             self.store.end(run_id, status)
 
@@ -128,8 +130,8 @@ def log_run_files(store: Store, run_id: str, checkpoints: Path | None, centroids
     """Best checkpoint and flags.json (from the folder `checkpoints`), the centroid file and
     the recall curve of a trained run."""
     if checkpoints is not None:
-        store.log_file(run_id, Path(checkpoints) / "model_best.pth.tar", "checkpoints")
-        store.log_file(run_id, Path(checkpoints) / "flags.json", "config")
+        store.log_file(run_id, Path(checkpoints) / BEST_FILE, CHECKPOINT_FOLDER)
+        store.log_file(run_id, Path(checkpoints) / FLAGS_FILE, "config")
     if centroids:
         store.log_file(run_id, Path(centroids), "centroids")
     if history:

@@ -7,6 +7,7 @@ never a value).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -14,11 +15,12 @@ from pathlib import Path
 
 from ray import tune
 
+from vpr_core.config import TrainConfig
 from vpr_core.errors import UserError
-from vpr_core.models.checkpoints import BEST_FILE, CHECKPOINT_DIR, FLAGS_FILE, LATEST_FILE
+from vpr_core.models.checkpoints import CHECKPOINT_DIR, LATEST_FILE, RUN_FILES
 from vpr_core.runtime import resolve_device
-from vpr_core.training import TrainingRun
-from vpr_core.training.frozen_features import budget_bytes
+from vpr_core.stages.train import training_run
+from vpr_core.training.frozen_features import default_budget_gb
 from vpr_tracking import search_space
 
 from .mining_service import RayMiner
@@ -27,8 +29,7 @@ from .spec import SweepSpec
 FAILURE_NOTE = "deterministic_failure.txt"
 
 
-def train_trial(config: dict, *, spec: SweepSpec, data_root: str, cache_dir: str,
-                service: str) -> None:
+def train_trial(config: dict, *, spec: SweepSpec, data_root: str, service: str) -> None:
     """Tune function trainable: `config` holds the sampled values of the search space.
 
     A failure that would repeat (a NaN loss, an impossible setting) is noted in the trial's
@@ -40,25 +41,23 @@ def train_trial(config: dict, *, spec: SweepSpec, data_root: str, cache_dir: str
     if note.is_file():
         raise UserError(note.read_text().strip())
     try:
-        _train(config, spec, data_root, cache_dir, service, context)
+        _train(config, spec, data_root, service, context)
     except UserError as error:  # TrainingDiverged is one
         note.write_text(f"{type(error).__name__}: {error}\n")
         raise
 
 
-def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, service: str,
-           context) -> None:
+def _train(config: dict, spec: SweepSpec, data_root: str, service: str, context) -> None:
     # the run's working copy lives in the trial's local working directory; what persists is
     # the checkpoint handed to Tune each epoch (into the sweep's storage)
     run_dir = Path.cwd().absolute() / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     resume = _restore_checkpoint(run_dir)
     train_config = spec.trial_config(
-        {name: config[name] for name in search_space.NAMES},
-        data_root=Path(data_root), cache_dir=Path(cache_dir), run_dir=run_dir,
-        resume=resume, workers=max(0, int(spec.cpus_per_trial) - 1))
-    _share_frozen_budget(train_config, context)
-    run = TrainingRun(train_config, miner=RayMiner(service), owner=context.get_trial_id())
+        {name: config[name] for name in search_space.NAMES}, data_root=Path(data_root),
+        run_dir=run_dir, resume=resume, workers=max(0, int(spec.cpus_per_trial) - 1))
+    run = training_run(_share_frozen_budget(train_config, context), RayMiner(service),
+                       context.get_trial_id())
     centroids = str(run.centroids_path or "")
     try:
         for result in run.epochs():
@@ -72,20 +71,21 @@ def _train(config: dict, spec: SweepSpec, data_root: str, cache_dir: str, servic
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _share_frozen_budget(train_config, context) -> None:
+def _share_frozen_budget(train_config: TrainConfig, context) -> TrainConfig:
     """Trials side by side on one GPU (or one host) each keep their part of the default
     frozen-feature budget (see `vpr_core.training.frozen_features`): together, what one run
     would."""
     if train_config.frozen_cache_gb is not None:
-        return
+        return train_config
     resources = context.get_trial_resources().required_resources
     device = resolve_device(train_config.device)
     if device.type == "cuda":
         share = float(resources.get("GPU", 0)) or 1.0
     else:
         share = float(resources.get("CPU", 1)) / (os.cpu_count() or 1)
-    if share < 1:
-        train_config.frozen_cache_gb = budget_bytes(None, device, share) / 1e9
+    if share >= 1:
+        return train_config
+    return dataclasses.replace(train_config, frozen_cache_gb=default_budget_gb(device, share))
 
 
 def _restore_checkpoint(run_dir: Path) -> Path | None:
@@ -101,6 +101,6 @@ def _restore_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _copy_run_files(source: Path, target: Path) -> None:
-    for name in (LATEST_FILE, BEST_FILE, FLAGS_FILE):
+    for name in RUN_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)

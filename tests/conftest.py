@@ -11,7 +11,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
 
-SMALL = dict(places=24, queries=24, image_size=(64, 80), seed=0)
+SMALL = dict(places=24, queries=24, image_size=(64, 80), seed=0, show_progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +62,11 @@ TINY_SPEC = {
 def trained(synth_root, tmp_path_factory) -> Path:
     """The run folder of one epoch of AlexNet + NetVLAD, K=4 (1,024-d descriptors), SGD, on
     `synth_root`: a checkpoint to resume, evaluate and compress (one per test module)."""
-    from vpr_core.config.common import TrainConfig
-    from vpr_core.training import TrainingRun
+    from vpr_core.config import TrainConfig
+    from vpr_core.stages.train import training_run
 
     folder = tmp_path_factory.mktemp("trained")
-    TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
+    training_run(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
                             weights="none", epochs=1, workers=0, show_progress=False,
                             cache_dir=folder / "cache", run_dir=folder / "run")).run()
     return folder / "run"

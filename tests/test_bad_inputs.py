@@ -13,7 +13,7 @@ from cli_helpers import InProcess, assert_user_error, run_main, tree
 from scipy.io import loadmat, savemat
 from test_datasets import cells
 
-from vpr_core.models import build_model
+from vpr_core.models.place_model import build_model
 
 NO_WEIGHTS = ["--arch", "alexnet", "--num-clusters", "4", "--weights", "none", "--quiet"]
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from vpr_core.errors import UserError
-from vpr_core.models import build_model
 from vpr_core.models.checkpoints import (
     checkpoint_file,
     infer_model_shape,
     load_checkpoint,
     save_checkpoint,
 )
+from vpr_core.models.place_model import build_model
 from vpr_core.stages.starting_model import model_from_checkpoint
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, run_cli, tree
 
-from vpr_core.models import build_model
+from vpr_core.models.place_model import build_model
 
 
 @pytest.fixture(scope="module")

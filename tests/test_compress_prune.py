@@ -7,15 +7,15 @@ import torch
 from torch import nn
 
 from vpr_core.compression import CompressionContext, compressed_checkpoint, measure, prune
-from vpr_core.config.common import TrainConfig
+from vpr_core.config import TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.models import build_model
 from vpr_core.models.backbones import freeze_pretrained_layers
 from vpr_core.models.checkpoints import ModelShape, save_checkpoint
+from vpr_core.models.place_model import build_model
 from vpr_core.stages.starting_model import fresh_model, model_from_checkpoint
-from vpr_core.training import TrainingRun
+from vpr_core.stages.train import training_run
 
 CPU = torch.device("cpu")
 IMAGE_SIZE = (64, 80)  # synth_root's images
@@ -142,7 +142,7 @@ def test_finetuning_lowers_the_triplet_loss_and_keeps_the_pruning(synth_root, tm
     losses, trained = [], {}
 
     def finetune(model, after_step):
-        run = TrainingRun(config, model=model, after_step=after_step)
+        run = training_run(config, model=model, after_step=after_step)
         losses.extend(result.loss for result in run.epochs())
         trained.update({k: w.clone() for k, w in conv_weights(run.model).items()})
         return run.model

@@ -15,15 +15,15 @@ from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 from torch.ao.quantization import FakeQuantizeBase
 
 from vpr_core.compression import CompressionContext, compressed_checkpoint, quantize
-from vpr_core.config.common import TrainConfig
+from vpr_core.config import TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.models import PlaceModel, build_model
 from vpr_core.models.checkpoints import ModelShape, save_checkpoint
 from vpr_core.models.netvlad import NetVLAD
+from vpr_core.models.place_model import PlaceModel, build_model
 from vpr_core.stages.starting_model import model_from_checkpoint
-from vpr_core.training import TrainingRun
+from vpr_core.stages.train import training_run
 
 CPU = torch.device("cpu")
 CONVS = {"alexnet": 5, "vgg16": 13}
@@ -143,7 +143,7 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
         config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
                              weights="none", epochs=2, workers=0, show_progress=False,
                              cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
-        trained["result"] = TrainingRun(config, model=prepared).run()
+        trained["result"] = training_run(config, model=prepared).run()
         trained["fake_quantized"] = copy.deepcopy(prepared).eval()
         return prepared
 
@@ -213,7 +213,7 @@ def test_a_pruned_encoder_quantizes_and_its_rebuild_loads_back(feed, images):
 
 @pytest.mark.parametrize("settings, fix", [
     ({"mode": "int4"}, "--mode ptq-int8 or qat-int8"),
-    ({}, "--mode ptq-int8 or qat-int8"),
+    ({"mode": None}, "--mode ptq-int8 or qat-int8"),
     ({"mode": "ptq-int8", "bits": 8}, "pass only --mode"),
     ({"mode": "ptq-int8", "calibration_images": 0}, "leave it out"),
     ({"mode": "ptq-int8", "backend": "qnnpack"}, "leave it out"),

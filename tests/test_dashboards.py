@@ -35,7 +35,7 @@ from dashboards.retrievals import (
 )
 from dashboards.style import ARCH_COLOURS, NEGATIVE_COLOUR, POSITIVE_COLOUR
 from vpr_core.errors import UserError
-from vpr_core.models import build_model
+from vpr_core.models.place_model import build_model
 from vpr_tracking.search_space import (
     DIMENSIONS,
     space_from_params,
@@ -409,7 +409,7 @@ def independent_true_positives(checkpoint: Path, synth_root: Path, queries: list
     is at most the split's posDistThr (25 m)."""
     from scipy.io import loadmat
 
-    from vpr_core.models import build_model
+    from vpr_core.models.place_model import build_model
 
     fields = loadmat(str(synth_root / "datasets" / "synth_val.mat"))["dbStruct"].item()
     names = [[str(np.ravel(cell)[0]) for cell in np.ravel(fields[i])] for i in (1, 3)]

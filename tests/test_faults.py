@@ -1,6 +1,7 @@
 """Fault injection on real sweeps: killed workers, a killed mining service, Ctrl-C, a trial that
 fails deterministically, more trials than slots."""
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -19,8 +20,8 @@ from ray import tune
 from orchestrator.mining_service import NAMESPACE, RayMiner, start_service
 from orchestrator.spec import spec_from_dict
 from orchestrator.sweep import run_sweep
-from vpr_core.config.common import TrainConfig
-from vpr_core.training import TrainingRun
+from vpr_core.config import TrainConfig
+from vpr_core.stages.train import training_run
 
 GOOD_ALEXNET = {"arch": "alexnet", "num_clusters": 4, "margin": 0.1, "lr": 1e-3}
 GOOD_VGG16 = {"arch": "vgg16", "num_clusters": 4, "margin": 0.1, "lr": 1e-4}
@@ -56,7 +57,7 @@ def test_sweep_survives_a_killed_worker_a_killed_service_and_a_nan_trial(
     raw["search"]["scheduler"]["grace_period"] = 3  # no early stopping: every trial runs on
     raw["train"].update(epochs=3, cache_refresh_rate=4)
     spec = spec_from_dict(raw, "faults")
-    spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     saboteur = Saboteur("miner-faults")
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"), name="faults",
                        callbacks=[saboteur])
@@ -101,7 +102,7 @@ class KillAfterFirstPublish(RayMiner):
 
 def test_a_trainer_publishes_again_after_the_service_restarts(ray_session, synth_root, tmp_path):
     actor = start_service(2**30, name="svc-republish")
-    run = TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
+    run = training_run(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
                                   weights="none", epochs=1, cache_dir=tmp_path / "cache",
                                   run_dir=tmp_path / "run", workers=0, show_progress=False),
                       miner=KillAfterFirstPublish("svc-republish"), owner="trial-x")
@@ -131,8 +132,8 @@ def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root
     raw["train"]["epochs"] = 1
     raw["resources"] = {"max_concurrent": 2}
     spec = spec_from_dict(raw, "load")
-    spec.data_root = synth_folder_root
-    spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = dataclasses.replace(spec, data_root=synth_folder_root)
+    spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert result.concurrency == 2
     assert len(result.rows) == 12 and len({r.trial_id for r in result.rows}) == 12

@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from vpr_core.config.common import TrainConfig
+from vpr_core.config import TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.models import build_model, save_fresh_weights
-from vpr_core.training import TrainingRun
+from vpr_core.models.backbones import save_fresh_weights
+from vpr_core.models.place_model import build_model
+from vpr_core.stages.train import training_run
 from vpr_core.training.frozen_features import FromLayer, FrozenFeatures, frozen_layers
 
 pytestmark = pytest.mark.timeout(240)
@@ -59,12 +60,12 @@ def test_the_rest_of_the_model_on_frozen_features_is_the_whole_model(synth_root,
 
 def test_training_on_frozen_features_equals_training_on_images(synth_root, tmp_path,
                                                                weight_files):
-    kept = TrainingRun(config(synth_root, tmp_path / "kept", weight_files["alexnet"]))
-    recomputed = TrainingRun(config(synth_root, tmp_path / "off", weight_files["alexnet"],
+    kept = training_run(config(synth_root, tmp_path / "kept", weight_files["alexnet"]))
+    recomputed = training_run(config(synth_root, tmp_path / "off", weight_files["alexnet"],
                                     frozen_cache_gb=0))
     with_features, without = kept.run(), recomputed.run()
-    assert with_features.frozen_features == ["train", "val"]
-    assert without.frozen_features == []
+    assert with_features.frozen_features == ("train", "val")
+    assert without.frozen_features == ()
     assert "frozen_features" in with_features.epochs[0].stage_seconds
     assert len(with_features.epochs) == len(without.epochs) == 2
     for a, b in zip(with_features.epochs, without.epochs):
@@ -80,27 +81,27 @@ def test_training_on_frozen_features_equals_training_on_images(synth_root, tmp_p
 
 
 def test_the_budget_keeps_the_training_split_first(synth_root, tmp_path, weight_files):
-    probe = TrainingRun(config(synth_root, tmp_path / "probe", weight_files["vgg16"],
+    probe = training_run(config(synth_root, tmp_path / "probe", weight_files["vgg16"],
                                arch="vgg16", epochs=1))
-    probe._use_frozen_features()
-    train_bytes = probe.train_source.nbytes
-    assert probe.frozen_splits == ["train", "val"]
+    probe._choose_inputs()
+    train_bytes = probe.train_input.source.nbytes
+    assert probe.frozen_splits == ("train", "val")
 
-    tight = TrainingRun(config(synth_root, tmp_path / "tight", weight_files["vgg16"],
+    tight = training_run(config(synth_root, tmp_path / "tight", weight_files["vgg16"],
                                arch="vgg16", epochs=1, frozen_cache_gb=(train_bytes + 1) / 1e9))
-    tight._use_frozen_features()
-    assert tight.frozen_splits == ["train"]
-    assert tight.val_forward is tight.model
-    too_small = TrainingRun(config(synth_root, tmp_path / "small", weight_files["vgg16"],
+    tight._choose_inputs()
+    assert tight.frozen_splits == ("train",)
+    assert tight.val_input.forward is tight.model
+    too_small = training_run(config(synth_root, tmp_path / "small", weight_files["vgg16"],
                                    arch="vgg16", epochs=1,
                                    frozen_cache_gb=(train_bytes - 1) / 1e9))
-    too_small._use_frozen_features()
-    assert too_small.frozen_splits == [] and too_small.train_forward is too_small.model
+    too_small._choose_inputs()
+    assert too_small.frozen_splits == () and too_small.train_input.forward is too_small.model
 
 
 def test_a_model_trained_from_scratch_keeps_reading_images(synth_root, tmp_path):
-    run = TrainingRun(config(synth_root, tmp_path, "none", epochs=1))
-    assert run.run().frozen_features == []
+    run = training_run(config(synth_root, tmp_path, "none", epochs=1))
+    assert run.run().frozen_features == ()
 
 
 def test_a_negative_budget_is_refused(synth_root, tmp_path, weight_files):
@@ -126,9 +127,9 @@ def test_sweep_trials_side_by_side_share_the_default_budget(synth_root, tmp_path
         required_resources={"CPU": 1.0}))
     monkeypatch.setattr(trainer.os, "cpu_count", lambda: 2)
     shared = config(synth_root, tmp_path, "none").validate()
-    trainer._share_frozen_budget(shared, context)
+    shared = trainer._share_frozen_budget(shared, context)
     whole = budget_bytes(None, torch.device("cpu"))
     assert shared.frozen_cache_gb == pytest.approx(whole / 2 / 1e9)
     given = config(synth_root, tmp_path, "none", frozen_cache_gb=3.0).validate()
-    trainer._share_frozen_budget(given, context)
+    given = trainer._share_frozen_budget(given, context)
     assert given.frozen_cache_gb == 3.0

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.config.common import TrainConfig
+from vpr_core.config import TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed, chunks
-from vpr_core.models import save_fresh_weights
-from vpr_core.training import TrainingRun
+from vpr_core.models.backbones import save_fresh_weights
+from vpr_core.stages.train import training_run
 from vpr_core.training.mining import FaissRanker, MiningIndex, TorchRanker
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -62,7 +62,7 @@ def test_gpu_decoding_keeps_up_with_a_busy_stream(synth_root):
 
 def test_extraction_on_cuda_lands_every_row_in_place(synth_root):
     from vpr_core.evaluation.extraction import extract_descriptors
-    from vpr_core.models import build_model
+    from vpr_core.models.place_model import build_model
     from vpr_core.runtime import prepare_model
 
     split = open_split(synth_root, "val")
@@ -141,8 +141,8 @@ def test_bf16_training_on_cuda_lowers_the_loss(synth_root, tmp_path):
     config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=8, weights="none",
                          cache_dir=Path(tmp_path) / "cache", run_dir=Path(tmp_path) / "run",
                          epochs=4, device="cuda", workers=2, show_progress=False, lr=1e-3)
-    run = TrainingRun(config)
-    assert run.config.precision == "bf16" and run.train_feed.gpu_decode
+    run = training_run(config)
+    assert run.config.precision == "bf16" and run.data.train_feed.gpu_decode
     results = list(run.epochs())
     assert all(np.isfinite(r.loss) and r.triplets > 0 for r in results)
     assert results[-1].loss < results[0].loss, [r.loss for r in results]
@@ -159,7 +159,7 @@ def test_frozen_features_on_cuda_train_as_the_whole_encoder_does(synth_root, tmp
                              weights=str(weights), cache_dir=Path(tmp_path) / "cache",
                              run_dir=Path(tmp_path) / name, epochs=2, device="cuda",
                              workers=2, show_progress=False, lr=1e-2, frozen_cache_gb=budget)
-        runs[name] = TrainingRun(config)
+        runs[name] = training_run(config)
         runs[name].results = list(runs[name].epochs())
     kept, off = runs["kept"], runs["off"]
     assert kept.frozen_splits == ["train", "val"] and off.frozen_splits == []

@@ -17,7 +17,7 @@ from vpr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
 from vpr_core.errors import UserError
 from vpr_core.evaluation import evaluate
 from vpr_core.evaluation.extraction import extract_descriptors
-from vpr_core.models import build_model
+from vpr_core.models.place_model import build_model
 
 CPU = torch.device("cpu")
 STORE = dict(store_budget=10**9)

@@ -10,9 +10,9 @@ import ray
 import torch
 
 from orchestrator.mining_service import MemoryBudgetExceeded, RayMiner, start_service
-from vpr_core.config.common import TrainConfig
+from vpr_core.config import TrainConfig
 from vpr_core.models.checkpoints import load_checkpoint
-from vpr_core.training import TrainingRun
+from vpr_core.stages.train import training_run
 from vpr_core.training.mining import (
     CacheMissing,
     DescriptorCache,
@@ -87,7 +87,7 @@ def test_training_through_the_service_equals_training_in_process(ray_session, sy
     outcomes = {}
     for name, miner in (("service", RayMiner("svc-training")), ("in_process", None)):
         recording = Recording(miner or InProcessMiner())
-        run = TrainingRun(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
+        run = training_run(TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
                                       weights="none", epochs=2, cache_refresh_rate=8,
                                       cache_dir=tmp_path / "cache", run_dir=tmp_path / name,
                                       workers=0, show_progress=False),

@@ -6,8 +6,9 @@ from torchvision import models as tv_models
 
 from vpr_core.errors import UserError
 from vpr_core.models import backbones as models
-from vpr_core.models import build_model, feature_map_size
+from vpr_core.models.backbones import feature_map_size
 from vpr_core.models.checkpoints import save_checkpoint
+from vpr_core.models.place_model import build_model
 from vpr_core.stages.starting_model import model_from_checkpoint
 
 

@@ -23,12 +23,13 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from orchestrator.cli import build_parser, make_config, translate_mode
-from vpr_core.config.common import ClusterConfig, EvalConfig, TrainConfig
+from vpr_core.config import ClusterConfig, EvalConfig, TrainConfig
 from vpr_core.data import open_split
 from vpr_core.errors import UserError
-from vpr_core.models import build_model
 from vpr_core.models.checkpoints import load_checkpoint
-from vpr_core.stages.cluster import cluster, read_centroids
+from vpr_core.models.place_model import build_model
+from vpr_core.stages import cluster
+from vpr_core.stages.cluster import read_centroids
 from vpr_core.training import TrainingRun
 
 QUICK = ["--workers", 0, "--quiet"]
@@ -235,7 +236,7 @@ def test_a_full_disk_at_the_first_checkpoint_advises_nothing_that_cannot_work(
 def test_a_full_disk_keeps_the_centroid_file(synth_root, tmp_path, monkeypatch):
     config = dict(data_root=synth_root, arch="alexnet", num_clusters=4, weights="none",
                   cache_dir=tmp_path / "cache", workers=0, show_progress=False)
-    path = cluster(ClusterConfig(**config)).path
+    path = cluster.run(ClusterConfig(**config)).path
     before = snapshot(path.parent)
     disk, real_file = FullDisk(), h5py.File
 
@@ -245,7 +246,7 @@ def test_a_full_disk_keeps_the_centroid_file(synth_root, tmp_path, monkeypatch):
         return real_file(name, mode, *args, **kwargs)
 
     monkeypatch.setattr(h5py, "File", file)
-    said = fails(lambda: cluster(ClusterConfig(**config), force=True))  # a rebuild
+    said = fails(lambda: cluster.run(ClusterConfig(**config), force=True))  # a rebuild
     monkeypatch.undo()
     assert disk.targets and "No space left" in said
     assert snapshot(path.parent) == before  # the old file, byte for byte; no temporary file
@@ -302,7 +303,7 @@ CLUSTER_SLOWLY = textwrap.dedent("""
     import json, os, sys, time
     import vpr_core.stages.cluster as clustering
     log = sys.argv[1]
-    real_cluster, real_kmeans = clustering.cluster, clustering.kmeans
+    real_cluster, real_kmeans = clustering.run, clustering.kmeans
 
     def note(**event):
         with open(log, "a") as handle:
@@ -320,7 +321,7 @@ CLUSTER_SLOWLY = textwrap.dedent("""
         finally:
             note(event="kmeans-end")
 
-    clustering.cluster, clustering.kmeans = cluster, kmeans
+    clustering.run, clustering.kmeans = cluster, kmeans
     from orchestrator.cli import main
     sys.exit(main(sys.argv[2:]))
 """)

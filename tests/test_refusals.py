@@ -5,8 +5,8 @@ import pytest
 from cli_helpers import assert_user_error, run_main, tree
 
 from orchestrator.sweep import SweepResult, latest_name
-from orchestrator.sweep_cli import apply_flags, check_outcome
-from vpr_core.config.common import TrainConfig
+from orchestrator.sweep_cli import check_outcome, with_flags
+from vpr_core.config import TrainConfig
 from vpr_core.errors import CommandFailed, UserError
 from vpr_tracking.trials import TrialRow
 
@@ -86,8 +86,8 @@ def sweep_args(**given):
 def test_sweep_resume_refuses_settings_it_would_ignore(flag):
     from orchestrator.spec import load_spec
 
-    with pytest.raises(UserError, match="do not apply with --resume"):
-        apply_flags(load_spec(None), sweep_args(resume=True, **{flag: 3}))
+    with pytest.raises(UserError, match="do.* not apply to a resumed sweep"):
+        with_flags(load_spec(None), sweep_args(resume=True, **{flag: 3}))
 
 
 def test_sweep_paths_become_absolute(tmp_path, monkeypatch):
@@ -96,8 +96,8 @@ def test_sweep_paths_become_absolute(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w").mkdir()
-    spec = apply_flags(load_spec(None), sweep_args(weights="w/alexnet.pth",
-                                                   cache_dir="c", data_root="d"))
+    spec = with_flags(load_spec(None), sweep_args(weights="w/alexnet.pth",
+                                                  cache_dir="c", data_root="d"))
     assert spec.train["weights"] == str(tmp_path / "w" / "alexnet.pth")
     assert spec.train["cache_dir"] == str(tmp_path / "c")
     assert spec.data_root == tmp_path / "d"

@@ -9,8 +9,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from orchestrator import mlflow_callback, sweep
 from vpr_core.errors import UserError
-from vpr_core.models import build_model
 from vpr_core.models.checkpoints import read_flags, save_checkpoint
+from vpr_core.models.place_model import build_model
 from vpr_core.stages.starting_model import model_from_checkpoint
 from vpr_core.training.mining import CandidateSampler
 

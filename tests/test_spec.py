@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from orchestrator.spec import EXPERIMENTS_DIR, load_spec, spec_from_dict
@@ -35,7 +37,7 @@ def test_smoke_is_the_embedded_default():
     ({"search": {"space": {"arch": ["resnet"]}}}, "search.space.arch"),
     ({"search": {"space": {"lr": {"log_uniform": [0.1, 0.01]}}}}, "search.space.lr"),
     ({"search": {"metric": "accuracy"}}, "search.metric"),
-    ({"search": {"num_samples": "many"}}, "num_samples must be an integer"),
+    ({"search": {"num_samples": "many"}}, "search.num_samples (--num-samples) must be an integer"),
     ({"resources": {"cpus_per_trial": 0}}, "cpus_per_trial"),
 ])
 def test_bad_specs_are_one_clear_error(raw, message):
@@ -69,11 +71,11 @@ def test_concurrency_follows_the_resources():
     assert plan_resources(spec, {"CPU": 2}) == ({"cpu": 1, "gpu": 0.0}, 2, 0.0)
     assert plan_resources(spec, {"CPU": 16, "GPU": 1}) == ({"cpu": 1, "gpu": 0.45}, 2, 0.1)
     assert plan_resources(spec, {"CPU": 16, "GPU": 4})[1] == 8
-    spec.max_concurrent = 1
+    spec = dataclasses.replace(spec, max_concurrent=1)
     assert plan_resources(spec, {"CPU": 8})[1] == 1
-    spec.cpus_per_trial = 4
+    spec = dataclasses.replace(spec, cpus_per_trial=4)
     with pytest.raises(UserError, match="one trial needs 4"):
         plan_resources(spec, {"CPU": 2})
-    spec.cpus_per_trial, spec.gpus_per_trial = 1, 0.5
+    spec = dataclasses.replace(spec, cpus_per_trial=1, gpus_per_trial=0.5)
     with pytest.raises(UserError, match="no GPU"):
         plan_resources(spec, {"CPU": 2})

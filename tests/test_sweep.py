@@ -1,5 +1,6 @@
 """Sweeps end to end: real Ray, real Optuna, real MLflow sqlite, real faiss."""
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     raw = copy.deepcopy(TINY_SPEC)
     raw["search"]["space"]["num_clusters"] = [4]  # 3 trials, 2 archs: two share a centroid file
     spec = spec_from_dict(raw, "tiny")
-    spec.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert not result.interrupted and len(result.rows) == 3
 

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from test_checkpoints import released_vgg16_checkpoint, save_like_2018
 
 from vpr_core.errors import UserError
-from vpr_core.models import build_model
+from vpr_core.models.place_model import build_model
 from vpr_tracking.names import metric_key
 from vpr_tracking.uri import check_tracking_uri
 

@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_core.config.common import ClusterConfig, TrainConfig
+from vpr_core.config import ClusterConfig, TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
 from vpr_core.errors import UserError
 from vpr_core.evaluation import evaluate
 from vpr_core.models.checkpoints import load_checkpoint
-from vpr_core.stages.cluster import cluster
-from vpr_core.training import TrainingRun
+from vpr_core.stages import cluster
+from vpr_core.stages.train import training_run
 from vpr_core.training.mining import Triplet
+from vpr_core.training.results import EpochStats
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def train_config(root, tmp_path, **overrides):
 
 
 def test_training_raises_recall_over_the_untrained_model(street, tmp_path):
-    run = TrainingRun(train_config(street, tmp_path))
+    run = training_run(train_config(street, tmp_path))
     test = open_split(street, "test")
 
     def recall_at_5():
@@ -51,9 +52,9 @@ def test_training_raises_recall_over_the_untrained_model(street, tmp_path):
 
 
 def test_checkpoint_format_and_resume_match_an_uninterrupted_run(synth_root, tmp_path):
-    straight = TrainingRun(train_config(synth_root, tmp_path / "a", epochs=2, num_clusters=4))
+    straight = training_run(train_config(synth_root, tmp_path / "a", epochs=2, num_clusters=4))
     straight.run()
-    first = TrainingRun(train_config(synth_root, tmp_path / "b", epochs=1, num_clusters=4))
+    first = training_run(train_config(synth_root, tmp_path / "b", epochs=1, num_clusters=4))
     first.run()
     checkpoint = load_checkpoint(first.run_dir / "checkpoints" / "checkpoint.pth.tar")
     assert {"epoch", "state_dict", "recalls", "best_score", "optimizer", "parallel"} <= \
@@ -62,9 +63,9 @@ def test_checkpoint_format_and_resume_match_an_uninterrupted_run(synth_root, tmp
     assert (first.run_dir / "checkpoints" / "model_best.pth.tar").is_file()
     assert (first.run_dir / "checkpoints" / "flags.json").is_file()
 
-    resumed = TrainingRun(train_config(synth_root, tmp_path / "b", epochs=2, num_clusters=4,
+    resumed = training_run(train_config(synth_root, tmp_path / "b", epochs=2, num_clusters=4,
                                        resume=first.run_dir, run_dir=None))
-    assert resumed.run_dir == first.run_dir and resumed.start_epoch == 1
+    assert resumed.run_dir == first.run_dir and resumed.standing.epoch == 1
     assert [r.epoch for r in resumed.epochs()] == [2]
     for key, value in straight.model.state_dict().items():
         assert torch.allclose(resumed.model.state_dict()[key], value, atol=1e-6), key
@@ -80,24 +81,24 @@ def record_learning_rates(optimizer) -> list:
 
 
 def test_learning_rate_steps_and_early_stopping(synth_root, tmp_path, monkeypatch):
-    run = TrainingRun(train_config(synth_root, tmp_path, epochs=30, patience=2, num_clusters=4))
+    run = training_run(train_config(synth_root, tmp_path, epochs=30, patience=2, num_clusters=4))
     assert isinstance(run.optimizer, torch.optim.SGD)
     assert [run.learning_rate(e) for e in (1, 4, 5, 9, 10)] == \
         [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5]
     steps = record_learning_rates(run.optimizer)
 
-    def one_step_epoch(epoch):
+    def one_step_epoch(epoch, query_ids, train):
         run.optimizer.step()  # no gradients: nothing moves, but the optimiser reads its lr
-        return dict(loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0)
+        return EpochStats(loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0)
 
     # better through epoch 8; 9, 10 (equal is not better) and 11 are not: 3 > patience 2
     scores = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.75, 0.8, 0.79, 0.9])
-    monkeypatch.setattr(run, "_train_epoch", one_step_epoch)
+    monkeypatch.setattr(run.triplets, "run", one_step_epoch)
     monkeypatch.setattr(run, "validate", lambda: {n: next(scores) if n == 5 else 0.0
                                                    for n in (1, 5, 10, 20)})
     results = list(run.epochs())
     assert [r.epoch for r in results] == list(range(1, 12))
-    assert run.best_epoch == 8 and run.best_score == 0.8 and run.stopped_early
+    assert run.best_epoch == 8 and run.best_score == 0.8 and run.standing.stopped_early
     # what the optimiser received in each epoch: the reference's StepLR (x0.5 every 5 epochs)
     expected = [1e-4] * 4 + [5e-5] * 5 + [2.5e-5] * 2
     assert steps == [[pytest.approx(lr, rel=1e-12)] for lr in expected]
@@ -111,12 +112,12 @@ def test_an_image_that_stops_decoding_leaves_nothing_behind(synth_root, tmp_path
     victim.write_bytes(victim.read_bytes()[:len(victim.read_bytes()) // 2])  # header intact
     # clustering meets the image first: no centroid file, lock or folder stays in the cache
     with pytest.raises(UserError, match=victim.name):
-        TrainingRun(train_config(root, tmp_path, epochs=1, num_clusters=4))
+        training_run(train_config(root, tmp_path, epochs=1, num_clusters=4))
     assert not (tmp_path / "cache").exists()
     # with centroids from intact data, training meets it: no run folder stays
-    cluster(ClusterConfig(data_root=synth_root, arch="alexnet", num_clusters=4, weights="none",
+    cluster.run(ClusterConfig(data_root=synth_root, arch="alexnet", num_clusters=4, weights="none",
                           cache_dir=tmp_path / "cache", workers=0, show_progress=False))
-    run = TrainingRun(train_config(root, tmp_path, epochs=1, num_clusters=4,
+    run = training_run(train_config(root, tmp_path, epochs=1, num_clusters=4,
                                    run_dir=tmp_path / "runs" / "one"))
     with pytest.raises(UserError, match=victim.name):
         list(run.epochs())
@@ -126,18 +127,18 @@ def test_an_image_that_stops_decoding_leaves_nothing_behind(synth_root, tmp_path
 @pytest.mark.parametrize("setting, message", [
     (dict(lr=0.0), "--lr must be positive"), (dict(margin=-0.1), "--margin must be positive"),
     (dict(batch_size=0), "--batch-size"), (dict(num_clusters=0), "--num-clusters"),
-    (dict(arch="resnet"), "unknown arch"), (dict(optim="rmsprop"), "--optim"),
+    (dict(arch="resnet"), "--arch 'resnet' must be one of"), (dict(optim="rmsprop"), "--optim"),
 ])
 def test_impossible_settings_are_refused_before_any_work(synth_root, tmp_path, setting, message):
     with pytest.raises(UserError, match=message):
-        TrainingRun(train_config(synth_root, tmp_path, **setting))
+        training_run(train_config(synth_root, tmp_path, **setting))
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
 def test_bfloat16_autocast_trains(synth_root, tmp_path):
     """--precision bf16 runs the convolutions in bfloat16 (here on the CPU; on a GPU the same
     code), with NetVLAD and the loss in float32."""
-    run = TrainingRun(train_config(synth_root, tmp_path, epochs=1, num_clusters=4,
+    run = training_run(train_config(synth_root, tmp_path, epochs=1, num_clusters=4,
                                    precision="bf16"))
     seen = set()
     run.model.encoder[0].register_forward_hook(lambda m, i, out: seen.add(out.dtype))
@@ -152,34 +153,35 @@ def test_padded_batches_train_as_unpadded_ones(synth_root, tmp_path):
     loss, so the same epoch gives the same loss and weights (here forced on the CPU)."""
     results = []
     for multiple in (1, 8):
-        run = TrainingRun(train_config(synth_root, tmp_path / str(multiple), epochs=1,
+        run = training_run(train_config(synth_root, tmp_path / str(multiple), epochs=1,
                                        num_clusters=4))
-        run.batch_multiple = multiple
+        run.triplets.batch_multiple = multiple
         results.append((next(run.epochs()).loss, run.model.pool.centroids.detach().clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-6)
-    padded = run._images_of([Triplet(query=0, positive=1, negatives=np.array([2, 3, 4]))])
-    assert padded == [run.train_feed.query_index(0), 1, 2, 3, 4] + \
-        [run.train_feed.query_index(0)] * 3
+    padded = run.triplets._images_of(
+        [Triplet(query=0, positive=1, negatives=np.array([2, 3, 4]))], run.train_input)
+    assert padded == [run.data.train_feed.query_index(0), 1, 2, 3, 4] + \
+        [run.data.train_feed.query_index(0)] * 3
 
 
 def test_adam_keeps_its_learning_rate(synth_root, tmp_path, monkeypatch):
     """Adam has no schedule (the reference's): each epoch's steps run at --lr, including
     epoch 5, where SGD's StepLR halves it. Epochs 1-4 take one empty step each (to see the
     rate the optimiser holds), epoch 5 trains for real."""
-    run = TrainingRun(train_config(synth_root, tmp_path, epochs=5, num_clusters=4, optim="adam",
+    run = training_run(train_config(synth_root, tmp_path, epochs=5, num_clusters=4, optim="adam",
                                    lr=1e-3, eval_every=5))
     assert isinstance(run.optimizer, torch.optim.Adam)
     steps = record_learning_rates(run.optimizer)
-    real_epoch = run._train_epoch
+    real_epoch = run.triplets.run
 
-    def quick_early_epochs(epoch):
+    def quick_early_epochs(epoch, query_ids, train):
         if epoch == 5:
-            return real_epoch(epoch)
+            return real_epoch(epoch, query_ids, train)
         run.optimizer.step()
-        return dict(loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0)
+        return EpochStats(loss=0.1, triplets=1, negatives=1, batches=1, skipped_batches=0)
 
-    monkeypatch.setattr(run, "_train_epoch", quick_early_epochs)
+    monkeypatch.setattr(run.triplets, "run", quick_early_epochs)
     per_epoch = {}
     for result in run.epochs():
         per_epoch[result.epoch], steps[:] = list(steps), []

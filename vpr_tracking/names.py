@@ -7,8 +7,11 @@ from __future__ import annotations
 
 # declared with the evaluation in vpr_core, named here beside the rest of the vocabulary
 from vpr_core.evaluation import RECALL_NS, recall_name
+from vpr_core.models.checkpoints import BEST_FILE
 
 DEFAULT_EXPERIMENT = "netvlad"
+CHECKPOINT_FOLDER = "checkpoints"  # the artifact folder of a run's best checkpoint
+CHECKPOINT_ARTIFACT = f"{CHECKPOINT_FOLDER}/{BEST_FILE}"
 
 
 class Kind:

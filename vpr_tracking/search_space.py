@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from vpr_core.errors import UserError
-from vpr_core.models import ARCHES
+from vpr_core.models.catalog import ARCHES
 
 CHOICE, LOG_UNIFORM = "choice", "log_uniform"
 # a choice's `start`: each choice gets a first point of its own, or the middle choice

@@ -9,12 +9,15 @@ import torch
 
 from ..errors import UserError
 
+NAME = "half"
 CPU_ONLY = False
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULTS = {"dtype": "bf16"}
+LABEL_KEYS = ("dtype",)
 
 
 def validate(settings: dict, model) -> dict:
-    dtype = settings.get("dtype") or "bf16"
+    dtype = settings.get("dtype") or DEFAULTS["dtype"]
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r} must be bf16 or fp16")
     return {"dtype": dtype}

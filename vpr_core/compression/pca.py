@@ -16,7 +16,10 @@ from torch import nn
 
 from ..errors import UserError
 
+NAME = "pca-whiten"
 CPU_ONLY = False
+DEFAULTS = {"whiten": True}
+LABEL_KEYS = ("dim",)  # what a variant's name shows of its settings
 EPSILON = 1e-9  # keeps the whitening finite along directions with (almost) no variance
 
 
@@ -41,7 +44,7 @@ class PCAWhiten(nn.Module):
 def validate(settings: dict, model) -> dict:
     if getattr(model, "whiten", None) is not None:
         raise UserError("the checkpoint is already PCA-compressed; compress the original")
-    dim, whiten = settings.get("dim"), bool(settings.get("whiten", True))
+    dim, whiten = settings.get("dim"), bool(settings.get("whiten", DEFAULTS["whiten"]))
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise UserError(f"--dim must be a positive integer, got {dim!r}")
     if dim > model.output_dim:

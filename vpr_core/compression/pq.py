@@ -16,7 +16,10 @@ import torch
 
 from ..errors import UserError
 
+NAME = "pq"
 CPU_ONLY = False
+DEFAULTS: dict = {}
+LABEL_KEYS = ("pq_bytes",)
 MAX_BITS = 8
 
 

@@ -26,11 +26,15 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.place_model import POOLINGS, PlaceModel
+from ..models.catalog import POOLINGS
+from ..models.place_model import PlaceModel
 from .refit import Refitter, activation_bytes
 
 STRUCTURES = ("unstructured", "channels")
+NAME = "prune"
 CPU_ONLY = False
+DEFAULTS = {"structure": "unstructured"}  # refit: True for channels
+LABEL_KEYS = ("amount", "structure")
 CALIBRATION_IMAGES = 128  # training database images the refit of channel pruning samples
 MIN_CALIBRATION_IMAGES = 16  # ... however large they are
 REFIT_MEMORY_GB = 2.0  # for the activations the refit keeps (fewer images when larger)
@@ -48,7 +52,7 @@ def validate(settings: dict, model: nn.Module) -> dict:
         flags = " ".join(f"--{name.replace('_', '-')}" for name in unknown)
         raise UserError(f"prune takes --amount and --structure, not {flags}; leave it out")
     amount = _amount(settings.get("amount"))
-    structure = str(settings.get("structure", "unstructured")).lower()
+    structure = str(settings.get("structure", DEFAULTS["structure"])).lower()
     if structure not in STRUCTURES:
         raise UserError(f"--structure {settings['structure']!r} is not a pruning structure; use "
                         f"{' or '.join(STRUCTURES)}")

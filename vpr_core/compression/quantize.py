@@ -33,8 +33,11 @@ from ..errors import UserError
 from ..models.netvlad import NetVLAD
 from ..models.place_model import PlaceModel
 
+NAME = "quantize"
 CPU_ONLY = True
 MODES = ("ptq-int8", "qat-int8")
+DEFAULTS = {"mode": "ptq-int8"}
+LABEL_KEYS = ("mode",)
 BACKEND = "x86"  # fbgemm or oneDNN kernels, chosen per op by PyTorch
 CALIBRATION_IMAGES = 256  # training database images that set the int8 ranges (both modes)
 # what prepare_fx traces with: the graph is the same for any image size, 64x64 fits both encoders
@@ -54,7 +57,7 @@ def validate(settings: dict, model: PlaceModel) -> dict:
     if unknown:
         raise UserError(f"quantize takes no setting {', '.join(unknown)}; pass only --mode "
                         f"{' or '.join(MODES)}")
-    mode = settings.get("mode")
+    mode = settings.get("mode", DEFAULTS["mode"])
     if mode not in MODES:
         raise UserError(f"quantize --mode {mode!r} is not known; pass --mode "
                         f"{' or '.join(MODES)}")

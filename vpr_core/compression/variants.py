@@ -2,9 +2,15 @@
 follows from that (its search index, whether it runs on the CPU only)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from .methods import method
+from ..errors import UserError
+from ..models.catalog import ENCODER_DIMS
+from ..models.checkpoints import ModelShape, check_shape
+from ..models.place_model import build_model
+from .methods import METHODS, method
 
 
 def compressed_checkpoint(model: torch.nn.Module, name: str, settings: dict, base,
@@ -48,3 +54,29 @@ def cpu_only(checkpoint: dict) -> bool:
     """Whether the checkpoint's model runs on the CPU only (int8)."""
     return any(method(step["method"]).CPU_ONLY
                for step in chain(checkpoint.get("compression")))
+
+
+def compressed_model(path: Path, checkpoint: dict, arch: str | None = None,
+                     num_clusters: int | None = None) -> tuple[torch.nn.Module, ModelShape]:
+    """The model of a compressed variant's checkpoint: the original architecture, reshaped by
+    each method it went through, then its state dict. `arch` / `num_clusters`, when given,
+    must agree with the checkpoint."""
+    record = checkpoint["compression"]
+    base = record.get("base") or {}
+    if any(step.get("method") not in METHODS for step in chain(record)) \
+            or base.get("arch") not in ENCODER_DIMS:
+        raise UserError(f"{path} names a compression this version does not know "
+                        f"({record.get('method')!r}); evaluate it with the version that made it")
+    shape = ModelShape(base["arch"], base.get("pooling", "netvlad"), base.get("num_clusters"))
+    check_shape(shape, arch, num_clusters, path)
+    model = build_model(shape.arch, shape.pooling, shape.num_clusters or 1, weights="none")
+    for step in chain(record):  # a variant of a variant: its steps in order
+        model = method(step["method"]).rebuild(model, step.get("settings") or {},
+                                               checkpoint["state_dict"],
+                                               checkpoint.get("compression_extra") or {})
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise UserError(f"{path} does not fit the {record['method']} variant it says it is "
+                        f"({str(error).splitlines()[-1][:160]}); it is damaged") from None
+    return model, shape

@@ -9,7 +9,9 @@ between database and queries, so retrieval has to rely on structure, which train
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,39 +22,63 @@ from scipy.io import savemat
 
 from ..errors import UserError
 from ..fileio import atomic_path
+from ..runtime import progress
+from ..settings import SPEC, Switch, check, setting
 
 SPLITS = ("train", "val", "test")
 RENDER_SCALE = 3  # views are cut from a world drawn this many times finer, then downsampled
 
 
+def _image_size(text) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match:
+        raise UserError(f"--image-size {text!r} is not HxW; write it like 64x80")
+    return int(match.group(1)), int(match.group(2))
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    out: Path
-    places: int = 120  # places per split (database images)
-    queries: int = 120  # queries per split
-    image_size: tuple[int, int] = (64, 80)  # (H, W) of every image
-    spacing: float = 14.0  # metres between places: 25 m holds the place and its two neighbours
-    seed: int = 0
-    layout: str = "pittsburgh"  # or "folder"
-    name: str = "synth"
+    out: Path = setting(None, "new folder to write", metavar="DIR", group="synth")
+    places: int = setting(120, "places per split (database images)", parse=int, minimum=12,
+                          group="synth", roles=(SPEC,))
+    queries: int | None = setting(None, "queries per split", parse=int, group="synth",
+                                  shown_default="--places", roles=(SPEC,))
+    image_size: tuple[int, int] = setting((64, 80), "size of every image", metavar="HxW",
+                                          parse=_image_size, shown_default="64x80",
+                                          group="synth", roles=(SPEC,))
+    # metres between places: 25 m holds the place and its two neighbours
+    spacing: float = setting(14.0, "metres between places", parse=float, positive=True,
+                             group="synth")
+    seed: int = setting(0, "random seed", parse=int, group="synth", roles=(SPEC,))
+    layout: str = setting("pittsburgh", "dataset layout", choices=("pittsburgh", "folder"),
+                          group="synth")
+    name: str = setting("synth", "the dataset's name (<name>_<split>.mat)", group="synth")
+    show_progress: bool = setting(True, "progress bars", flag="",
+                                  switches=(Switch("--quiet", False, "no progress bars"),))
 
     def validate(self) -> SynthConfig:
-        if self.places < 12:
-            raise UserError(f"--places must be at least 12 (negatives need distant places), "
-                            f"got {self.places}")
-        if not 1 <= self.queries <= self.places:
-            raise UserError(f"--queries must be between 1 and --places, got {self.queries}")
-        if min(self.image_size) < 32:
+        """A resolved copy: `queries` filled in (default: one per place), the image size as
+        (H, W)."""
+        if self.out is None:
+            raise UserError("synth needs --out DIR, the new folder to write")
+        size = tuple(self.image_size) if isinstance(self.image_size, (tuple, list)) \
+            else _image_size(self.image_size)
+        resolved = dataclasses.replace(self, out=Path(self.out).expanduser().absolute(),
+                                       image_size=size,
+                                       queries=self.places if self.queries is None
+                                       else self.queries)
+        check(resolved)
+        if not 1 <= resolved.queries <= resolved.places:
+            raise UserError(f"--queries must be between 1 and --places, got {resolved.queries}")
+        if min(size) < 32:
             raise UserError(f"--image-size {self.image_size} is too small; use at least 32x32")
-        if self.layout not in ("pittsburgh", "folder"):
-            raise UserError(f"--layout {self.layout!r} must be pittsburgh or folder")
-        return self
+        return resolved
 
 
 def write_synthetic(config: SynthConfig) -> dict:
     """Write the dataset under `config.out` (atomically: a folder renamed into place)."""
-    config.validate()
-    out = Path(config.out).absolute()
+    config = config.validate()
+    out = config.out
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; pass a new --out folder")
     staging = out.parent / f".{out.name}.partial"
@@ -103,16 +129,21 @@ class _Street:
         query_places = np.sort(rng.choice(config.places, config.queries, replace=False))
         q_along = db_along[query_places] + rng.uniform(-1.5, 1.5, size=config.queries)
         db_names, q_names = [], []
+        bar = progress(total=config.places + config.queries, enabled=config.show_progress,
+                       desc=f"synth {split}", unit="img")
         for i, along in enumerate(db_along):
             image = self.view(along, rng.uniform(0.95, 1.05), rng.uniform(-0.03, 0.03), 0.0)
             image = _daylight(image, rng).resize((width, height), Image.LANCZOS)
             db_names.append(self._save(root, split, "database", i, along, image, config))
+            bar.update(1)
         for i, along in enumerate(q_along):
             image = self.view(along, rng.uniform(0.8, 1.2), rng.uniform(-0.08, 0.08),
                               rng.uniform(-6, 6))
             image = _query_conditions(image, rng).resize((width, height), Image.LANCZOS)
             image = _noise(image, rng)
             q_names.append(self._save(root, split, "queries", i, along, image, config))
+            bar.update(1)
+        bar.close()
         if config.layout == "pittsburgh":
             write_dbstruct(root / "datasets" / f"{config.name}_{split}.mat", split, db_names,
                             self.utm(db_along), q_names, self.utm(q_along))

@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .catalog import ARCHES
 
-ARCHES = ("alexnet", "vgg16")
-ENCODER_DIMS = {"alexnet": 256, "vgg16": 512}
 # How many of the cut feature layers stay trainable when starting from pretrained weights
 # (the reference freezes layers[:-5] of VGG16, i.e. up to conv4_3, and layers[:-1] of AlexNet).
 TRAINABLE_TAIL = {"alexnet": 1, "vgg16": 5}

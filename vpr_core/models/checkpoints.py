@@ -18,12 +18,14 @@ import torch
 
 from ..errors import UserError
 from ..fileio import write_atomic
-from .backbones import ENCODER_DIMS
+from .catalog import ENCODER_DIMS
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "checkpoint.pth.tar"
 BEST_FILE = "model_best.pth.tar"
 FLAGS_FILE = "flags.json"
+CKPT_CHOICES = ("latest", "best")  # `--ckpt`: which file of a run folder `--resume` reads
+RUN_FILES = (LATEST_FILE, BEST_FILE, FLAGS_FILE)  # what a run folder's checkpoints/ holds
 
 
 def _allowed_numpy_globals() -> list:
@@ -55,7 +57,9 @@ def checkpoint_file(resume: Path, ckpt: str = "latest") -> Path:
         return resume
     if not resume.exists():
         raise UserError(f"--resume {resume} does not exist; pass a checkpoint file or a run folder")
-    name = BEST_FILE if ckpt == "best" else LATEST_FILE
+    if ckpt not in CKPT_CHOICES:
+        raise UserError(f"--ckpt {ckpt!r} must be one of {', '.join(CKPT_CHOICES)}")
+    name = {"latest": LATEST_FILE, "best": BEST_FILE}[ckpt]
     # a run folder, its checkpoints/ folder, or the released zip's doubly nested folder
     for candidate in (resume / CHECKPOINT_DIR / name, resume / name,
                       resume / resume.name / CHECKPOINT_DIR / name):

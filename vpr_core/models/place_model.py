@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .backbones import ENCODER_DIMS, build_encoder
+from .backbones import build_encoder
+from .catalog import ENCODER_DIMS, POOLINGS
 from .netvlad import NetVLAD
 
-POOLINGS = ("netvlad", "max", "avg")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 

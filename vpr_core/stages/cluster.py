@@ -1,4 +1,5 @@
-"""Visual vocabulary: k-means centroids of local conv5 descriptors, for NetVLAD's init."""
+"""The `cluster` stage: k-means centroids of local conv5 descriptors, NetVLAD's initialisation
+(the visual vocabulary), in a centroid file shared by every run that asks for the same one."""
 from __future__ import annotations
 
 import hashlib
@@ -12,14 +13,15 @@ import h5py
 import numpy as np
 import torch
 
-from ..config.common import ClusterConfig, format_image_size
+from ..config import ClusterConfig, format_image_size
 from ..data import Split, open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
 from ..errors import UserError
 from ..evaluation.extraction import extract_descriptors
 from ..evaluation.search import faiss_gpus
 from ..fileio import file_lock, missing_ancestors, remove_created, write_atomic
-from ..models.backbones import ENCODER_DIMS, build_encoder, feature_map_size
+from ..models.backbones import build_encoder, feature_map_size
+from ..models.catalog import ENCODER_DIMS
 from ..models.place_model import L2Norm
 from ..runtime import prepare_model, resolve_device, seed_everything
 
@@ -158,10 +160,11 @@ def _usable(path: Path, num_clusters: int) -> Centroids | None:
         return None  # damaged (a killed writer of an older version, a full disk): rebuild
 
 
-def cluster(config: ClusterConfig, split: Split | None = None,
-            force: bool = False) -> ClusterResult:
-    """Compute (or reuse) the centroid file for (dataset, split, arch, K, image size, weights)."""
-    config.validate()
+def run(config: ClusterConfig, *, split: Split | None = None,
+        force: bool = False) -> ClusterResult:
+    """Compute (or reuse) the centroid file for (dataset, split, arch, K, image size, weights);
+    `split`: the split `config.split` names, when the caller has opened it already."""
+    config = config.validate()
     if config.pooling != "netvlad":
         raise UserError(f"--pooling {config.pooling} has no centroids to cluster; use netvlad")
     started = time.perf_counter()

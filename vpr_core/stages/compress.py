@@ -9,10 +9,7 @@ validation as `train`, keeping its compressed structure.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,24 +18,19 @@ import torch
 
 from ..compression.context import CompressionContext
 from ..compression.measure import Figures, measure
-from ..compression.methods import method
+from ..compression.methods import label, method
 from ..compression.variants import compressed_checkpoint, search_index
-from ..config.common import SGD_DEFAULTS, CommonConfig, CompressConfig, TrainConfig
+from ..config import CompressConfig
 from ..data import open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
 from ..errors import UserError
-from ..evaluation.recall import named_recalls
 from ..fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
 from ..models import checkpoints
-from ..models.backbones import feature_map_size, freeze_pretrained_layers
+from ..models.backbones import feature_map_size
 from ..runtime import resolve_device, seed_everything
-from .starting_model import model_from_checkpoint
-
-log = logging.getLogger(__name__)
-# the source run's training settings a fine-tuning keeps (its lr and epochs are the command's)
-FINETUNE_FROM_SOURCE = ("margin", "optim", "momentum", "weight_decay", "lr_step", "lr_gamma",
-                        "batch_size", "num_negatives", "num_negative_samples",
-                        "cache_refresh_rate")
+from ..settings import plain
+from .finetune import finetuner
+from .starting_model import freeze_as_trained, model_from_checkpoint, weights_of_run
 
 
 @dataclass
@@ -65,10 +57,10 @@ class CompressResult:
                    data["seconds"], data.get("finetune", []))
 
 
-def compress(config: CompressConfig) -> CompressResult:
+def run(config: CompressConfig) -> CompressResult:
     """Compress `config.resume` with `config.method`, measure both, write the variant's run."""
     started = time.perf_counter()
-    config.validate()
+    config = config.validate()
     device = resolve_device(config.device)
     seed_everything(config.seed)
     source = checkpoints.checkpoint_file(config.resume, config.ckpt)
@@ -78,31 +70,26 @@ def compress(config: CompressConfig) -> CompressResult:
                         f"as it is; compress the checkpoint it was made from, and apply pq "
                         f"last")
     module = method(config.method)
-    if module.CPU_ONLY:
-        config.precision = "fp32"  # int8 is its arithmetic; fake quantisation needs float32
     settings = module.validate(config.settings(), original)
     train_split = open_split(config.data_root, config.train_split, config.dataset)
     split = open_split(config.data_root, config.split, config.dataset)
     image_size = resolve_image_size(split, config.image_size)
     feature_map_size(shape.arch, image_size)
     run_dir = config.run_dir or _default_run_dir(source, config)
+    history: list = []
     context = CompressionContext(
         train_feed=ImageFeed.for_config(config, train_split, image_size, device),
         device=device, batch_size=config.cache_batch_size, precision=config.precision,
-        seed=config.seed, finetune=None)
+        seed=config.seed, finetune=finetuner(config, source, history))
     created = missing_ancestors(run_dir)
-    history: list = []
-    context.finetune = _finetuner(config, source, history)
     try:
         start = copy.deepcopy(original).to(device)
-        if checkpoints.read_flags(source).get("weights", "none") != "none" and \
-                isinstance(start.encoder, torch.nn.Sequential):
-            freeze_pretrained_layers(start.encoder, start.arch)  # fine-tune as it was trained
+        freeze_as_trained(start, weights_of_run(checkpoints.read_flags(source)))
         variant, extra = module.apply(start, settings, context)
-        previous = checkpoint.get("compression")
         extra = {**(checkpoint.get("compression_extra") or {}), **extra}
         saved = compressed_checkpoint(variant, config.method, settings, shape, extra,
-                                      previous=previous, source=str(source))
+                                      previous=checkpoint.get("compression"),
+                                      source=str(source))
         path = _write_run(run_dir, saved, config, source, settings)
     except BaseException:
         remove_created(created)
@@ -148,21 +135,6 @@ def _descriptor_bytes(model, checkpoint: dict) -> float:
     return 4.0 * model.output_dim
 
 
-def label(name: str, settings: dict, finetune_epochs: int = 0,
-          finetune_lr: float = 1e-4) -> str:
-    """A variant's short name: 'pca-whiten 4096', 'pq 64 B', 'prune 0.3 channels +2 ep lr
-    0.0001'."""
-    shown = {"pca-whiten": ("dim",), "prune": ("amount", "structure"), "quantize": ("mode",),
-             "half": ("dtype",), "pq": ("pq_bytes",)}[name]
-    values = " ".join(str(settings[key]) for key in shown if key in settings)
-    if name == "pca-whiten" and not settings.get("whiten", True):
-        values += " (no whitening)"
-    if name == "prune" and settings.get("refit") is False:
-        values += " (no refit)"
-    tuned = f" +{finetune_epochs} ep lr {finetune_lr:g}" if finetune_epochs else ""
-    return f"{name} {values}" + (" B" if name == "pq" else "") + tuned
-
-
 def _default_run_dir(source: Path, config: CompressConfig) -> Path:
     in_run = source.parent.name == checkpoints.CHECKPOINT_DIR
     run = source.parent.parent if in_run else source.parent
@@ -170,60 +142,12 @@ def _default_run_dir(source: Path, config: CompressConfig) -> Path:
     return Path("runs").absolute() / f"{run.name}_{config.method}_{stamp}"
 
 
-def _finetuner(config: CompressConfig, source: Path, history: list):
-    """`finetune(model, after_step)`: the project's training on the compressed model for
-    `config.finetune_epochs` (none: the model as it is), with the source run's settings. As
-    `train` keeps its best checkpoint, the model returned is the one with the best validation
-    Recall@5 among the epochs and the start (fine-tuning can also lose recall). Each epoch's
-    figures, the start's as epoch 0, are appended to `history`. Its checkpoints are scratch (a
-    half-compressed model): only the final variant is kept."""
-    def finetune(model, after_step=None):
-        if not config.finetune_epochs:
-            return model
-        from ..training.run import TrainingRun
-
-        source_flags = checkpoints.read_flags(source)
-        restored = {k: v for k, v in source_flags.items() if k in FINETUNE_FROM_SOURCE}
-        if str(restored.get("optim", "SGD")).upper() == "ADAM":
-            restored = {k: v for k, v in restored.items() if k not in SGD_DEFAULTS}
-        shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(CommonConfig)
-                  if f.name not in ("arch", "pooling", "num_clusters", "weights")}
-        with tempfile.TemporaryDirectory() as scratch:
-            train = TrainConfig(**restored, **shared, arch=model.arch, pooling=model.pooling,
-                                num_clusters=model.num_clusters or 1, weights="none",
-                                epochs=config.finetune_epochs, lr=config.finetune_lr,
-                                train_split=config.train_split,
-                                run_dir=Path(scratch) / "finetune", patience=0)
-            run = TrainingRun(train, model=model, after_step=after_step)
-            _keep_best(run, history)
-        return run.model
-    return finetune
-
-
-def _keep_best(run, history: list) -> None:
-    """Fine-tune through `run`, then put back the weights of its best validated epoch (or of
-    the start, epoch 0); `history` gets each epoch's figures, the kept one marked."""
-    start = run.validate()
-    history.append({"epoch": 0, **named_recalls(start), "kept": False})
-    best, best_state = len(history) - 1, copy.deepcopy(run.model.state_dict())
-    run.best_score = start.get(5, 0.0)  # an epoch `is_best` only when it beats the start
-    for result in run.epochs():
-        history.append({"epoch": result.epoch, **result.metrics(), "kept": False})
-        if result.is_best:
-            best, best_state = len(history) - 1, copy.deepcopy(run.model.state_dict())
-    history[best]["kept"] = True
-    run.model.load_state_dict(best_state)
-    if best != len(history) - 1:
-        log.info("fine-tuning: epoch %d had the best validation Recall@5 (%.4f); keeping it",
-                 history[best]["epoch"], run.best_score)
-
-
 def _write_run(run_dir: Path, saved: dict, config: CompressConfig, source: Path,
                settings: dict) -> Path:
     folder = run_dir / checkpoints.CHECKPOINT_DIR
     path = checkpoints.save_checkpoint(folder / checkpoints.LATEST_FILE, saved)
     write_atomic(folder / checkpoints.BEST_FILE, lambda tmp: shutil.copyfile(path, tmp))
-    flags = config.to_dict()
+    flags = plain(config)
     flags.update(source=str(source), run_dir=str(run_dir), settings=settings,
                  arch=saved["arch"], pooling=saved["pooling"])
     write_json_atomic(folder / checkpoints.FLAGS_FILE, flags)

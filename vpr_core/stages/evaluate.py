@@ -1,13 +1,13 @@
 """The `eval` stage: Recall@N of a checkpoint (or of the untrained model) on a split."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..compression.variants import cpu_only, search_index
-from ..config.common import EvalConfig
+from ..config import EvalConfig
 from ..data import open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
 from ..evaluation.recall import EvalResult, evaluate
@@ -19,38 +19,54 @@ from .starting_model import fresh_model, model_from_checkpoint
 log = logging.getLogger(__name__)
 
 
-def evaluate_config(config: EvalConfig) -> tuple[EvalResult, Path | None]:
-    """(Recall@N result, the checkpoint file evaluated or None for the untrained model).
+@dataclass(frozen=True)
+class Evaluated:
+    """An evaluation's result, the config as it ran (the checkpoint's model settings, the
+    device and precision it ran with) and the checkpoint file (None: the untrained model)."""
+
+    result: EvalResult
+    config: EvalConfig
+    checkpoint: Path | None
+
+
+def run(config: EvalConfig) -> Evaluated:
+    """Recall@N of a checkpoint (or of the untrained model) on a split.
 
     A checkpoint brings its own weights: nothing is downloaded. Without one, the model is
     built from `config.weights` and NetVLAD initialised from the train split's centroids.
     """
-    config.validate()
+    config = config.validate()
     split = open_split(config.data_root, config.split, config.dataset)
     image_size = resolve_image_size(split, config.image_size)
-    device = resolve_device(config.device)
     seed_everything(config.seed)
     path, index = None, None
     if config.resume is not None:
         path = checkpoint_file(config.resume, config.ckpt)
-        model, checkpoint, shape = model_from_checkpoint(path, config.arch, config.num_clusters,
-                                                        config.pooling)
-        config.arch, config.pooling, config.num_clusters = shape.arch, shape.pooling, \
-            shape.num_clusters
-        index = search_index(checkpoint)  # a compressed database (product quantisation)
-        if cpu_only(checkpoint):
-            if device.type != "cpu":
-                log.warning("%s is an int8 model, which runs on the CPU: evaluating it "
-                            "there, not on %s", path, device)
-            device, config.precision = torch.device("cpu"), "fp32"  # int8 is its arithmetic
+        model, config, index = _from_checkpoint(config, path)
     else:
         feature_map_size(config.arch, image_size)
         train_split = open_split(config.data_root, "train", config.dataset)
         model, _ = fresh_model(config, train_split, config.centroids)
     feature_map_size(model.arch, image_size)
+    device = resolve_device(config.device)
     feed = ImageFeed.for_config(config, split, image_size, device)
     result = evaluate(prepare_model(model, device, config.precision), feed,
                       batch_size=config.cache_batch_size, precision=config.precision,
                       show_progress=config.show_progress, index=index)
-    return result, path
+    return Evaluated(result, config, path)
 
+
+def _from_checkpoint(config: EvalConfig, path: Path):
+    """(model, the config with the checkpoint's model settings and where it runs, the faiss
+    index of a compressed database or None)."""
+    model, checkpoint, shape = model_from_checkpoint(path, config.arch, config.num_clusters,
+                                                    config.pooling)
+    config = dataclasses.replace(config, arch=shape.arch, pooling=shape.pooling,
+                                 num_clusters=shape.num_clusters)
+    if cpu_only(checkpoint):  # int8: its arithmetic runs on the CPU
+        device = resolve_device(config.device)
+        if device.type != "cpu":
+            log.warning("%s is an int8 model, which runs on the CPU: evaluating it there, not "
+                        "on %s", path, device)
+        config = dataclasses.replace(config, device="cpu", precision="fp32")
+    return model, config, search_index(checkpoint)  # PQ: a compressed database

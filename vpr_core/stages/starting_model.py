@@ -1,24 +1,31 @@
-"""The model a stage starts from: fresh (encoder weights + centroids) or from a checkpoint."""
+"""The model a stage starts from: fresh (encoder weights + centroids) or from a checkpoint (this
+project's, the reference's, or a compressed variant)."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-import torch
+from torch import nn
 
-from ..config.common import COMPRESS_METHODS, ClusterConfig, CommonConfig
+from ..compression.variants import compressed_model
+from ..config import ClusterConfig, CommonConfig, TrainConfig
 from ..data import Split
 from ..errors import UserError
-from ..models.backbones import ENCODER_DIMS
+from ..models.backbones import freeze_pretrained_layers
+from ..models.catalog import ENCODER_DIMS
 from ..models.checkpoints import (
     ModelShape,
     check_shape,
+    checkpoint_file,
     infer_model_shape,
     load_checkpoint,
     read_flags,
 )
 from ..models.place_model import PlaceModel, build_model
-from .cluster import cluster, read_centroids
+from ..settings import default_of, restored
+from ..training.run import Start
+from . import cluster
+from .cluster import read_centroids
 
 
 def centroids_for(config: CommonConfig, train_split: Split, centroids: Path | None = None) -> Path:
@@ -30,8 +37,7 @@ def centroids_for(config: CommonConfig, train_split: Split, centroids: Path | No
                             f"or leave it out to use the cache")
         return Path(centroids)
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(CommonConfig)}
-    cluster_config = ClusterConfig(**shared, split=train_split.split)
-    return cluster(cluster_config, split=train_split).path
+    return cluster.run(ClusterConfig(**shared, split=train_split.split), split=train_split).path
 
 
 def fresh_model(config: CommonConfig, train_split: Split, centroids: Path | None = None
@@ -47,7 +53,7 @@ def fresh_model(config: CommonConfig, train_split: Split, centroids: Path | None
 
 
 def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int | None = None,
-                          pooling: str | None = None) -> tuple[PlaceModel, dict, ModelShape]:
+                          pooling: str | None = None) -> tuple[nn.Module, dict, ModelShape]:
     """(model with the checkpoint's weights, the checkpoint dict, what it holds).
 
     `arch` / `num_clusters`, when given, must agree with the checkpoint. No backbone weights
@@ -55,7 +61,8 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
     """
     checkpoint = load_checkpoint(path)
     if checkpoint.get("compression"):
-        return _compressed_model(path, checkpoint, arch, num_clusters)
+        model, shape = compressed_model(path, checkpoint, arch, num_clusters)
+        return model, checkpoint, shape
     # the pooling: asked for, else recorded in the checkpoint (this project's) or its flags.json
     hint = pooling or checkpoint.get("pooling") or read_flags(path).get("pooling")
     shape = infer_model_shape(checkpoint["state_dict"], hint)
@@ -71,29 +78,30 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
     return model, checkpoint, shape
 
 
-def _compressed_model(path: Path, checkpoint: dict, arch: str | None, num_clusters: int | None
-                      ) -> tuple[torch.nn.Module, dict, ModelShape]:
-    """A compressed variant (see `vpr_core.compression`): the original architecture, reshaped
-    by its method, then the state dict."""
-    from ..compression.methods import method
-    from ..compression.variants import chain
+def freeze_as_trained(model: nn.Module, weights: str) -> None:
+    """Freeze what training froze: a model trained from pretrained `weights` (anything but
+    'none'; a checkpoint whose run does not say, such as the released VGG16, counts as the
+    reference's default, ImageNet) keeps all but its last conv layers fixed. The one rule of
+    `train --resume` and of `compress` fine-tuning."""
+    if weights != "none" and isinstance(getattr(model, "encoder", None), nn.Sequential):
+        freeze_pretrained_layers(model.encoder, model.arch)
 
-    record = checkpoint["compression"]
-    base = record.get("base") or {}
-    if any(step.get("method") not in COMPRESS_METHODS for step in chain(record)) \
-            or base.get("arch") not in ENCODER_DIMS:
-        raise UserError(f"{path} names a compression this version does not know "
-                        f"({record.get('method')!r}); evaluate it with the version that made it")
-    shape = ModelShape(base["arch"], base.get("pooling", "netvlad"), base.get("num_clusters"))
-    check_shape(shape, arch, num_clusters, path)
-    model = build_model(shape.arch, shape.pooling, shape.num_clusters or 1, weights="none")
-    for step in chain(record):  # a variant of a variant: its steps in order
-        model = method(step["method"]).rebuild(model, step.get("settings") or {},
-                                               checkpoint["state_dict"],
-                                               checkpoint.get("compression_extra") or {})
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as error:
-        raise UserError(f"{path} does not fit the {record['method']} variant it says it is "
-                        f"({str(error).splitlines()[-1][:160]}); it is damaged") from None
-    return model, checkpoint, shape
+
+def weights_of_run(flags: dict) -> str:
+    """The weights a run was trained from, as its flags.json says (as `train --resume`
+    restores them); a run without one (the released VGG16) had the default, ImageNet."""
+    return restored(TrainConfig, flags, {}).get("weights", default_of(TrainConfig, "weights"))
+
+
+def training_start(config, train_split: Split) -> Start:
+    """What a validated `TrainConfig` starts from: its `--resume` checkpoint (frozen as it was
+    trained), else a fresh model (its centroids clustered when the cache has none)."""
+    if config.resume is None:
+        model, centroids = fresh_model(config, train_split, config.centroids)
+        return Start(model, centroids)
+    path = checkpoint_file(config.resume, config.ckpt)
+    num_clusters = config.num_clusters if config.pooling == "netvlad" else None
+    model, checkpoint, _ = model_from_checkpoint(path, config.arch, num_clusters, config.pooling)
+    freeze_as_trained(model, config.weights)
+    initialised_from = read_flags(path).get("centroids")  # kept for the run's records
+    return Start(model, Path(initialised_from) if initialised_from else None, checkpoint, path)

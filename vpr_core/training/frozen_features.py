@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from ..data.image_feed import ImageFeed, chunks
-from ..errors import UserError
 from ..runtime import autocast, progress, to_device
 
 # layers whose output depends on their input and weights only (no training-mode behaviour)
@@ -51,25 +50,25 @@ def frozen_layers(model: nn.Module) -> int:
     return count if has_conv else 0
 
 
-def budget_bytes(budget_gb: float | None, device: torch.device, share: float = 1.0) -> int:
-    """`--frozen-cache-gb` in bytes; None: 30% of the GPU's memory, or on the CPU a quarter of
-    the host's memory, at most 8 GB; times `share`, the part of the GPU or host that one of
-    several sweep trials side by side holds."""
-    if budget_gb is not None:
-        return int(float(budget_gb) * 1e9)
+def budget_bytes(budget_gb: float | None, device: torch.device) -> int:
+    """`--frozen-cache-gb` in bytes (None: `default_budget_gb`)."""
+    if budget_gb is None:
+        budget_gb = default_budget_gb(device)
+    return int(float(budget_gb) * 1e9)
+
+
+def default_budget_gb(device: torch.device, share: float = 1.0) -> float:
+    """30% of the GPU's memory, or on the CPU a quarter of the host's memory, at most 8 GB;
+    times `share`, the part of the GPU or host that one of several sweep trials side by side
+    holds."""
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
-        return int(DEVICE_SHARE * share * total)
+        return DEVICE_SHARE * share * total / 1e9
     try:
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         host = 4 * HOST_CAP_GB * 1e9
-    return int(share * min(HOST_CAP_GB * 1e9, HOST_SHARE * host))
-
-
-def check_budget(budget_gb: float | None) -> None:
-    if budget_gb is not None and not float(budget_gb) >= 0:
-        raise UserError(f"--frozen-cache-gb must be 0 (off) or more, got {budget_gb}")
+    return share * min(HOST_CAP_GB, HOST_SHARE * host / 1e9)
 
 
 class FromLayer(nn.Module):

@@ -1,0 +1,59 @@
+"""The settings of an evaluation: a checkpoint (or the untrained model) on a split."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..settings import LOGGED, RESTORED, check, default_of, default_text, redeclared
+from .common import (
+    MODEL_SETTINGS,
+    CommonConfig,
+    absolute,
+    centroids_setting,
+    ckpt_setting,
+    resume_setting,
+    split_setting,
+)
+
+
+def _from_checkpoint(name: str, roles=(LOGGED,)):
+    """A model setting that a checkpoint decides; without one, CommonConfig's default."""
+    shown_default = f"the checkpoint's, else {default_text(CommonConfig, name)}"
+    return redeclared(CommonConfig, name, default=None, shown_default=shown_default,
+                      roles=frozenset(roles))
+
+
+@dataclass(frozen=True)
+class EvalConfig(CommonConfig):
+    split: str = split_setting("val")
+    resume: Path | None = resume_setting("checkpoint file or run folder to evaluate",
+                                         shown_default="the untrained model")
+    ckpt: str = ckpt_setting()
+    centroids: Path | None = centroids_setting("untrained model: NetVLAD's centroids")
+    # a checkpoint holds its model: these are its, unless given (then they must agree)
+    arch: str | None = _from_checkpoint("arch")
+    pooling: str | None = _from_checkpoint("pooling", roles=(LOGGED, RESTORED))
+    num_clusters: int | None = _from_checkpoint("num_clusters")
+    weights: str | None = _from_checkpoint("weights")
+
+    def validate(self) -> EvalConfig:
+        """A resolved copy: without a checkpoint, the model settings' defaults; with one,
+        `weights` none (the checkpoint holds every weight)."""
+        if self.resume is None:
+            model = {name: default_of(CommonConfig, name) for name in MODEL_SETTINGS
+                     if getattr(self, name) is None}
+        else:
+            for name in ("weights", "centroids"):
+                if getattr(self, name) not in (None, "none"):
+                    flag = f"--{name}"
+                    raise UserError(f"{flag} does not apply with --resume: the checkpoint holds "
+                                    f"the whole model; leave {flag} out")
+            model = {"weights": "none"}
+        resolved = dataclasses.replace(self, **self._resolved(), **model,
+                                       resume=absolute(self.resume),
+                                       centroids=absolute(self.centroids))
+        check(resolved)
+        resolved._check_common()
+        return resolved
