@@ -25,12 +25,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
     runtime_env = {"env_vars": {k: os.environ[k] for k in QUIET_ENV}}
     if address:
         check_reachable(address)
-        try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
-                     logging_level="warning")
-        except Exception as error:  # ConnectionError, RuntimeError, auth errors
-            raise UserError(f"cannot join the Ray cluster at {address} ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0][:160]}); check --ray-address") from None
+        _join(address, runtime_env)
     else:
         # a private local instance, listening on loopback only; trials print nothing worth
         # reading (the driver prints their progress), so their output stays in Ray's logs
@@ -39,6 +34,33 @@ def connect(address: str | None, num_cpus: int | None = None) -> dict:
                  runtime_env=runtime_env,
                  logging_level="warning", log_to_driver=False, _node_ip_address="127.0.0.1")
     return ray.cluster_resources()
+
+
+def _join(address: str, runtime_env: dict) -> None:
+    """ray.init on an existing cluster; `UserError` when Ray cannot join the one at `address`:
+    nothing that is Ray answers there (ConnectionError, TimeoutError), the token is missing or
+    wrong (AuthenticationError), or it runs another Ray or Python ('Version mismatch')."""
+    import ray
+    from ray import exceptions
+
+    # AuthenticationError came with Ray's token authentication: older Rays have none
+    refusals = (ConnectionError, TimeoutError, getattr(exceptions, "AuthenticationError",
+                                                        ConnectionError))
+    try:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
+                 logging_level="warning")
+    except refusals as error:
+        raise _cannot_join(address, error) from None
+    except RuntimeError as error:
+        if not str(error).startswith("Version mismatch"):
+            raise
+        raise _cannot_join(address, error) from None
+
+
+def _cannot_join(address: str, error: Exception) -> UserError:
+    reason = str(error).partition("\n")[0][:160]
+    return UserError(f"cannot join the Ray cluster at {address} ({type(error).__name__}: "
+                     f"{reason}); check --ray-address")
 
 
 def check_reachable(address: str) -> None:

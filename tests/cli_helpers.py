@@ -9,12 +9,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def cli_env(env: dict | None = None) -> dict:
+    """The environment of a command run as a user does: this checkout's code, Ray quiet."""
+    return dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled",
+                RAY_USAGE_STATS_ENABLED="0", **(env or {}))
+
+
 def run_cli(*args, cwd: Path, timeout: float = 600, env: dict | None = None,
             module: str = "orchestrator") -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled",
-                    RAY_USAGE_STATS_ENABLED="0", **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+                          capture_output=True, text=True, timeout=timeout, env=cli_env(env))
+
+
+def run_cli_into_gone_reader(*args, cwd: Path, timeout: float = 600,
+                             module: str = "orchestrator") -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS | head -0`: stdout is a pipe whose reader closed it before the
+    first line (every write fails with EPIPE, as after `head -1` has its line). Captures
+    stderr only."""
+    env = cli_env()
+    env.pop("PYTHONUNBUFFERED", None)  # a user's shell: stdout buffered, flushed again at exit
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
+                              stdout=writer, stderr=subprocess.PIPE, text=True,
+                              timeout=timeout, env=env)
+    finally:
+        os.close(writer)
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> str:

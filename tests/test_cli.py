@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from cli_helpers import assert_user_error, run_cli, tree
+from cli_helpers import assert_user_error, run_cli, run_cli_into_gone_reader, tree
 
 from vpr_core.models.place_model import build_model
 
@@ -84,3 +84,29 @@ def test_a_missing_image_fails_before_anything_is_written(tmp_path, synth_root):
                    "--quiet", cwd=work)
     assert_user_error(done, str(victim), "does not exist")
     assert tree(work) == []
+
+
+# ---- a reader that goes away (`| head`) -------------------------------------------------------
+def assert_ended_quietly(done) -> None:
+    """Exit status 1 and nothing on stderr: no traceback from the write that failed, none from
+    the logging module, none from Python's flush at exit ('Exception ignored ...')."""
+    assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+    assert done.stderr == "", done.stderr[-3000:]
+
+
+def test_a_printed_result_into_a_gone_reader_ends_quietly(tmp_path):
+    done = run_cli_into_gone_reader("synth", "--out", tmp_path / "data", "--places", 12,
+                                    "--image-size", "48x64", "--quiet", cwd=tmp_path)
+    assert_ended_quietly(done)
+    assert (tmp_path / "data" / "datasets").is_dir()  # the work was done, only its line is lost
+
+
+def test_logged_progress_into_a_gone_reader_stops_the_run_quietly(tmp_path, synth_root):
+    run = tmp_path / "run"
+    done = run_cli_into_gone_reader("train", "--data-root", synth_root, "--arch", "alexnet",
+                                    "--num-clusters", 4, "--weights", "none", "--epochs", 1,
+                                    "--workers", 0, "--quiet", "--run-dir", run,
+                                    "--cache-dir", tmp_path / "cache", cwd=tmp_path)
+    assert_ended_quietly(done)
+    # it stopped at its first line ('training ...'), not after an epoch nobody could read about
+    assert not (run / "checkpoints" / "checkpoint.pth.tar").exists()

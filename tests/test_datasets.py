@@ -1,10 +1,12 @@
+import re
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 from scipy.io import savemat
 
-from vpr_core.data import detect_layout, open_split, resolve_image_size
+from vpr_core.data import detect_layout, open_split, pittsburgh, resolve_image_size
 from vpr_core.data.utm_folder import parse_utm
 from vpr_core.errors import UserError
 
@@ -103,6 +105,53 @@ def test_malformed_mat_files_are_one_clear_error(pitts_like, mistake, message):
     with pytest.raises(UserError, match=message) as caught:
         open_split(root, "val")
     assert "\n" not in str(caught.value)
+
+
+def write_v73(path) -> None:
+    """A MATLAB v7.3 file: HDF5 behind MATLAB's 128-byte header (version 0x0200)."""
+    with h5py.File(path, "w", userblock_size=512) as handle:
+        handle["dbStruct"] = np.zeros(3)
+    with open(path, "r+b") as handle:
+        handle.write(b"MATLAB 7.3 MAT-file, HDF5 schema 1.00 .".ljust(124) + b"\x00\x02IM")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("text", "cannot be read as a MATLAB file (IndexError"),
+    ("png", "cannot be read as a MATLAB file (ValueError"),
+    ("compressed_flipped", "cannot be read as a MATLAB file (error"),  # zlib.error
+    ("v7.3", "is a MATLAB v7.3 file"),
+])
+def test_a_mat_file_scipy_cannot_read_is_one_clear_error(pitts_like, damage, message):
+    root, fields = pitts_like
+    path = root / "datasets" / "pitts30k_val.mat"
+    if damage == "text":
+        path.write_text("dbImageFns = {'000/000000_pitch1_yaw1.jpg'}\n")
+    elif damage == "png":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    elif damage == "compressed_flipped":
+        savemat(str(path), {"dbStruct": fields}, do_compression=True)
+        content = bytearray(path.read_bytes())
+        content[200:216] = b"\xff" * 16
+        path.write_bytes(bytes(content))
+    else:
+        write_v73(path)
+    with pytest.raises(UserError, match=re.escape(message)) as caught:
+        open_split(root, "val")
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("bug", [AttributeError("module 'numpy' has no attribute 'float'"),
+                                 KeyError("dbStruct"), RuntimeError("a bug in a reader"),
+                                 NotImplementedError("subclass must implement read")],
+                         ids=lambda error: type(error).__name__)
+def test_a_bug_reading_a_mat_file_is_not_called_a_damaged_file(pitts_like, monkeypatch, bug):
+    def loadmat(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(pittsburgh, "loadmat", loadmat)
+    with pytest.raises(type(bug)) as caught:
+        open_split(pitts_like[0], "val")
+    assert caught.value is bug
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -12,6 +12,7 @@ import torch
 from vpr_core.config import TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed, chunks
+from vpr_core.errors import UserError
 from vpr_core.models.backbones import save_fresh_weights
 from vpr_core.stages.train import training_run
 from vpr_core.training.mining import FaissRanker, MiningIndex, TorchRanker
@@ -82,6 +83,18 @@ def test_gpu_decode_resizes_like_pil(synth_root):
     on_gpu = pixels(ImageFeed(split, (48, 60), CUDA, gpu_decode=True), indices)
     difference = np.abs(on_gpu - on_cpu)
     assert difference.mean() < 3.0, (difference.mean(), difference.max())
+
+
+def test_a_jpeg_nvjpeg_refuses_goes_to_the_cpu_decoder_which_names_it(synth_root, tmp_path):
+    """nvJPEG's refusal of a damaged file is one the feed recognises (image_feed's
+    DECODER_REFUSALS): PIL then names the file, instead of nvJPEG's RuntimeError escaping."""
+    split = open_split(synth_root, "val")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8" + bytes(range(256)) * 4)
+    split = split.__class__(**{**split.__dict__,
+                               "database_paths": (str(bad),) + split.database_paths[1:]})
+    with pytest.raises(UserError, match="bad.jpg"):
+        next(ImageFeed(split, (64, 80), CUDA, gpu_decode=True).batches([[1, 0]]))
 
 
 def test_store_on_cuda_equals_decoding_on_cuda(synth_root, tmp_path):

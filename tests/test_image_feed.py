@@ -193,6 +193,51 @@ def test_encoded_path_names_a_damaged_jpeg(val, tmp_path):
         next(ImageFeed(split, (64, 80), CPU, gpu_decode=True).batches([[1, 0]]))
 
 
+# How torchvision 0.29's decode_jpeg words its RuntimeErrors on CUDA (decode_jpegs_cuda.cpp wraps
+# each failure so); source paths shortened, line numbers made up
+NVJPEG = "decode_jpegs_cuda, decode_jpegs_cuda.cpp:137, Error while decoding JPEG images: "
+OUT_OF_MEMORY = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has 79.19 GiB in all"
+
+
+def failing_decoder(error: Exception):
+    def decode(encoded: list) -> list:
+        raise error
+    return decode
+
+
+@pytest.mark.parametrize("error", [
+    torch.cuda.OutOfMemoryError(OUT_OF_MEMORY),
+    RuntimeError(f"{NVJPEG}{OUT_OF_MEMORY} (originally from torch_call_dispatcher)"),
+    RuntimeError(f"{NVJPEG}Failed to decode batch: 5"),  # NVJPEG_STATUS_ALLOCATOR_FAILURE
+    RuntimeError(f"{NVJPEG}Failed to synchronize CUDA stream: 700"),  # an illegal address
+], ids=["out-of-memory", "out-of-memory-in-nvjpeg", "nvjpeg-allocator", "cuda-fault"])
+def test_a_device_that_fails_is_not_a_refused_file(val, monkeypatch, error):
+    """Decoding on the CPU instead would hide the device's trouble behind one warning."""
+    feed = ImageFeed(val, (64, 80), CPU, gpu_decode=True)
+    monkeypatch.setattr(feed, "_decode_jpegs", failing_decoder(error))
+    with pytest.raises(type(error)) as caught:
+        next(feed.batches([[0, 1]]))
+    assert caught.value is error
+
+
+@pytest.mark.parametrize("refusal", [
+    f"{NVJPEG}prepare_buffers, decode_jpegs_cuda.cpp:298, Unknown chroma subsampling",  # CMYK
+    f"{NVJPEG}prepare_buffers, decode_jpegs_cuda.cpp:295, Failed to get image info: 3",
+    f"{NVJPEG}decode_images, decode_jpegs_cuda.cpp:489, Failed to decode jpeg stream: 4",
+    "decode_jpeg, decode_jpeg.cpp:171, Image is incomplete or truncated",  # libjpeg, on the CPU
+])
+def test_a_jpeg_the_decoder_refuses_is_decoded_on_the_cpu_with_one_warning(val, monkeypatch,
+                                                                            capsys, refusal):
+    feed = ImageFeed(val, (64, 80), CPU, gpu_decode=True)
+    monkeypatch.setattr(feed, "_decode_jpegs", failing_decoder(RuntimeError(refusal)))
+    groups = [[0, 1], [val.num_database, 2]]
+    decoded = list(feed.batches(groups))
+    assert all(torch.equal(a, b) for a, b in zip(decoded, ImageFeed(val, (64, 80), CPU)
+                                                  .batches(groups)))  # PIL's pixels exactly
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: JPEG decoding on cpu failed")
+
+
 def test_gpu_decoding_needs_a_gpu():
     assert decodes_on_gpu("auto", CPU) is False and decodes_on_gpu("cpu", CPU) is False
     with pytest.raises(UserError, match="--decode gpu needs a CUDA device"):

@@ -1,3 +1,4 @@
+import http.client
 import urllib.error
 
 import pytest
@@ -59,6 +60,76 @@ def test_imagenet_weights_offline_are_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="--weights none, or --weights PATH") as caught:
         models.build_encoder("vgg16", "imagenet")
     assert "vgg16-397923af.pth" in str(caught.value)
+
+
+@pytest.mark.parametrize("failure", [
+    http.client.IncompleteRead(b"partial", 1000),  # the connection dropped mid-download
+    RuntimeError('invalid hash value (expected "397923af", got "e3b0c442")'),  # a proxy's page
+], ids=["cut-off", "not-the-file"])
+def test_a_failed_imagenet_download_is_one_clear_error(tmp_path, monkeypatch, failure):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def download(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    with pytest.raises(UserError, match="vgg16-397923af.pth"):
+        models.build_encoder("vgg16", "imagenet")
+
+
+@pytest.mark.parametrize("bug", [
+    TypeError("load_state_dict_from_url() got an unexpected keyword argument 'weights_only'"),
+    RuntimeError("Expected all tensors to be on the same device"),
+], ids=["type-error", "runtime-error"])
+def test_a_bug_around_the_imagenet_download_is_not_called_a_network_problem(tmp_path,
+                                                                           monkeypatch, bug):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def download(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    with pytest.raises(type(bug)) as caught:
+        models.build_encoder("vgg16", "imagenet")
+    assert caught.value is bug
+
+
+def weight_files(folder) -> dict:
+    """Files a user could pass as --weights that hold no weights, or damaged ones."""
+    state = tv_models.alexnet(weights=None).state_dict()
+    torch.save(state, folder / "good.pth")
+    torch.save(state, folder / "legacy.pth", _use_new_zipfile_serialization=False)
+    good, legacy = (folder / "good.pth").read_bytes(), (folder / "legacy.pth").read_bytes()
+    return {"notes.txt": b"hello world, not weights\n", "empty.pth": b"",
+            "photo.png": b"\x89PNG\r\n\x1a\n" + bytes(64),
+            "cut.pth": good[:len(good) // 2], "cut-legacy.pth": legacy[:200]}
+
+
+def test_a_weight_file_that_is_not_one_is_one_clear_error(tmp_path):
+    for name, content in weight_files(tmp_path).items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError, match=f"--weights {tmp_path / name} is not a") as caught:
+            build_model("alexnet", "netvlad", 4, weights=str(tmp_path / name))
+        assert "torchvision alexnet state_dict" in str(caught.value), name
+    for intact in ("good.pth", "legacy.pth"):  # torch.save's zip and its older pickle format
+        build_model("alexnet", "netvlad", 4, weights=str(tmp_path / intact))
+
+
+@pytest.mark.parametrize("bug", [AttributeError("'NoneType' object has no attribute 'seek'"),
+                                 TypeError("load() got an unexpected keyword argument"),
+                                 ValueError("too many values to unpack")],
+                         ids=lambda error: type(error).__name__)
+def test_a_bug_reading_a_weight_file_is_not_called_a_bad_file(tmp_path, monkeypatch, bug):
+    path = tmp_path / "alexnet.pth"
+    torch.save(tv_models.alexnet(weights=None).state_dict(), path)
+
+    def load(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(type(bug)) as caught:
+        build_model("alexnet", "netvlad", 4, weights=str(path))
+    assert caught.value is bug
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])

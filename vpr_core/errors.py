@@ -4,6 +4,8 @@ A `UserError` carries a single line that names the thing that is wrong and how t
 The command line catches it once, prints the line on stderr and exits with status 2.
 """
 import errno
+import os
+import sys
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no room, or no writing, on the disk
 
@@ -35,6 +37,9 @@ def exit_status(command) -> int:
     except CommandFailed as error:
         log.error(str(error))
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like: the reader has gone
+        _discard_stdout()
+        return 1
     except OSError as error:
         if error.errno not in DISK_FULL:
             raise
@@ -45,6 +50,16 @@ def exit_status(command) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted")
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        return 1
     return 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the reader that went away would
+    fail again when Python flushes it at exit ('Exception ignored ...', exit status 120)."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout replaced by an object without one
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)

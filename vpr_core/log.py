@@ -27,6 +27,13 @@ class _CurrentStream(logging.StreamHandler):
     def stream(self, value) -> None:  # StreamHandler sets it; the current one is used
         pass
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A reader that went away (`| head`) stops the command, as a failed print does
+        (`errors.exit_status` ends it quietly); logging would print a traceback per line."""
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            raise sys.exc_info()[1]
+        super().handleError(record)
+
 
 class _Prefixed(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:

@@ -17,6 +17,7 @@ pickled or copied between processes.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,6 +39,21 @@ from .images import IMAGENET_MEAN, IMAGENET_STD, UnreadableImage, decode_file
 DECODE_CHOICES = ("auto", "cpu", "gpu")
 DEFAULT_STORE_GB = 8.0  # the decoded store's budget when images are decoded on the CPU
 JPEG_MAGIC = b"\xff\xd8"
+# What torchvision's decode_jpeg says (always as a RuntimeError) when a file is the problem, from
+# torchvision/csrc/io/image/. nvJPEG (CUDA) wraps every failure as 'Error while decoding JPEG
+# images: <what>': a chroma subsampling it cannot take (CMYK...), or a step reading the file that
+# returned nvjpegStatus_t 3 (bad JPEG), 4 (JPEG not supported), 9 (not supported) or 10
+# (incomplete bitstream); 5 (allocator failure), CUDA faults and out of memory are not the file's.
+# On the CPU, libjpeg's own messages (jerror.h) name the damage ('Insufficient memory' is not one).
+DECODER_REFUSALS = re.compile(
+    r"Unknown chroma subsampling"
+    r"|(Failed to get image info|Failed to parse jpeg stream|Failed to decode batch"
+    r"|Failed to decode jpeg stream|Failed to transfer jpeg to device): (3|4|9|10)\b"
+    r"|Image is incomplete or truncated|Not a JPEG file|JPEG file structure|Unsupported JPEG"
+    r"|Corrupt JPEG|Bogus|Premature end|table 0x[0-9a-f]+ was not defined|Unsupported marker"
+    r"|Unsupported color conversion|Invalid component ID|Invalid progressive|Sampling factors"
+    r"|Maximum supported image dimension|Image too wide|Empty JPEG image|contains no image"
+    r"|not implemented yet|arithmetic coding", re.IGNORECASE)
 log = logging.getLogger(__name__)
 _thread_state = threading.local()  # a loader thread's CUDA stream for decoding
 
@@ -50,6 +66,15 @@ def decodes_on_gpu(decode: str, device: torch.device) -> bool:
         raise UserError(f"--decode gpu needs a CUDA device, and the device is {device}; pass "
                         f"--decode cpu or auto")
     return decode == "gpu" or (decode == "auto" and device.type == "cuda")
+
+
+def refused_by_decoder(error: BaseException) -> bool:
+    """Whether `error`, raised by torchvision's decode_jpeg, says that a file is one it does
+    not decode (damaged, or of a kind it does not take), rather than that the device ran out
+    of memory or failed."""
+    if not isinstance(error, RuntimeError) or isinstance(error, torch.OutOfMemoryError):
+        return False
+    return DECODER_REFUSALS.search(str(error)) is not None
 
 
 def store_budget_bytes(store_gb: float | None, gpu_decode: bool) -> int:
@@ -169,6 +194,8 @@ class ImageFeed:
             try:
                 decoded = [("chw", image) for image in self._decode_jpegs(list(encoded.values()))]
             except RuntimeError as error:
+                if not refused_by_decoder(error):
+                    raise  # out of memory, a CUDA fault: retrying on the CPU would hide it
                 self._warn_once(f"JPEG decoding on {self.device} failed "
                                 f"({str(error).splitlines()[0]}); decoding such images on "
                                 f"the CPU")

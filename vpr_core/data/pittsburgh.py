@@ -6,10 +6,12 @@ files open unchanged.
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 from scipy.io import loadmat
+from scipy.io.matlab import MatReadError
 
 from ..errors import UserError
 from .paths import join_inside
@@ -18,6 +20,10 @@ from .split import Split
 DBSTRUCT_FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages",
                    "numQueries", "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
 QUERIES_DIR = "queries_real"
+# What scipy.io.loadmat raises for a damaged or foreign file (tried on truncated, corrupted and
+# non-MATLAB files): its MatReadError, and the OSError, ValueError, TypeError, IndexError or
+# zlib.error of the reader that met the damage
+MAT_READ_ERRORS = (MatReadError, OSError, EOFError, ValueError, TypeError, IndexError, zlib.error)
 # The reference's `--split test250k` reads pitts250k_test.mat.
 SPLIT_ALIASES = {"test250k": ("pitts250k", "test")}
 
@@ -87,7 +93,12 @@ def read_split(root: Path, split: str, dataset: str | None = None) -> Split:
 def _read_dbstruct(mat_path: Path) -> list:
     try:
         mat = loadmat(str(mat_path))
-    except Exception as error:  # scipy raises many types for a damaged file
+    except NotImplementedError as error:  # scipy's answer to a v7.3 file (HDF5)
+        if "v7.3" not in str(error):
+            raise
+        raise UserError(f"{mat_path} is a MATLAB v7.3 file, which scipy does not read; save it "
+                        f"again with save(..., '-v7')") from None
+    except MAT_READ_ERRORS as error:
         raise UserError(
             f"{mat_path} cannot be read as a MATLAB file ({type(error).__name__}: {error}); "
             f"replace it with an intact copy") from None

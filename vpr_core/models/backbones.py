@@ -1,6 +1,8 @@
 """Encoders: AlexNet and VGG16 cut at conv5, their layouts, weights and frozen layers."""
 from __future__ import annotations
 
+import http.client
+import pickle
 from pathlib import Path
 
 import torch
@@ -123,28 +125,54 @@ def _imagenet_state(arch: str) -> dict:
         try:
             torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True,
                                                weights_only=True)
-        except Exception as error:  # no network: URLError, socket errors, HTTP errors
+        except (OSError, http.client.HTTPException) as error:  # no network: URLError, HTTP...
             raise UserError(
                 f"ImageNet weights for {arch} are not in the torch cache ({cached}) and cannot be "
                 f"downloaded ({type(error).__name__}); pass --weights none, or --weights PATH to a "
                 f"local {Path(url).name}") from None
+        except RuntimeError as error:  # torch.hub's hash check: what came is not the file
+            if not str(error).startswith("invalid hash value"):
+                raise
+            raise UserError(f"what {url} sent is not {Path(url).name} (a proxy's page?), and "
+                            f"was not kept; check the network, or pass --weights PATH to a "
+                            f"local copy") from None
     return _features_only(torch.load(cached, map_location="cpu", weights_only=True))
 
 
 def _file_state(arch: str, path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"--weights {path} does not exist; pass imagenet, none or an existing file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"--weights {path} is not a readable torch weight file "
-                        f"({type(error).__name__}); pass a torchvision {arch} state_dict") from None
+    state = _read_weight_file(path, arch)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a checkpoint of this project or of the reference
     if not isinstance(state, dict):
         raise UserError(f"--weights {path} does not hold a state_dict; pass a torchvision "
                         f"{arch} state_dict")
     return _features_only(state)
+
+
+# How a file torch.save wrote begins: a zip archive (torch >= 1.6) or a pickle, protocol 2 or more
+TORCH_FILE_HEADS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+# What torch.load raises for a damaged torch file: its archive reader's RuntimeError, the
+# unpickler's errors on a damaged or disallowed pickle, EOFError when it is cut short.
+TORCH_FILE_ERRORS = (OSError, EOFError, RuntimeError, pickle.UnpicklingError, UnicodeDecodeError)
+
+
+def _read_weight_file(path: Path, arch: str) -> object:
+    """What torch.save wrote to `path` (tensors and plain containers only); `UserError` when the
+    file is not a torch file or is damaged."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if not head.startswith(TORCH_FILE_HEADS):  # text, an image...: the unpickler would
+            # fail on it in any way at all (KeyError, IndexError...)
+            raise UserError(f"--weights {path} is not a torch weight file (neither a zip "
+                            f"archive nor a pickle); pass a torchvision {arch} state_dict")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except TORCH_FILE_ERRORS as error:
+        raise UserError(f"--weights {path} is not a readable torch weight file "
+                        f"({type(error).__name__}); pass a torchvision {arch} state_dict"
+                        ) from None
 
 
 def _features_only(state: dict) -> dict:
