@@ -1,5 +1,6 @@
 """MLflow tracking of `train`, `eval` and evaluation specs, in a real sqlite store."""
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,35 @@ def test_a_bad_dataset_creates_no_store(tmp_path, capsys, monkeypatch):
     done = run_main(["eval", "--data-root", tmp_path / "missing", "--arch", "alexnet",
                      "--tracking-uri", uri], capsys, monkeypatch, tmp_path)
     assert done.returncode == 2 and not (tmp_path / "m.db").exists()
+
+
+def test_only_a_store_out_of_reach_counts_as_unreachable(tmp_path, monkeypatch):
+    """MLflow's default code (INTERNAL_ERROR) says nothing: a plain `MlflowException` is
+    this code's mistake, not an outage to wait out."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    from vpr_tracking.store import StoreUnreachable, store_at, tracking_unreachable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as held:  # a port nothing listens on
+        held.bind(("127.0.0.1", 0))
+        down = MlflowClient(f"http://127.0.0.1:{held.getsockname()[1]}")
+        with pytest.raises(MlflowException) as refused:
+            down.get_run("0" * 32)
+    assert refused.value.error_code == "INTERNAL_ERROR"  # the server is down: the REST form
+    assert tracking_unreachable(refused.value)
+    # what MLflow's sqlalchemy store makes of a locked database
+    assert tracking_unreachable(MlflowException("(sqlite3.OperationalError) database is "
+                                                "locked", error_code=TEMPORARILY_UNAVAILABLE))
+    bug = MlflowException("Invalid value 'x' for parameter 'max_results'")
+    assert bug.error_code == "INTERNAL_ERROR" and not tracking_unreachable(bug)
+    store = store_at(f"sqlite:///{tmp_path}/m.db")
+
+    def fails(*args, **kwargs):
+        raise bug
+
+    with pytest.raises(UserError, match="Invalid value") as said:
+        store._call("runs", fails)
+    assert not isinstance(said.value, StoreUnreachable)
+
