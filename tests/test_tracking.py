@@ -158,3 +158,13 @@ def test_only_a_store_out_of_reach_counts_as_unreachable(tmp_path, monkeypatch):
         store._call("runs", fails)
     assert not isinstance(said.value, StoreUnreachable)
 
+
+def test_only_finite_metrics_are_logged(tmp_path):
+    from orchestrator.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "finite")
+    run_id = tracker.create_run("r", {}, {})
+    tracker.store.log_metrics(run_id, {"recall@1": float("inf"), "recall@5": float("-inf"),
+                                       "loss": float("nan"), "recall@10": 0.5}, step=1)
+    assert MlflowClient(tracker.store.uri).get_run(run_id).data.metrics == {"recall_at_10": 0.5}
+

@@ -9,6 +9,7 @@ directory. A failure of the store (out of reach, damaged, a run it does not hold
 from __future__ import annotations
 
 import functools
+import math
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -277,12 +278,14 @@ class Store:
             self._call(f"run {run_id}", self.client.log_batch, run_id, params=new)
 
     def log_metrics(self, run_id: str, metrics: dict, step: int) -> None:
-        """Log the finite numbers of `metrics` (this project's names) at `step`."""
+        """Log the finite numbers of `metrics` (this project's names) at `step`: NaN and
+        infinity are left out (MLflow would store infinity as the largest float)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and math.isfinite(v)]
         if batch:
             self._call(f"run {run_id}", self.client.log_batch, run_id, metrics=batch)
 
