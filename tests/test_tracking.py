@@ -2,6 +2,7 @@
 import json
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -168,3 +169,26 @@ def test_only_finite_metrics_are_logged(tmp_path):
                                        "loss": float("nan"), "recall@10": 0.5}, step=1)
     assert MlflowClient(tracker.store.uri).get_run(run_id).data.metrics == {"recall_at_10": 0.5}
 
+
+def test_a_training_error_is_not_replaced_by_a_store_failure(tmp_path, capsys, monkeypatch):
+    """A store that fails while the run is being closed is a warning beside the training's
+    own error, which is what propagates."""
+    import requests
+
+    from orchestrator.tracking import Tracker
+    from vpr_core.config.common import TrainConfig
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "diverged")
+    run = SimpleNamespace(config=TrainConfig(data_root=tmp_path, arch="alexnet"),
+                          train_split=SimpleNamespace(dataset="synth"), image_size=(48, 64),
+                          run_dir=tmp_path / "run", centroids_path=None)
+
+    def refused(*args, **kwargs):
+        raise requests.ConnectionError("[Errno 111] Connection refused")
+
+    with pytest.raises(UserError, match="the loss became NaN in epoch 3"):
+        with tracker.train_run(run):
+            monkeypatch.setattr(tracker.store.client, "set_terminated", refused)
+            raise UserError("the loss became NaN in epoch 3; lower --lr")
+    err = capsys.readouterr().err
+    assert "was not ended FAILED" in err and "Connection refused" in err, err
