@@ -16,7 +16,7 @@ from vpr_tracking.names import DEFAULT_METRIC, RECALL_NS, TRAINED_KINDS, Kind, T
 from vpr_tracking.search_space import run_label as searched_label
 from vpr_tracking.search_space import values_of
 from vpr_tracking.store import RunRecord, Store, as_store
-from vpr_tracking.trials import latest_sweep_experiment
+from vpr_tracking.trials import latest_sweep_experiment, rank_key
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,15 @@ def curve_of_run(run: RunRecord, metric: str = DEFAULT_METRIC) -> RecallCurve:
 
 
 def best_per_arch(runs: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[RunRecord]:
-    """The trained run with the highest best-epoch `metric` of each architecture, in the
-    order the architectures first appear."""
+    """The trained run of each architecture ranked first by its best epoch's recalls
+    (`rank_key`: `metric`, then the other Recall@N), in the order the architectures first
+    appear."""
     best: dict[str, RunRecord] = {}
     for run in runs:
-        score = run.best_step(metric).get(metric)
-        if run.kind in TRAINED_KINDS and score is not None:
+        if run.kind in TRAINED_KINDS and metric in run.best_step(metric):
             held = best.get(run.arch)
-            if held is None or score > held.best_step(metric)[metric]:
+            if held is None or rank_key(run.best_recalls(metric), metric) > \
+                    rank_key(held.best_recalls(metric), metric):
                 best[run.arch] = run
     return list(best.values())
 

@@ -4,11 +4,19 @@ It looks a trial's run up by tags before creating one, so a restored sweep conti
 runs instead of duplicating them; it logs each epoch once (by step), the artifacts at the end
 (best checkpoint, flags.json, centroids, recall curve), and ends every run FINISHED, FAILED or
 KILLED. It also logs one progress line per trial epoch.
+
+An event the store did not take (it was out of reach) is kept and logged before the next one;
+at the end of the sweep the events still kept are tried again for `FLUSH_SECONDS`, and what is
+left is named, trial by trial, for the sweep to report as lost.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ray import tune
@@ -30,6 +38,43 @@ from vpr_tracking.store import tracking_unreachable
 
 from .tracking import Tracker, log_run_files
 
+# how long the end of a sweep keeps trying to log the events the store did not take
+FLUSH_SECONDS = 10.0
+FIRST_WAIT_SECONDS = 0.5  # between the first tries; doubled after each one
+
+# the logger of each sweep running in this process, by parent run id: on a resume Tune calls
+# the copy it unpickled, which only registers itself (in `setup`) for the sweep's end to find
+_LOGGERS: dict[str, MlflowTrialLogger] = {}
+
+
+def take_trial_logger(parent_run_id: str) -> MlflowTrialLogger | None:
+    """The logger that Tune called for the sweep `parent_run_id`, handed over once."""
+    return _LOGGERS.pop(parent_run_id, None)
+
+
+@dataclass
+class _Event:
+    """One hook call, kept until the store takes it."""
+
+    hook: Callable
+    args: tuple
+    kwargs: dict
+
+    def describe(self) -> tuple[str | None, str]:
+        """(the trial's id, or None for the sweep as a whole; what the event logs)."""
+        given = inspect.signature(self.hook).bind(None, *self.args, **self.kwargs).arguments
+        trial = given.get("trial")
+        name = self.hook.__name__
+        if name == "on_trial_result":
+            what = f"epoch {_step(given['result'])} metrics"
+        elif name == "_finish":
+            what = f"end {given['status']}"
+        else:
+            what = {"on_trial_start": "run start", "on_trial_restore": "run resume",
+                    "on_trial_recover": "worker failure",
+                    "_end_interrupted": "interrupted trials ended KILLED"}.get(name, name)
+        return (trial.trial_id if trial is not None else None), what
+
 
 def _tolerant(hook):
     """Logging goes on when the tracking store is out of reach: the event is kept and logged
@@ -37,21 +82,40 @@ def _tolerant(hook):
     Any other error is a bug and ends the sweep like one."""
     @functools.wraps(hook)
     def wrapper(self, *args, **kwargs):
-        events = self._pending + [(hook, args, kwargs)]
-        self._pending = []
-        for position, (event, event_args, event_kwargs) in enumerate(events):
-            try:
-                event(self, *event_args, **event_kwargs)
-            except Exception as error:  # noqa: BLE001 - sorted out just below
-                if not tracking_unreachable(error):
-                    raise
-                self._pending = events[position:]
-                log.warning(f"MLflow at {self.uri} is out of reach ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0][:160]}); {len(self._pending)} "
-                            f"event(s) kept, logged again with the next one")
-                return None
-        return None
+        self._pending.append(_Event(hook, args, kwargs))
+        error = _replay(self)
+        if error is not None:
+            log.warning(f"MLflow at {self.uri} is out of reach ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0][:160]}); {len(self._pending)} "
+                        f"event(s) kept, tried again with the next one and at the end")
     return wrapper
+
+
+def _replay(callback) -> Exception | None:
+    """Log the kept events of `callback`, oldest first, until the store fails; returns that
+    failure (None when every event was logged). An event that fails otherwise is a bug: it is
+    dropped and its error raised."""
+    while callback._pending:
+        event = callback._pending.pop(0)
+        try:
+            event.hook(callback, *event.args, **event.kwargs)
+        except Exception as error:  # noqa: BLE001 - sorted out just below
+            if not tracking_unreachable(error):
+                raise
+            callback._pending.insert(0, event)
+            return error
+    return None
+
+
+def unlogged(events: list[_Event]) -> list[str]:
+    """What `events` would have logged, one line per trial in the order the events came:
+    'trial 3f2a_00001: epoch 3 metrics, end FINISHED'."""
+    by_trial: dict[str | None, list[str]] = {}
+    for event in events:
+        trial, what = event.describe()
+        by_trial.setdefault(trial, []).append(what)
+    return [f"{'trial ' + trial if trial else 'the sweep'}: {', '.join(whats)}"
+            for trial, whats in by_trial.items()]
 
 
 class MlflowTrialLogger(tune.Callback):
@@ -64,10 +128,13 @@ class MlflowTrialLogger(tune.Callback):
 
     def _reset(self) -> None:
         self._tracker: Tracker | None = None
-        self._pending: list = []  # events not logged yet: the store was out of reach
+        self._pending: list[_Event] = []  # events not logged yet: the store was out of reach
         self.run_ids: dict[str, str] = {}
         self.histories: dict[str, list] = {}
         self.failures: dict[str, int] = {}
+        # {trial id: FINISHED or FAILED} of the trials Tune ended, whether or not the store
+        # took their end: the sweep's end must not take them for interrupted ones
+        self.ended: dict[str, str] = {}
 
     # pickled with the sweep's state for Tuner.restore: keep settings, rebuild the rest
     def __getstate__(self) -> dict:
@@ -84,7 +151,23 @@ class MlflowTrialLogger(tune.Callback):
             self._tracker = Tracker(self.uri, self.experiment)  # one client per store
         return self._tracker
 
+    def flush(self, seconds: float | None = None) -> list[str]:
+        """Try the kept events again for up to `seconds` (default `FLUSH_SECONDS`; at least
+        once), waiting longer after each failed try; returns what is still not logged."""
+        seconds = FLUSH_SECONDS if seconds is None else seconds
+        deadline, wait = time.monotonic() + seconds, FIRST_WAIT_SECONDS
+        if self._pending and seconds > 0:
+            log.warning(f"{len(self._pending)} event(s) not logged to MLflow yet; trying "
+                        f"{self.uri} again for up to {seconds:g} s")
+        while _replay(self) is not None and time.monotonic() < deadline:
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            wait *= 2
+        return unlogged(self._pending)
+
     # ---- Tune hooks ---------------------------------------------------------------------
+    def setup(self, **info):
+        _LOGGERS[self.parent_run_id] = self  # the instance Tune calls, resumed or not
+
     @_tolerant
     def on_trial_start(self, iteration, trials, trial, **info):
         self._run_for(trial)
@@ -114,7 +197,7 @@ class MlflowTrialLogger(tune.Callback):
     @_tolerant
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_for(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        step = _step(result)
         history = self.histories.setdefault(trial.trial_id, [])
         if step <= max((h["epoch"] for h in history), default=0):
             return  # an epoch logged before a restore: logged once only
@@ -123,20 +206,27 @@ class MlflowTrialLogger(tune.Callback):
         history.append({"epoch": step, **metrics})
         self._say_epoch(trial, step, result)
 
-    @_tolerant
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended[trial.trial_id] = FINISHED
         self._finish(trial, FINISHED)
 
-    @_tolerant
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.ended[trial.trial_id] = FAILED
         self._finish(trial, FAILED, error=_error_text(trial))
 
-    @_tolerant
     def on_experiment_end(self, trials, **info):
-        # trials stopped by an interruption keep their runs, ended KILLED (resumable)
+        self._end_interrupted(trials)
+        lost = self.flush()
+        if lost:
+            log.warning(f"MLflow at {self.uri} did not take: {'; '.join(lost)}")
+
+    @_tolerant
+    def _end_interrupted(self, trials) -> None:
+        """Trials stopped by an interruption keep their runs, ended KILLED (resumable)."""
         for trial in trials:
             run_id = self.run_ids.get(trial.trial_id)
-            if run_id and self.tracker.store.status(run_id) == RUNNING:
+            if run_id and trial.trial_id not in self.ended and \
+                    self.tracker.store.status(run_id) == RUNNING:
                 self.tracker.store.end(run_id, KILLED)
 
     # ---- runs ---------------------------------------------------------------------------
@@ -163,6 +253,7 @@ class MlflowTrialLogger(tune.Callback):
         self.run_ids[trial.trial_id] = run_id
         return run_id
 
+    @_tolerant
     def _finish(self, trial, status: str, error: str | None = None) -> None:
         run_id = self._run_for(trial)
         history = self.histories.get(trial.trial_id, [])
@@ -197,6 +288,11 @@ class MlflowTrialLogger(tune.Callback):
         log.info(f"[{_trial_label(trial)}] epoch {step}/{self.epochs}: loss "
                  f"{result.get('loss', math.nan):.4f} {recalls} "
                  f"({result.get('epoch_seconds', math.nan):.0f} s)")
+
+
+def _step(result: dict) -> int:
+    """The epoch a Tune result is of."""
+    return int(result.get("epoch", result.get("training_iteration", 0)))
 
 
 def _trial_label(trial) -> str:

@@ -22,13 +22,14 @@ import torch
 from vpr_core.config import TrainConfig, parse_image_size
 from vpr_core.data import open_split
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
-from vpr_core.errors import UserError
+from vpr_core.errors import CommandFailed, UserError
 from vpr_core.log import log
 from vpr_core.runtime import resolve_precision
 from vpr_core.settings import default_of
 from vpr_tracking import search_space
 from vpr_tracking.names import FINISHED, KILLED, RECALL_NS, RUNNING, Kind, Tag, recall_name
 from vpr_tracking.params import training_params
+from vpr_tracking.store import StoreUnreachable
 from vpr_tracking.trials import TrialRow, best_row, trial_rows
 from vpr_tracking.uri import check_tracking_uri, ui_command
 
@@ -75,6 +76,7 @@ class SweepResult:
     wall_seconds: float = 0.0
     concurrency: int = 1
     interrupted: bool = False
+    unlogged: list = field(default_factory=list)  # what MLflow did not take, per trial
 
     @property
     def best(self) -> TrialRow | None:
@@ -87,7 +89,8 @@ class SweepResult:
         return {"name": self.name, "experiment_path": self.experiment_path,
                 "tracking_uri": self.tracking_uri, "experiment": self.experiment,
                 "parent_run_id": self.parent_run_id, "metric": self.metric,
-                "interrupted": self.interrupted, "wall_seconds": round(self.wall_seconds, 1),
+                "interrupted": self.interrupted, "unlogged": self.unlogged,
+                "wall_seconds": round(self.wall_seconds, 1),
                 "concurrency": self.concurrency,
                 "trials_seconds": round(trial_seconds, 1),
                 "trials_training_seconds": round(training, 1),
@@ -378,14 +381,41 @@ def _unfinished(experiment_path: str) -> bool:
 
 def finish(tracker: Tracker, parent: str, plan: SweepPlan, interrupted: bool,
            concurrency: int, wall: float) -> SweepResult:
+    """Try once more to log the trial events the store did not take, then `close_sweep`.
+    `SweepResult.unlogged` names what is still not logged; when the store cannot close the
+    sweep either, that is a `CommandFailed` naming both."""
+    from .mlflow_callback import take_trial_logger
+
+    logger = take_trial_logger(parent)
+    unlogged = logger.flush(seconds=0) if logger is not None else []
+    try:
+        result = close_sweep(tracker, parent, plan, interrupted, concurrency, wall,
+                             ended=logger.ended if logger is not None else {})
+    except StoreUnreachable as error:
+        if not unlogged:
+            raise
+        raise CommandFailed(f"{unlogged_message(tracker.store.uri, unlogged)}; nor is the "
+                            f"sweep closed: {error}") from None
+    result.unlogged = unlogged
+    return result
+
+
+def unlogged_message(uri: str, unlogged: list[str]) -> str:
+    return (f"the MLflow store {uri} did not take every result of the sweep; not logged: "
+            f"{'; '.join(unlogged)}")
+
+
+def close_sweep(tracker: Tracker, parent: str, plan: SweepPlan, interrupted: bool,
+                concurrency: int, wall: float, ended: dict) -> SweepResult:
     """Read the trials back, end whatever is still running, log the best trial, the table
-    and the report to the parent run, and end it."""
+    and the report to the parent run, and end it. `ended`: {trial id: status} of the trials
+    Tune ended, whose runs are not interrupted ones even when their end was not logged."""
     store = tracker.store
     rows = trial_rows(store, store.run(parent, with_history=False), plan.spec.metric)
     result = SweepResult(plan.name, plan.experiment_path, plan.uri, plan.experiment, parent,
                          plan.spec.metric, rows, wall, concurrency, interrupted)
-    for row in rows:  # nothing is left RUNNING, whatever stopped the sweep
-        if row.status == RUNNING:
+    for row in rows:  # nothing an interruption stopped is left RUNNING
+        if row.status == RUNNING and row.trial_id not in ended:
             store.end(row.run_id, KILLED)
             row.status = KILLED
     best = result.best

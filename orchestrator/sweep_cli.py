@@ -16,7 +16,7 @@ from vpr_core import arguments
 from vpr_core.arguments import emit
 from vpr_core.config import TrainConfig, parse_image_size
 from vpr_core.errors import CommandFailed, UserError
-from vpr_core.log import quiet
+from vpr_core.log import log, quiet
 from vpr_core.settings import declared, setting, setting_of
 from vpr_tracking import search_space
 from vpr_tracking.flags import add_tracking
@@ -146,7 +146,7 @@ def run(args) -> None:
         return run_evaluation(spec, args)
     if spec.kind == COMPRESSION:
         return run_compression_study(spec, args)
-    from .sweep import format_table, run_sweep
+    from .sweep import format_table, run_sweep, unlogged_message
 
     try:
         result = run_sweep(spec, restore=getattr(args, "resume", False),
@@ -174,12 +174,19 @@ def run(args) -> None:
     lines.append(f"open the runs: {summary['mlflow_ui']}")
     emit(args, summary, lines)
     if result.interrupted:
+        if result.unlogged:
+            log.warning(unlogged_message(result.tracking_uri, result.unlogged))
         raise KeyboardInterrupt  # exit status 130, as for any interrupted command
     check_outcome(result)
 
 
 def check_outcome(result) -> None:
-    """A sweep in which every trial failed ends with exit status 1, not 0."""
+    """A sweep whose results MLflow did not all take, or in which every trial failed, ends
+    with exit status 1, not 0."""
+    from .sweep import unlogged_message
+
+    if result.unlogged:
+        raise CommandFailed(unlogged_message(result.tracking_uri, result.unlogged))
     failed = [row for row in result.rows if row.status == "FAILED"]
     if result.rows and len(failed) == len(result.rows):
         raise CommandFailed(f"every trial of the sweep failed; the first: "

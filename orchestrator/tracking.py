@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from vpr_core.evaluation import named_recalls
+from vpr_core.log import log
 from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE
 from vpr_tracking.names import (
     CHECKPOINT_FOLDER,
@@ -107,21 +108,31 @@ class Tracker:
                                  {Tag.KIND: Kind.TRAINING, Tag.RUN_DIR: str(run.run_dir)})
         history: list[dict] = []
 
-        def log(epoch_result) -> None:
+        def log_epoch(epoch_result) -> None:
             metrics = epoch_result.metrics()
             history.append({"epoch": epoch_result.epoch, **metrics})
             self.store.log_metrics(run_id, metrics, step=epoch_result.epoch)
 
-        status = FAILED
         try:
-            yield log
-            status = FINISHED
-        except KeyboardInterrupt:
-            status = KILLED
+            yield log_epoch
+        except BaseException as error:
+            status = KILLED if isinstance(error, KeyboardInterrupt) else FAILED
+            try:
+                self._close_training(run_id, run, history, status)
+            except Exception as store_error:  # noqa: BLE001 - the training's error goes first
+                log.warning(f"MLflow run {run_id} was not ended {status} "
+                            f"({type(store_error).__name__}: "
+                            f"{(str(store_error).splitlines() or [''])[0][:200]}); the "
+                            f"training's own error follows")
             raise
-        finally:
+        self._close_training(run_id, run, history, FINISHED)
+
+    def _close_training(self, run_id: str, run, history: list[dict], status: str) -> None:
+        """Log a training run's files and end it `status` (ended even when the files fail)."""
+        try:
             log_run_files(self.store, run_id, run.folder.checkpoints, run.centroids_path,
-                          history, config.arch, run.run_dir.name)
+                          history, run.config.arch, run.run_dir.name)
+        finally:
             self.store.end(run_id, status)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import assert_user_error, run_cli, run_main, tree
-from dashboards_store import EVAL_RECALLS, EXPERIMENT, SWEEP, TRIALS, log_fake_sweep
+from dashboards_store import EVAL_RECALLS, EXPERIMENT, NS, SWEEP, TRIALS, log_fake_sweep
 from PIL import Image
 
 from dashboards.cli import main as dashboards_main
@@ -177,6 +177,32 @@ def test_compare_reference_recalls_need_no_mlflow(tmp_path):
     curves = json.loads((tmp_path / "x.json").read_text())["curves"]
     assert [c["arch"] for c in curves] == ["alexnet", "vgg16"]
     assert curves[1]["recall@5"] == pytest.approx(0.95)
+
+
+# three trials tied at Recall@5 = 1.000, listed worst R@1 first: (R@1, R@5, R@10, R@20)
+TIED = ((0.76, 1.0, 1.0, 1.0), (0.88, 1.0, 1.0, 1.0), (0.80, 1.0, 1.0, 1.0))
+
+
+def test_a_tie_in_the_search_metric_goes_to_the_better_other_recalls():
+    from dashboards.compare import best_per_arch
+    from vpr_tracking.store import RunRecord
+    from vpr_tracking.trials import TrialRow, best_row
+
+    rows = [TrialRow(f"t{i}", f"r{i}", {"arch": "alexnet"}, dict(zip(NS, recalls)), 1,
+                     "FINISHED", "", 1.0, 1.0) for i, recalls in enumerate(TIED)]
+    assert best_row(rows, "recall@5").trial_id == "t1"
+    runs = [RunRecord(f"r{i}", f"t{i}", "0", "FINISHED", 0, 1, params={"arch": "alexnet"},
+                      tags={"kind": "trial"},
+                      history=[{"epoch": 1, **{f"recall@{n}": r for n, r in zip(NS, recalls)}}])
+            for i, recalls in enumerate(TIED)]
+    assert [run.run_id for run in best_per_arch(runs, "recall@5")] == ["r1"]
+
+
+def test_trials_rank_by_the_search_metric_then_the_other_recalls_by_n():
+    from vpr_tracking.trials import rank_key
+
+    assert rank_key({1: 0.1, 5: 0.5, 10: 0.7, 20: 0.9}, "recall@10") == (0.7, 0.1, 0.5, 0.9)
+    assert rank_key({5: 0.5}, "recall@5")[1] == float("-inf")  # not logged: ranks lowest
 
 
 def test_compare_picks_the_best_trial_per_arch_and_the_evaluations(store, tmp_path, capsys,

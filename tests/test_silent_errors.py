@@ -42,10 +42,21 @@ class Logger:
         self.logged.append(epoch)
 
 
-@pytest.mark.parametrize("outage", [
-    requests.ConnectionError("Connection refused"),
-    MlflowException("API request to http://mlflow.example:5000 failed with exception ..."),
-])
+def rest_outage() -> MlflowException:
+    """What MLflow's REST client raises when its server is down (rest_utils.http_request):
+    INTERNAL_ERROR, raised while handling the `requests` error."""
+    try:
+        try:
+            raise requests.ConnectionError("Connection refused")
+        except requests.ConnectionError as error:
+            raise MlflowException(  # noqa: B904 - MLflow's own form
+                f"API request to http://mlflow.example:5000 failed with exception {error}")
+    except MlflowException as outage:
+        return outage
+
+
+@pytest.mark.parametrize("outage", [requests.ConnectionError("Connection refused"),
+                                    rest_outage()])
 def test_an_unreachable_store_is_said_and_logging_resumes_without_loss(outage, capsys):
     logger = Logger([outage])
     logger.on_trial_result(1)  # the store is out of reach: kept, not raised
@@ -56,7 +67,9 @@ def test_an_unreachable_store_is_said_and_logging_resumes_without_loss(outage, c
 
 @pytest.mark.parametrize("bug", [KeyError("recall@5"), TypeError("bad operand"),
                                  MlflowException("Changing param values is not allowed",
-                                                 error_code=INVALID_PARAMETER_VALUE)])
+                                                 error_code=INVALID_PARAMETER_VALUE),
+                                 # MLflow's default code, INTERNAL_ERROR, and no outage behind
+                                 MlflowException("Run 'abc' not in a usable state")])
 def test_a_bug_in_a_hook_is_not_swallowed(bug):
     with pytest.raises(type(bug)):
         Logger([bug]).on_trial_result(1)

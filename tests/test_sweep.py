@@ -16,6 +16,7 @@ from cli_helpers import REPO, run_cli
 from conftest import TINY_SPEC
 from mlflow import MlflowClient
 
+from orchestrator import mlflow_callback
 from orchestrator.spec import spec_from_dict
 from orchestrator.sweep import run_sweep
 
@@ -38,8 +39,16 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     raw["search"]["space"]["num_clusters"] = [4]  # 3 trials, 2 archs: two share a centroid file
     spec = spec_from_dict(raw, "tiny")
     spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    handed = []  # the callback Tune called, as the sweep's end gets it
+    take = mlflow_callback.take_trial_logger
+    monkeypatch.setattr(mlflow_callback, "take_trial_logger",
+                        lambda parent: handed.append(take(parent)) or handed[-1])
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert not result.interrupted and len(result.rows) == 3
+    # the end of the sweep knows which trials Tune ended, and nothing went unlogged
+    assert len(handed) == 1 and handed[0] is not None
+    assert sorted(handed[0].ended) == sorted(row.trial_id for row in result.rows)
+    assert result.unlogged == []
 
     client = MlflowClient(spec.tracking_uri)
     experiment = client.get_experiment_by_name("netvlad-tiny")

@@ -1,6 +1,8 @@
 """MLflow tracking of `train`, `eval` and evaluation specs, in a real sqlite store."""
 import json
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -125,3 +127,69 @@ def test_a_bad_dataset_creates_no_store(tmp_path, capsys, monkeypatch):
     done = run_main(["eval", "--data-root", tmp_path / "missing", "--arch", "alexnet",
                      "--tracking-uri", uri], capsys, monkeypatch, tmp_path)
     assert done.returncode == 2 and not (tmp_path / "m.db").exists()
+
+
+def test_only_a_store_out_of_reach_counts_as_unreachable(tmp_path, monkeypatch):
+    """MLflow's default code (INTERNAL_ERROR) says nothing: a plain `MlflowException` is
+    this code's mistake, not an outage to wait out."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    from vpr_tracking.store import StoreUnreachable, store_at, tracking_unreachable
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as held:  # a port nothing listens on
+        held.bind(("127.0.0.1", 0))
+        down = MlflowClient(f"http://127.0.0.1:{held.getsockname()[1]}")
+        with pytest.raises(MlflowException) as refused:
+            down.get_run("0" * 32)
+    assert refused.value.error_code == "INTERNAL_ERROR"  # the server is down: the REST form
+    assert tracking_unreachable(refused.value)
+    # what MLflow's sqlalchemy store makes of a locked database
+    assert tracking_unreachable(MlflowException("(sqlite3.OperationalError) database is "
+                                                "locked", error_code=TEMPORARILY_UNAVAILABLE))
+    bug = MlflowException("Invalid value 'x' for parameter 'max_results'")
+    assert bug.error_code == "INTERNAL_ERROR" and not tracking_unreachable(bug)
+    store = store_at(f"sqlite:///{tmp_path}/m.db")
+
+    def fails(*args, **kwargs):
+        raise bug
+
+    with pytest.raises(UserError, match="Invalid value") as said:
+        store._call("runs", fails)
+    assert not isinstance(said.value, StoreUnreachable)
+
+
+def test_only_finite_metrics_are_logged(tmp_path):
+    from orchestrator.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "finite")
+    run_id = tracker.create_run("r", {}, {})
+    tracker.store.log_metrics(run_id, {"recall@1": float("inf"), "recall@5": float("-inf"),
+                                       "loss": float("nan"), "recall@10": 0.5}, step=1)
+    assert MlflowClient(tracker.store.uri).get_run(run_id).data.metrics == {"recall_at_10": 0.5}
+
+
+def test_a_training_error_is_not_replaced_by_a_store_failure(tmp_path, capsys, monkeypatch):
+    """A store that fails while the run is being closed is a warning beside the training's
+    own error, which is what propagates."""
+    import requests
+
+    from orchestrator.tracking import Tracker
+    from vpr_core.config import TrainConfig
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "diverged")
+    run = SimpleNamespace(config=TrainConfig(data_root=tmp_path, arch="alexnet"),
+                          train_split=SimpleNamespace(dataset="synth"), image_size=(48, 64),
+                          run_dir=tmp_path / "run", centroids_path=None,
+                          folder=SimpleNamespace(checkpoints=tmp_path / "run" / "checkpoints"))
+
+    def refused(*args, **kwargs):
+        raise requests.ConnectionError("[Errno 111] Connection refused")
+
+    with pytest.raises(UserError, match="the loss became NaN in epoch 3"):
+        with tracker.train_run(run):
+            monkeypatch.setattr(tracker.store.client, "set_terminated", refused)
+            raise UserError("the loss became NaN in epoch 3; lower --lr")
+    err = capsys.readouterr().err
+    assert "was not ended FAILED" in err and "Connection refused" in err, err

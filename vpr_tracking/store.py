@@ -9,6 +9,7 @@ directory. A failure of the store (out of reach, damaged, a run it does not hold
 from __future__ import annotations
 
 import functools
+import math
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,11 @@ from .names import (
 )
 from .uri import check_tracking_uri, sqlite_file
 
-# MLflow's codes for a store that is out of reach or overloaded (not for a wrong request)
-UNREACHABLE_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+# MLflow's codes for a store that cannot answer for now (not for a wrong request): its
+# sqlalchemy store turns every OperationalError of the database (a locked sqlite file among
+# them) into TEMPORARILY_UNAVAILABLE; a server says 503, 504 or 429 with these. INTERNAL_ERROR
+# is MLflow's default code for any failure, so it says nothing on its own.
+UNREACHABLE_CODES = ("TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED")
 # where the exceptions of a store come from: MLflow itself and what it talks through
 STORE_MODULES = ("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3")
 
@@ -39,15 +43,31 @@ class StoreUnreachable(UserError):
 
 def tracking_unreachable(error: BaseException) -> bool:
     """Whether `error` says the tracking store could not be reached, rather than that this
-    code asked for something wrong."""
+    code asked for something wrong.
+
+    MLflow's REST client wraps a refused connection in a plain `MlflowException`
+    (INTERNAL_ERROR) raised while handling the `requests` error, so the chain of causes is
+    read, not only the error itself."""
     import requests
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import OperationalError
 
-    if isinstance(error, (StoreUnreachable, requests.RequestException, ConnectionError,
-                          TimeoutError, OperationalError)):
-        return True
-    return isinstance(error, MlflowException) and error.error_code in UNREACHABLE_CODES
+    out_of_reach = (StoreUnreachable, requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.RetryError, ConnectionError, TimeoutError,
+                    OperationalError)
+    for link in _causes(error):
+        if isinstance(link, out_of_reach):
+            return True
+        if isinstance(link, MlflowException) and link.error_code in UNREACHABLE_CODES:
+            return True
+    return False
+
+
+def _causes(error: BaseException | None, depth: int = 8):
+    """`error`, then what it was raised from or while handling, a few links deep."""
+    while error is not None and depth > 0:
+        yield error
+        error, depth = error.__cause__ or error.__context__, depth - 1
 
 
 @dataclass
@@ -258,12 +278,14 @@ class Store:
             self._call(f"run {run_id}", self.client.log_batch, run_id, params=new)
 
     def log_metrics(self, run_id: str, metrics: dict, step: int) -> None:
-        """Log the finite numbers of `metrics` (this project's names) at `step`."""
+        """Log the finite numbers of `metrics` (this project's names) at `step`: NaN and
+        infinity are left out (MLflow would store infinity as the largest float)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and math.isfinite(v)]
         if batch:
             self._call(f"run {run_id}", self.client.log_batch, run_id, metrics=batch)
 

@@ -5,13 +5,14 @@ trials through `trial_rows`, so a resumed sweep reports the same runs it continu
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 from vpr_core.errors import UserError
 from vpr_core.evaluation import named_recalls
 
-from .names import DEFAULT_METRIC, RECALL_NAMES, Kind, Tag, recall_n
+from .names import DEFAULT_METRIC, RECALL_NAMES, RECALL_NS, Kind, Tag, recall_n
 from .search_space import run_label, values_of
 from .store import RunRecord, Store, children_filter
 
@@ -69,10 +70,20 @@ def trial_row(run: RunRecord, metric: str = DEFAULT_METRIC) -> TrialRow:
         training_seconds=sum(h.get("epoch_seconds", 0.0) for h in history))
 
 
+def rank_key(recalls: dict, metric: str = DEFAULT_METRIC) -> tuple[float, ...]:
+    """What ranks trials, higher first: the recall by `metric`, then, to break a tie, the other
+    Recall@N in increasing N (a Recall@5 of 1.0 is common on small sets; Recall@1 then tells
+    them apart). `recalls`: {N: fraction}; a recall not logged ranks lowest."""
+    first = recall_n(metric)
+    order = [first] + [n for n in RECALL_NS if n != first]
+    return tuple(recalls.get(n, -math.inf) for n in order)
+
+
 def best_row(rows: list[TrialRow], metric: str = DEFAULT_METRIC) -> TrialRow | None:
-    """The row with the highest recall by `metric` (None when no trial logged one)."""
+    """The row ranked first by `rank_key` (None when no trial logged the `metric`)."""
     n = recall_n(metric)
-    return max((r for r in rows if n in r.recalls), key=lambda r: r.recalls[n], default=None)
+    return max((r for r in rows if n in r.recalls), key=lambda r: rank_key(r.recalls, metric),
+               default=None)
 
 
 def sweep_parent(store: Store, experiment_id: str, sweep: str | None = None,
