@@ -10,10 +10,13 @@ from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
 from vpr_core.models import build_model, save_fresh_weights
+from vpr_core.runtime import autocast, memory_format, prepare_model
 from vpr_core.training import TrainingRun
 from vpr_core.training.frozen_features import FromLayer, FrozenFeatures, frozen_layers
 
 pytestmark = pytest.mark.timeout(240)
+CPU = torch.device("cpu")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the trunk's output under autocast
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,33 @@ def test_the_rest_of_the_model_on_frozen_features_is_the_whole_model(synth_root,
         for images, rows in zip(feed.batches(groups), features.batches(groups)):
             assert torch.allclose(FromLayer(model, 10)(rows), model(images), atol=1e-6)
     assert features.nbytes == len(split.all_paths) * rows[0].numel() * 4
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_channels_last_features_keep_each_row_in_its_place(synth_root, weight_files,
+                                                           precision):
+    """The channels-last path (CUDA, and bf16 on the CPU; here fp32 too, by asking the feed
+    for it): rows are kept [h, w, C] and read back [C, h, w]. The feature maps are 3 x 4 (64 x
+    80 images), so a row kept or read back transposed has the wrong shape and conv5 sees its
+    positions mirrored."""
+    model = prepare_model(build_model("alexnet", num_clusters=4,
+                                      weights=str(weight_files["alexnet"])), CPU, precision)
+    model.eval()
+    split = open_split(synth_root, "val")
+    feed = ImageFeed(split, split.native_size, CPU, memory_format=torch.channels_last)
+    assert memory_format(CPU, "bf16") == torch.channels_last  # what bf16 training feeds
+    features = FrozenFeatures.build(model, feed, budget=10**9, batch_size=8,
+                                    precision=precision)
+    assert features.channels_last and features.storage.dtype == DTYPES[precision]
+    groups = [[0, 5, 2], [len(split.all_paths) - 1]]
+    with torch.no_grad(), autocast(CPU, precision):
+        for images, rows in zip(feed.batches(groups), features.batches(groups)):
+            trunk = model.encoder[:10](images)  # [G, 256, 3, 4]
+            assert trunk.shape[2] != trunk.shape[3]  # a transposed row cannot fit
+            assert rows.shape == trunk.shape and rows.dtype == trunk.dtype
+            torch.testing.assert_close(rows, trunk, rtol=0, atol=1e-5)
+            torch.testing.assert_close(FromLayer(model, 10)(rows), model(images),
+                                       rtol=0, atol=1e-5)
 
 
 def test_training_on_frozen_features_equals_training_on_images(synth_root, tmp_path,
