@@ -87,15 +87,32 @@ def test_channels_last_features_keep_each_row_in_its_place(synth_root, weight_fi
                                        rtol=0, atol=1e-5)
 
 
+def images_through(model) -> dict:
+    """{"conv1": n, "conv5": n}: how many images the model's first conv (frozen) and its
+    last (trained) have run on since this call, counted by forward hooks."""
+    seen = {"conv1": 0, "conv5": 0}
+    for name, index in (("conv1", 0), ("conv5", 10)):
+        def count(module, inputs, output, name=name):
+            seen[name] += len(inputs[0])
+        model.encoder[index].register_forward_hook(count)
+    return seen
+
+
 def test_training_on_frozen_features_equals_training_on_images(synth_root, tmp_path,
                                                                weight_files):
     kept = TrainingRun(config(synth_root, tmp_path / "kept", weight_files["alexnet"]))
     recomputed = TrainingRun(config(synth_root, tmp_path / "off", weight_files["alexnet"],
                                     frozen_cache_gb=0))
+    kept_images, recomputed_images = images_through(kept.model), images_through(recomputed.model)
     with_features, without = kept.run(), recomputed.run()
     assert with_features.frozen_features == ["train", "val"]
     assert without.frozen_features == []
-    assert "frozen_features" in with_features.epochs[0].stage_seconds
+    # the frozen layers ran once per image (and on one probe image per split, for the shape),
+    # the layers after them on what the whole model ran on in the run without features
+    images = len(kept.train_split.all_paths) + len(kept.val_split.all_paths)
+    assert images <= kept_images["conv1"] <= images + 2, kept_images
+    assert recomputed_images["conv1"] == recomputed_images["conv5"] > 2 * images
+    assert kept_images["conv5"] == recomputed_images["conv5"]
     assert len(with_features.epochs) == len(without.epochs) == 2
     for a, b in zip(with_features.epochs, without.epochs):
         assert a.triplets == b.triplets and a.batches == b.batches > 0
