@@ -194,23 +194,47 @@ def test_validate_normalises_the_settings():
         {"amount": 0.1, "structure": "unstructured"}
 
 
-def test_refitting_brings_the_pruned_encoder_closer_to_the_original(synth_root):
+def test_refitting_brings_each_pruned_conv_closer_to_the_original(synth_root, monkeypatch):
+    """Each conv that lost input channels is refitted, in turn: right after its refit, its
+    output (still at full width) is checked against the original conv's, on images the refit
+    never saw (it samples the training database). Measured over 4 seeds: each refit took the
+    error to 0.40-0.51 of what it was, and the whole encoder's to 0.33-0.39 of slicing alone;
+    refitting only the last conv gets the latter to 0.37-0.43 too, so only the per-conv check
+    tells them apart."""
     torch.manual_seed(0)
     model = build_model("alexnet", "netvlad", 4, weights="none").eval()
+    images = next(ImageFeed(open_split(synth_root, "val"), IMAGE_SIZE, CPU).batches([range(24)]))
+
+    def error(pruned: nn.Sequential, depth: int) -> float:
+        """Relative error of the pruned encoder's first `depth` layers' output."""
+        with torch.no_grad():
+            target = model.encoder[:depth](images)
+            return float((pruned[:depth](images) - target).norm() / target.norm())
+
+    errors, real_refitter = {}, prune._refitter
+
+    def measured_refitter(original, pruned, context):
+        refit = real_refitter(original, pruned, context)
+
+        def measured(index: int) -> None:
+            before = error(pruned.encoder, index + 1)
+            refit(index)
+            errors[index] = (before, error(pruned.encoder, index + 1))
+        return measured
+
+    monkeypatch.setattr(prune, "_refitter", measured_refitter)
     half = {"amount": 0.5, "structure": "channels"}
     refitted, _ = prune.apply(model, prune.validate(half, model), context(synth_root))
     sliced, _ = prune.apply(model, prune.validate({**half, "refit": False}, model),
                             context(synth_root))
     assert conv_widths(refitted) == conv_widths(sliced)
-    # images the refit never saw (it samples the training database)
-    images = next(ImageFeed(open_split(synth_root, "val"), IMAGE_SIZE, CPU).batches([range(24)]))
-    with torch.no_grad():
-        target = model.encoder(images)
-
-        def error(pruned) -> float:
-            return float((pruned.encoder(images) - target).norm() / target.norm())
-
-        assert error(refitted) < 0.7 * error(sliced), (error(refitted), error(sliced))
+    successors = [index for index, layer in enumerate(model.encoder)
+                  if isinstance(layer, nn.Conv2d)][1:]
+    assert sorted(errors) == successors == [3, 6, 8, 10]
+    for index, (before, after) in errors.items():
+        assert after < 0.6 * before, (index, before, after)
+    whole = len(model.encoder)
+    assert error(refitted.encoder, whole) < 0.5 * error(sliced.encoder, whole)
 
 
 def test_the_refit_recovers_a_conv_that_lost_no_input_from_its_outputs(monkeypatch):
