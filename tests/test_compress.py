@@ -112,6 +112,21 @@ def test_half_halves_the_encoder_and_reads_back(trained, synth_root, tmp_path, c
     assert next(model.encoder.parameters()).dtype == torch.bfloat16
     assert model.pool.centroids.dtype == torch.float32
     assert abs(variant["recall@5"] - original["recall@5"]) <= 2 / 24 + 1e-9
+    assert recalls(evaluate(tmp_path / "variant", synth_root, tmp_path, capsys,
+                            monkeypatch)) == recalls(variant)
+
+
+@pytest.mark.parametrize("flags", [
+    ["--method", "prune", "--amount", 0.5, "--structure", "channels"],
+    ["--method", "quantize", "--mode", "ptq-int8"],
+], ids=["prune-channels", "ptq-int8"])
+def test_pruned_and_int8_variants_read_back_through_eval(trained, synth_root, tmp_path, capsys,
+                                                         monkeypatch, flags):
+    """`eval --resume VARIANT` rebuilds the variant from its checkpoint (narrower convs, int8
+    modules) and finds the recalls compress measured on the model it had made."""
+    variant = compress(trained, tmp_path, capsys, monkeypatch, *flags)["variant"]
+    read_back = evaluate(tmp_path / "variant", synth_root, tmp_path, capsys, monkeypatch)
+    assert recalls(read_back) == recalls(variant)
 
 
 def test_product_quantisation_searches_the_codes(trained, synth_root, tmp_path, capsys,
