@@ -142,7 +142,7 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
         assert any(isinstance(m, FakeQuantizeBase) for m in prepared.encoder.modules())
         config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
                              weights="none", epochs=2, workers=0, show_progress=False,
-                             cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+                             lr=1e-3, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
         trained["result"] = TrainingRun(config, model=prepared).run()
         trained["fake_quantized"] = copy.deepcopy(prepared).eval()
         return prepared
@@ -153,7 +153,9 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
     epochs = trained["result"].epochs
     assert [e.epoch for e in epochs] == [1, 2] and all(e.batches > 0 for e in epochs)
     assert all(math.isfinite(e.loss) and e.loss >= 0 for e in epochs)
-    assert epochs[-1].loss <= 2 * epochs[0].loss + 1e-6
+    # it learns: over 5 seeds (model and mining) the second epoch's loss was 0.71-0.78 of the
+    # first's; with optimiser steps that do nothing (the observers still calibrate) 1.00
+    assert epochs[-1].loss < 0.9 * epochs[0].loss, [e.loss for e in epochs]
     assert len(quantized_convs(int8)) == CONVS["alexnet"] - 2
     with torch.no_grad():
         simulated, found = trained["fake_quantized"](images), int8(images)
