@@ -1,4 +1,4 @@
-"""`python -m benchmarks extract|train|mine|sweep|epoch|table [options]`."""
+"""`python -m benchmarks extract|train|mine|sweep|epoch|compress|table [options]`."""
 from __future__ import annotations
 
 import importlib
@@ -10,6 +10,7 @@ VERBS = {
     "mine": "batched hard-negative mining vs the reference's per-query kNN fits",
     "sweep": "Ray Tune + MLflow overhead per trial, as a share of the trial's compute",
     "epoch": "one training epoch timed per stage (add --pitts30k-size for the scale test)",
+    "compress": "channel-pruned and int8 forwards vs float32 on the CPU; checkpoint sizes",
     "table": "read JSON lines (files or stdin) and print them as one table",
 }
 

@@ -32,6 +32,8 @@ COLUMNS = {
               "training_steps_seconds", "validation_seconds", "epoch_seconds",
               "end_to_end_seconds", "peak_host_memory_gb", "peak_gpu_memory_gb",
               "mining_service_gb_per_trial"),
+    "compress": ("arch", "image_size", "batch_size", "method", "float32_forward_ms",
+                 "variant_forward_ms", "speedup", "checkpoint_shrink"),
 }
 
 

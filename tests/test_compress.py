@@ -54,6 +54,38 @@ def test_pca_without_whitening_at_full_rank_keeps_the_neighbours():
     np.testing.assert_allclose(scores.var(axis=0, ddof=1), 1.0, rtol=1e-3)  # unit variance
 
 
+def test_pca_whitening_centres_and_whitens_as_numpy_does():
+    """On descriptors far from zero-mean (as NetVLAD's are), the whitened training descriptors
+    have mean 0 and identity covariance, and the layer `apply` appends gives what an SVD of the
+    centred descriptors gives (compared as inner products: each direction's sign is free)."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from vpr_core.compression import pca
+
+    rng = np.random.default_rng(1)
+    spread = np.linspace(3.0, 0.2, 32)  # distinct variances: well-defined directions
+    descriptors = rng.normal(size=(300, 32)) * spread + rng.normal(size=32) * 4
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    descriptors = descriptors.astype(np.float32)
+    mean, projection = fit(descriptors, 8, whiten=True)
+    whitened = (descriptors - mean) @ projection.T
+    np.testing.assert_allclose(whitened.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False), np.eye(8), atol=1e-3)
+
+    model = SimpleNamespace(pool=nn.Identity())  # what apply touches: the pool's device
+    context = SimpleNamespace(training_descriptors=lambda model, desc: descriptors)
+    model, _ = pca.apply(model, {"dim": 8, "whiten": True}, context)
+    with torch.no_grad():
+        found = model.whiten(torch.from_numpy(descriptors)).numpy()
+    centred = descriptors.astype(np.float64) - descriptors.mean(axis=0)
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ directions[:8].T / (singular[:8] / np.sqrt(len(centred) - 1))
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(found @ found.T, expected @ expected.T, atol=1e-4)
+
+
 def test_pca_whitening_end_to_end_and_read_back(trained, synth_root, tmp_path, capsys,
                                                 monkeypatch):
     result = compress(trained, tmp_path, capsys, monkeypatch, "--method", "pca-whiten",
@@ -80,6 +112,21 @@ def test_half_halves_the_encoder_and_reads_back(trained, synth_root, tmp_path, c
     assert next(model.encoder.parameters()).dtype == torch.bfloat16
     assert model.pool.centroids.dtype == torch.float32
     assert abs(variant["recall@5"] - original["recall@5"]) <= 2 / 24 + 1e-9
+    assert recalls(evaluate(tmp_path / "variant", synth_root, tmp_path, capsys,
+                            monkeypatch)) == recalls(variant)
+
+
+@pytest.mark.parametrize("flags", [
+    ["--method", "prune", "--amount", 0.5, "--structure", "channels"],
+    ["--method", "quantize", "--mode", "ptq-int8"],
+], ids=["prune-channels", "ptq-int8"])
+def test_pruned_and_int8_variants_read_back_through_eval(trained, synth_root, tmp_path, capsys,
+                                                         monkeypatch, flags):
+    """`eval --resume VARIANT` rebuilds the variant from its checkpoint (narrower convs, int8
+    modules) and finds the recalls compress measured on the model it had made."""
+    variant = compress(trained, tmp_path, capsys, monkeypatch, *flags)["variant"]
+    read_back = evaluate(tmp_path / "variant", synth_root, tmp_path, capsys, monkeypatch)
+    assert recalls(read_back) == recalls(variant)
 
 
 def test_product_quantisation_searches_the_codes(trained, synth_root, tmp_path, capsys,

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
-import time
 
 import pytest
 import torch
@@ -99,35 +97,36 @@ def test_ptq_int8_keeps_the_descriptors_and_round_trips_through_a_checkpoint(
         assert torch.equal(loaded(images), found)
 
 
-def test_ptq_int8_vgg16_is_faster_and_smaller_than_fp32(feed, tmp_path, capsys):
+def test_ptq_int8_vgg16_computes_its_convs_in_int8_and_is_smaller(feed, tmp_path):
+    """What makes int8 faster: its convs are quantized modules that take and give quantized
+    tensors, so they run int8 kernels (`python -m benchmarks compress` times it)."""
     torch.manual_seed(0)
     model = build_model("vgg16", "netvlad", 4, weights="none").eval()
     settings = quantize.validate({"mode": "ptq-int8", "calibration_images": 8}, model)
     int8, extra = quantize.apply(model, settings, context(feed))
-    batch = torch.randn(8, 3, 128, 160, generator=torch.Generator().manual_seed(0))
-    seconds = {"fp32": [], "int8": []}
+    convs = quantized_convs(int8)
+    assert len(convs) == CONVS["vgg16"] - 2  # conv1_1 and conv5_3 stay float
+    assert all(conv.weight().dtype == torch.qint8 for conv in convs)
+    seen = []
+
+    def record(conv, inputs, output):
+        seen.append((inputs[0].dtype, output.dtype))
+
+    for conv in convs:
+        conv.register_forward_hook(record)
     with torch.no_grad():
-        model(batch), int8(batch)  # warm-up: kernels chosen, weights packed
-        for _ in range(3):  # interleaved, so that other load on the machine slows both alike
-            for name, candidate in (("fp32", model), ("int8", int8)):
-                started = time.perf_counter()
-                candidate(batch)
-                seconds[name].append(time.perf_counter() - started)
-    speedup = statistics.median(seconds["fp32"]) / statistics.median(seconds["int8"])
+        descriptors = int8(torch.randn(2, 3, 64, 80, generator=torch.Generator().manual_seed(0)))
+    assert seen == [(torch.quint8, torch.quint8)] * len(convs)
+    assert descriptors.dtype == torch.float32 and descriptors.shape == (2, model.output_dim)
 
     spec = ModelShape("vgg16", "netvlad", 4)
     fp32_file = save_checkpoint(tmp_path / "fp32.pth.tar",
                                 {"state_dict": model.state_dict(), "arch": "vgg16"})
     int8_file = save_checkpoint(tmp_path / "int8.pth.tar",
                                 compressed_checkpoint(int8, "quantize", settings, spec, extra))
-    shrink = fp32_file.stat().st_size / int8_file.stat().st_size
-    with capsys.disabled():
-        print(f"\nVGG16 8x128x160 on {torch.get_num_threads()} threads: int8 {speedup:.2f}x "
-              f"faster than fp32; checkpoint {shrink:.2f}x smaller")
-    assert speedup > 1.0
     # int8 weights take a quarter of the bytes; biases, NetVLAD and the float convs (conv1_1
     # and conv5_3, 16% of the weights) stay fp32: 2.7x measured
-    assert shrink > 2.4
+    assert fp32_file.stat().st_size > 2.4 * int8_file.stat().st_size
 
 
 def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, feed, images,
@@ -142,7 +141,7 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
         assert any(isinstance(m, FakeQuantizeBase) for m in prepared.encoder.modules())
         config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
                              weights="none", epochs=2, workers=0, show_progress=False,
-                             cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
+                             lr=1e-3, cache_dir=tmp_path / "cache", run_dir=tmp_path / "run")
         trained["result"] = training_run(config, model=prepared).run()
         trained["fake_quantized"] = copy.deepcopy(prepared).eval()
         return prepared
@@ -153,7 +152,9 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
     epochs = trained["result"].epochs
     assert [e.epoch for e in epochs] == [1, 2] and all(e.batches > 0 for e in epochs)
     assert all(math.isfinite(e.loss) and e.loss >= 0 for e in epochs)
-    assert epochs[-1].loss <= 2 * epochs[0].loss + 1e-6
+    # it learns: over 5 seeds (model and mining) the second epoch's loss was 0.71-0.78 of the
+    # first's; with optimiser steps that do nothing (the observers still calibrate) 1.00
+    assert epochs[-1].loss < 0.9 * epochs[0].loss, [e.loss for e in epochs]
     assert len(quantized_convs(int8)) == CONVS["alexnet"] - 2
     with torch.no_grad():
         simulated, found = trained["fake_quantized"](images), int8(images)

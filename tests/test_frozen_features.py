@@ -11,10 +11,13 @@ from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
 from vpr_core.models.backbones import save_fresh_weights
 from vpr_core.models.place_model import build_model
+from vpr_core.runtime import autocast, memory_format, prepare_model
 from vpr_core.stages.train import training_run
 from vpr_core.training.frozen_features import FromLayer, FrozenFeatures, frozen_layers
 
 pytestmark = pytest.mark.timeout(240)
+CPU = torch.device("cpu")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the trunk's output under autocast
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +61,59 @@ def test_the_rest_of_the_model_on_frozen_features_is_the_whole_model(synth_root,
     assert features.nbytes == len(split.all_paths) * rows[0].numel() * 4
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_channels_last_features_keep_each_row_in_its_place(synth_root, weight_files,
+                                                           precision):
+    """The channels-last path (CUDA, and bf16 on the CPU; here fp32 too, by asking the feed
+    for it): rows are kept [h, w, C] and read back [C, h, w]. The feature maps are 3 x 4 (64 x
+    80 images), so a row kept or read back transposed has the wrong shape and conv5 sees its
+    positions mirrored."""
+    model = prepare_model(build_model("alexnet", num_clusters=4,
+                                      weights=str(weight_files["alexnet"])), CPU, precision)
+    model.eval()
+    split = open_split(synth_root, "val")
+    feed = ImageFeed(split, split.native_size, CPU, memory_format=torch.channels_last)
+    assert memory_format(CPU, "bf16") == torch.channels_last  # what bf16 training feeds
+    features = FrozenFeatures.build(model, feed, budget=10**9, batch_size=8,
+                                    precision=precision)
+    assert features.channels_last and features.storage.dtype == DTYPES[precision]
+    groups = [[0, 5, 2], [len(split.all_paths) - 1]]
+    with torch.no_grad(), autocast(CPU, precision):
+        for images, rows in zip(feed.batches(groups), features.batches(groups)):
+            trunk = model.encoder[:10](images)  # [G, 256, 3, 4]
+            assert trunk.shape[2] != trunk.shape[3]  # a transposed row cannot fit
+            assert rows.shape == trunk.shape and rows.dtype == trunk.dtype
+            torch.testing.assert_close(rows, trunk, rtol=0, atol=1e-5)
+            torch.testing.assert_close(FromLayer(model, 10)(rows), model(images),
+                                       rtol=0, atol=1e-5)
+
+
+def images_through(model) -> dict:
+    """{"conv1": n, "conv5": n}: how many images the model's first conv (frozen) and its
+    last (trained) have run on since this call, counted by forward hooks."""
+    seen = {"conv1": 0, "conv5": 0}
+    for name, index in (("conv1", 0), ("conv5", 10)):
+        def count(module, inputs, output, name=name):
+            seen[name] += len(inputs[0])
+        model.encoder[index].register_forward_hook(count)
+    return seen
+
+
 def test_training_on_frozen_features_equals_training_on_images(synth_root, tmp_path,
                                                                weight_files):
     kept = training_run(config(synth_root, tmp_path / "kept", weight_files["alexnet"]))
     recomputed = training_run(config(synth_root, tmp_path / "off", weight_files["alexnet"],
                                     frozen_cache_gb=0))
+    kept_images, recomputed_images = images_through(kept.model), images_through(recomputed.model)
     with_features, without = kept.run(), recomputed.run()
     assert with_features.frozen_features == ("train", "val")
     assert without.frozen_features == ()
-    assert "frozen_features" in with_features.epochs[0].stage_seconds
+    # the frozen layers ran once per image (and on one probe image per split, for the shape),
+    # the layers after them on what the whole model ran on in the run without features
+    images = len(kept.train_split.all_paths) + len(kept.data.val_split.all_paths)
+    assert images <= kept_images["conv1"] <= images + 2, kept_images
+    assert recomputed_images["conv1"] == recomputed_images["conv5"] > 2 * images
+    assert kept_images["conv5"] == recomputed_images["conv5"]
     assert len(with_features.epochs) == len(without.epochs) == 2
     for a, b in zip(with_features.epochs, without.epochs):
         assert a.triplets == b.triplets and a.batches == b.batches > 0

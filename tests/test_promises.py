@@ -299,50 +299,83 @@ def test_a_full_disk_keeps_the_json_result(alexnet_checkpoint, synth_root, tmp_p
 
 
 # ---- one clustering per centroid file -------------------------------------------------------
-CLUSTER_SLOWLY = textwrap.dedent("""
-    import json, os, sys, time
+CLUSTER_RACE = textwrap.dedent("""
+    import contextlib, json, os, sys, time
     import vpr_core.stages.cluster as clustering
     log = sys.argv[1]
-    real_cluster, real_kmeans = clustering.run, clustering.kmeans
+    real_lock, real_kmeans = clustering.file_lock, clustering.kmeans
+    locked = []
 
-    def note(**event):
-        with open(log, "a") as handle:
-            handle.write(json.dumps(dict(event, pid=os.getpid(), time=time.time())) + "\\n")
+    def note(event):
+        with open(log, "a") as handle:  # one short append each: lines never interleave
+            handle.write(json.dumps({"event": event, "pid": os.getpid()}) + "\\n")
 
-    def cluster(*args, **kwargs):
-        note(event="cluster")
-        return real_cluster(*args, **kwargs)
+    def others(event):
+        with open(log) as handle:
+            return [e["pid"] for e in map(json.loads, handle)
+                    if e["event"] == event and e["pid"] != os.getpid()]
+
+    def blocked_on(path):
+        # processes waiting for the lock of `path`: Linux lists them as '1: -> FLOCK ...'
+        inode = f":{os.stat(path).st_ino} "
+        with open("/proc/locks") as handle:
+            return [int(line.split("->")[1].split()[3]) for line in handle
+                    if "->" in line and inode in line]
+
+    @contextlib.contextmanager
+    def file_lock(path):
+        note("lock-wanted")
+        with real_lock(path):
+            note("lock-held")
+            locked.append(path)
+            try:
+                yield
+            finally:
+                note("lock-released")  # the lock goes right after this line
 
     def kmeans(*args, **kwargs):
-        note(event="kmeans-start")
-        time.sleep(3)  # hold the lock long enough for the other process to ask for it
+        note("kmeans-start")
+        # hold the lock until the other process waits for it (or, were there no lock, has
+        # it too): an order of events, however slowly the other process starts
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not others("lock-held"):
+            if set(blocked_on(locked[-1])) - {os.getpid()}:
+                note("other-blocked")
+                break
+            time.sleep(0.02)
         try:
             return real_kmeans(*args, **kwargs)
         finally:
-            note(event="kmeans-end")
+            note("kmeans-end")
 
-    clustering.run, clustering.kmeans = cluster, kmeans
+    clustering.file_lock, clustering.kmeans = file_lock, kmeans
     from orchestrator.cli import main
     sys.exit(main(sys.argv[2:]))
 """)
 
 
+@pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="reads waiters in /proc/locks")
 def test_two_processes_cluster_one_centroid_file_once(synth_root, tmp_path):
     log = tmp_path / "events.jsonl"
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
     processes = [subprocess.Popen(
-        [sys.executable, "-c", CLUSTER_SLOWLY, str(log), "cluster", "--data-root",
+        [sys.executable, "-c", CLUSTER_RACE, str(log), "cluster", "--data-root",
          str(synth_root), *map(str, ALEXNET), "--cache-dir", str(tmp_path / "cache"),
          "--json", str(tmp_path / f"{name}.json"), *map(str, QUICK)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name in ("a", "b")]
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
-    events = [json.loads(line) for line in log.read_text().splitlines()]
-    kmeans = [e for e in events if e["event"].startswith("kmeans")]
-    assert [e["event"] for e in kmeans] == ["kmeans-start", "kmeans-end"]  # clustered once
-    entered = sorted(e["time"] for e in events if e["event"] == "cluster")
-    assert len(entered) == 2 and entered[1] < kmeans[1]["time"]  # truly at the same time
+    order = [(e["event"], e["pid"]) for e in map(json.loads, log.read_text().splitlines())]
+    kmeans = [(event, pid) for event, pid in order if event.startswith("kmeans")]
+    assert [event for event, _ in kmeans] == ["kmeans-start", "kmeans-end"]  # clustered once
+    first = kmeans[0][1]
+    second = ({pid for _, pid in order} - {first}).pop()
+    # the second process asked for the lock while the first held it, was blocked on it, and
+    # got it once the first had clustered and let go
+    assert ("other-blocked", first) in order, order
+    assert order.index(("lock-wanted", second)) < order.index(("kmeans-end", first)) < \
+        order.index(("lock-released", first)) < order.index(("lock-held", second)), order
     results = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("a", "b")]
     assert sorted(r["reused"] for r in results) == [False, True]
     assert results[0]["centroids"] == results[1]["centroids"]
