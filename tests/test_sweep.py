@@ -174,8 +174,11 @@ def test_a_sweep_joins_a_separate_ray_head(tmp_path):
                 time.sleep(1)
         spec = write_tiny_spec(tmp_path, train__epochs=1, search__num_samples=2)
         done = run_cli("sweep", "--config", spec, "--ray-address", f"127.0.0.1:{port}",
-                       "--json", "s.json", cwd=tmp_path, timeout=600)
+                       "--json", "s.json", "--quiet", cwd=tmp_path, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        # --quiet: the table and the best line, no line per trial epoch or trial start
+        assert "best: " in done.stdout and "epoch 1/1" not in done.stdout, done.stdout
+        assert "sweep tiny-" not in done.stdout
         summary = json.loads((tmp_path / "s.json").read_text())
         assert len(summary["trials"]) == 2
         assert {t["arch"] for t in summary["trials"]} == {"alexnet", "vgg16"}
