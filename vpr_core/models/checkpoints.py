@@ -24,7 +24,8 @@ CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "checkpoint.pth.tar"
 BEST_FILE = "model_best.pth.tar"
 FLAGS_FILE = "flags.json"
-CKPT_CHOICES = ("latest", "best")  # `--ckpt`: which file of a run folder `--resume` reads
+CKPT_FILES = {"latest": LATEST_FILE, "best": BEST_FILE}  # `--ckpt`: what `--resume` reads
+CKPT_CHOICES = tuple(CKPT_FILES)
 RUN_FILES = (LATEST_FILE, BEST_FILE, FLAGS_FILE)  # what a run folder's checkpoints/ holds
 
 
@@ -50,7 +51,7 @@ class ModelShape:
     num_clusters: int | None
 
 
-def checkpoint_file(resume: Path, ckpt: str = "latest") -> Path:
+def checkpoint_file(resume: Path, ckpt: str = CKPT_CHOICES[0]) -> Path:
     """The checkpoint file meant by `--resume` (a file, or a run directory) and `--ckpt`."""
     resume = Path(resume)
     if resume.is_file():
@@ -59,7 +60,7 @@ def checkpoint_file(resume: Path, ckpt: str = "latest") -> Path:
         raise UserError(f"--resume {resume} does not exist; pass a checkpoint file or a run folder")
     if ckpt not in CKPT_CHOICES:
         raise UserError(f"--ckpt {ckpt!r} must be one of {', '.join(CKPT_CHOICES)}")
-    name = {"latest": LATEST_FILE, "best": BEST_FILE}[ckpt]
+    name = CKPT_FILES[ckpt]
     # a run folder, its checkpoints/ folder, or the released zip's doubly nested folder
     for candidate in (resume / CHECKPOINT_DIR / name, resume / name,
                       resume / resume.name / CHECKPOINT_DIR / name):
