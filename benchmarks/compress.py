@@ -21,8 +21,9 @@ from vpr_core.compression import CompressionContext, compressed_checkpoint, prun
 from vpr_core.config import parse_image_size
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
-from vpr_core.models.checkpoints import ModelShape, save_checkpoint
+from vpr_core.models.checkpoints import save_checkpoint
 from vpr_core.models.place_model import build_model
+from vpr_core.models.shape import ModelShape
 
 from .common import alternate, emit, machine, ratio, timed
 from .datagen import write_dataset
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(0)
     model = build_model(args.arch, "netvlad", args.num_clusters, weights="none").eval()
     images = torch.randn(args.batch_size, 3, *size, generator=torch.Generator().manual_seed(0))
-    shape = ModelShape(args.arch, "netvlad", args.num_clusters)
+    shape = ModelShape.of(args.arch, "netvlad", {"num_clusters": args.num_clusters})
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         float_file = save_checkpoint(scratch / "float.pth.tar",

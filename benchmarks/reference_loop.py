@@ -58,7 +58,8 @@ from torchvision import transforms
 from benchmarks.common import synchronize
 from vpr_core.data import open_split, resolve_image_size
 from vpr_core.evaluation import RECALL_NS, recall_at_n, recall_name
-from vpr_core.models.place_model import L2Norm, build_model
+from vpr_core.models.aggregators import L2Norm
+from vpr_core.models.place_model import build_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -164,7 +164,7 @@ def rank(settings: RetrievalSettings) -> tuple:
     from vpr_core.stages.starting_model import model_from_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
-        model, checkpoint, shape = model_from_checkpoint(fetch(Path(scratch)))
+        model, checkpoint, shape, _ = model_from_checkpoint(fetch(Path(scratch)))
     feature_map_size(shape.arch, image_size)
     return source, shape, split, _evaluate(model, checkpoint, split, image_size, settings)
 

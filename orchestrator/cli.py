@@ -122,12 +122,12 @@ def run_train(args) -> None:
     if getattr(args, "run_dir", None) is None and args.runs_path is not None and resume is None:
         values = settings.restored(TrainConfig, flags, arguments.given(args, TrainConfig))
         stamp = datetime.now().strftime("%b%d_%H-%M-%S")
-        name = f"{stamp}_{values.get('arch', 'vgg16')}_{values.get('pooling', 'netvlad')}"
+        name = f"{stamp}_{values.get('arch', 'vgg16')}_{values.get('aggregator', 'netvlad')}"
         fixed["run_dir"] = Path(args.runs_path).absolute() / name
     uri = _tracking_uri(args)
     run = training_run(make_config(TrainConfig, args, flags, **fixed))  # checks it all first
     config, tracker = run.config, _tracker(args, uri)
-    log.info(f"training {config.arch} + {config.pooling} on {run.train_split.describe()}; "
+    log.info(f"training {config.arch} + {config.aggregator} on {run.train_split.describe()}; "
              f"run folder {run.run_dir}")
     epochs = []
     with (tracker.train_run(run) if tracker else contextlib.nullcontext()) as track:

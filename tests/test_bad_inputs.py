@@ -147,7 +147,7 @@ def cases(tmp_path_factory, synth_root):
          ["--batch-size"]),
         ("negative frozen budget", ["train", "--data-root", root, "--frozen-cache-gb", "-1",
                                     *NO_WEIGHTS], ["--frozen-cache-gb must be 0"]),
-        ("unknown arch", ["eval", "--data-root", root, "--arch", "resnet50"], ["resnet50"]),
+        ("unknown arch", ["eval", "--data-root", root, "--arch", "resnet5"], ["resnet5"]),
         ("unknown arch (cluster)", ["cluster", "--data-root", root, "--arch", "resnet"],
          ["resnet"]),
         ("image too small (cluster)", ["cluster", "--data-root", root, "--image-size", "16x16",

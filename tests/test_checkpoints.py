@@ -8,11 +8,11 @@ import torch
 from vpr_core.errors import UserError
 from vpr_core.models.checkpoints import (
     checkpoint_file,
-    infer_model_shape,
     load_checkpoint,
     save_checkpoint,
 )
 from vpr_core.models.place_model import build_model
+from vpr_core.models.shape import infer_model_shape
 from vpr_core.stages.starting_model import model_from_checkpoint
 
 
@@ -80,9 +80,9 @@ def test_a_handwritten_release_loads_unchanged(tmp_path):
     path, state = released_vgg16_checkpoint(tmp_path / "vgg16_netvlad_checkpoint")
     assert len(state) == 28 and not (path.parent / "flags.json").exists()
     assert not path.read_bytes().startswith(b"PK")  # the legacy format, not a zip
-    model, checkpoint, spec = model_from_checkpoint(
+    model, checkpoint, spec, _ = model_from_checkpoint(
         checkpoint_file(tmp_path / "vgg16_netvlad_checkpoint"))
-    assert (spec.arch, spec.pooling, spec.num_clusters) == ("vgg16", "netvlad", 64)
+    assert (spec.arch, spec.aggregator, spec.num_clusters) == ("vgg16", "netvlad", 64)
     assert isinstance(checkpoint["best_score"], np.float64) and checkpoint["epoch"] == 30
     assert list(model.state_dict()) == list(state)  # the same keys, in the same order
     for key, value in state.items():
@@ -99,9 +99,9 @@ def test_the_released_format_loads_with_weights_only(tmp_path, parallel_prefix):
     path = tmp_path / "vgg16_netvlad_checkpoint" / "checkpoints" / "checkpoint.pth.tar"
     path.parent.mkdir(parents=True)
     save_like_2018(reference_checkpoint(model, parallel_prefix), path)
-    loaded, checkpoint, spec = model_from_checkpoint(
+    loaded, checkpoint, spec, _ = model_from_checkpoint(
         checkpoint_file(tmp_path / "vgg16_netvlad_checkpoint"))
-    assert (spec.arch, spec.pooling, spec.num_clusters) == ("vgg16", "netvlad", 64)
+    assert (spec.arch, spec.aggregator, spec.num_clusters) == ("vgg16", "netvlad", 64)
     assert checkpoint["recalls"][5] == 0.9 and isinstance(checkpoint["best_score"], np.float64)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)

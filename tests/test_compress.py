@@ -93,7 +93,7 @@ def test_pca_whitening_end_to_end_and_read_back(trained, synth_root, tmp_path, c
     variant = result["variant"]
     assert variant["descriptor_bytes"] == 16 * 4 and result["original"]["descriptor_bytes"] \
         == 1024 * 4
-    model, checkpoint, _ = model_from_checkpoint(checkpoint_file(tmp_path / "variant"))
+    model, checkpoint, _, _ = model_from_checkpoint(checkpoint_file(tmp_path / "variant"))
     assert model.output_dim == 16 and checkpoint["compression"]["settings"] == \
         {"dim": 16, "whiten": True}
     flags = json.loads((tmp_path / "variant" / "checkpoints" / "flags.json").read_text())
@@ -108,7 +108,7 @@ def test_half_halves_the_encoder_and_reads_back(trained, synth_root, tmp_path, c
     original, variant = result["original"], result["variant"]
     assert variant["settings"] == {"dtype": "bf16"}
     assert variant["size_mb"] < 0.6 * original["size_mb"]  # the encoder is most of it
-    model, _, _ = model_from_checkpoint(checkpoint_file(tmp_path / "variant"))
+    model, _, _, _ = model_from_checkpoint(checkpoint_file(tmp_path / "variant"))
     assert next(model.encoder.parameters()).dtype == torch.bfloat16
     assert model.pool.centroids.dtype == torch.float32
     assert abs(variant["recall@5"] - original["recall@5"]) <= 2 / 24 + 1e-9
@@ -143,7 +143,7 @@ def test_product_quantisation_searches_the_codes(trained, synth_root, tmp_path, 
              name="pca")
     chained = compress(tmp_path / "pca", tmp_path, capsys, monkeypatch, "--method", "pq",
                        "--pq-bytes", 4, name="chained")
-    _, checkpoint, _ = model_from_checkpoint(checkpoint_file(tmp_path / "chained"))
+    _, checkpoint, _, _ = model_from_checkpoint(checkpoint_file(tmp_path / "chained"))
     assert [checkpoint["compression"]["previous"]["method"], chained["variant"]["method"]] == \
         ["pca-whiten", "pq"]
     assert chained["original"]["descriptor_bytes"] == 16 * 4  # its original: the PCA variant

@@ -10,8 +10,9 @@ from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
 from vpr_core.models.backbones import freeze_pretrained_layers
-from vpr_core.models.checkpoints import ModelShape, save_checkpoint
+from vpr_core.models.checkpoints import save_checkpoint
 from vpr_core.models.place_model import build_model
+from vpr_core.models.shape import ModelShape
 from vpr_core.stages.starting_model import fresh_model, model_from_checkpoint
 from vpr_core.stages.train import training_run
 
@@ -91,7 +92,7 @@ def test_unstructured_zeroes_the_smallest_share_of_encoder_weights(synth_root, t
     with torch.no_grad():
         descriptors = pruned(images)
     assert torch.allclose(descriptors.norm(dim=1), torch.ones(3), atol=1e-5)
-    spec = ModelShape("alexnet", "netvlad", 4)
+    spec = ModelShape.of("alexnet", "netvlad", {"num_clusters": 4})
     reloaded = reload(pruned, settings, spec, tmp_path / "pruned.pth.tar")
     with torch.no_grad():
         assert torch.equal(reloaded(images), descriptors)
@@ -110,7 +111,7 @@ def test_channels_make_a_smaller_file_and_fewer_multiply_adds(synth_root, tmp_pa
     for key in ("pool.centroids", "pool.conv.weight"):
         assert torch.equal(pruned.state_dict()[key], model.state_dict()[key])
 
-    spec = ModelShape("vgg16", "netvlad", 4)
+    spec = ModelShape.of("vgg16", "netvlad", {"num_clusters": 4})
     full = save_checkpoint(tmp_path / "full.pth.tar", {"state_dict": model.state_dict()})
     reloaded = reload(pruned, settings, spec, tmp_path / "pruned.pth.tar")
     assert (tmp_path / "pruned.pth.tar").stat().st_size < 0.6 * full.stat().st_size

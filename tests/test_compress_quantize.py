@@ -17,9 +17,10 @@ from vpr_core.config import TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.models.checkpoints import ModelShape, save_checkpoint
+from vpr_core.models.checkpoints import save_checkpoint
 from vpr_core.models.netvlad import NetVLAD
 from vpr_core.models.place_model import PlaceModel, build_model
+from vpr_core.models.shape import ModelShape
 from vpr_core.stages.starting_model import model_from_checkpoint
 from vpr_core.stages.train import training_run
 
@@ -69,7 +70,7 @@ def test_ptq_int8_keeps_the_descriptors_and_round_trips_through_a_checkpoint(
     settings = quantize.validate({"mode": "ptq-int8"}, model)
     int8, extra = quantize.apply(model, settings, context(feed))
 
-    assert isinstance(int8, PlaceModel) and (int8.arch, int8.pooling) == ("alexnet", pooling)
+    assert isinstance(int8, PlaceModel) and (int8.arch, int8.aggregator) == ("alexnet", pooling)
     assert settings["float_layers"] == [0, 10]  # the first and the last conv stay float
     assert len(quantized_convs(int8)) == CONVS["alexnet"] - 2
     assert all(conv.weight().dtype == torch.qint8 for conv in quantized_convs(int8))
@@ -87,10 +88,10 @@ def test_ptq_int8_keeps_the_descriptors_and_round_trips_through_a_checkpoint(
     # each image's int8 descriptor is nearer its own fp32 descriptor than any other image's
     assert torch.equal((found @ fp32.T).argmax(dim=1), torch.arange(len(found)))
 
-    spec = ModelShape("alexnet", pooling, 4 if pooling == "netvlad" else None)
+    spec = ModelShape.of("alexnet", pooling, {"num_clusters": 4} if pooling == "netvlad" else {})
     path = save_checkpoint(tmp_path / "int8.pth.tar",
                            compressed_checkpoint(int8, "quantize", settings, spec, extra))
-    loaded, checkpoint, loaded_spec = model_from_checkpoint(path)  # torch.load(weights_only)
+    loaded, checkpoint, loaded_spec, _ = model_from_checkpoint(path)  # torch.load(weights_only)
     assert loaded_spec == spec and checkpoint["compression"]["settings"] == settings
     assert len(quantized_convs(loaded)) == CONVS["alexnet"] - 2
     with torch.no_grad():
@@ -119,7 +120,7 @@ def test_ptq_int8_vgg16_computes_its_convs_in_int8_and_is_smaller(feed, tmp_path
     assert seen == [(torch.quint8, torch.quint8)] * len(convs)
     assert descriptors.dtype == torch.float32 and descriptors.shape == (2, model.output_dim)
 
-    spec = ModelShape("vgg16", "netvlad", 4)
+    spec = ModelShape.of("vgg16", "netvlad", {"num_clusters": 4})
     fp32_file = save_checkpoint(tmp_path / "fp32.pth.tar",
                                 {"state_dict": model.state_dict(), "arch": "vgg16"})
     int8_file = save_checkpoint(tmp_path / "int8.pth.tar",
@@ -136,7 +137,7 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
 
     def finetune(prepared: nn.Module, after_step) -> nn.Module:
         assert after_step is None
-        assert (prepared.arch, prepared.pooling) == ("alexnet", "netvlad")
+        assert (prepared.arch, prepared.aggregator) == ("alexnet", "netvlad")
         assert isinstance(prepared.pool, NetVLAD)
         assert any(isinstance(m, FakeQuantizeBase) for m in prepared.encoder.modules())
         config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4,
@@ -165,8 +166,8 @@ def test_qat_int8_fine_tunes_with_the_triplet_loss_then_converts(synth_root, fee
     assert (simulated * found).sum(dim=1).min() > 0.99
 
     path = save_checkpoint(tmp_path / "qat.pth.tar", compressed_checkpoint(
-        int8, "quantize", settings, ModelShape("alexnet", "netvlad", 4)))
-    loaded, _, _ = model_from_checkpoint(path)
+        int8, "quantize", settings, ModelShape.of("alexnet", "netvlad", {"num_clusters": 4})))
+    loaded, _, _, _ = model_from_checkpoint(path)
     with torch.no_grad():
         assert torch.equal(loaded(images), found)
 

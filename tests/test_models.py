@@ -141,6 +141,6 @@ def test_max_and_avg_pooling_checkpoints_round_trip(tmp_path, pooling):
     path = tmp_path / "checkpoints" / "checkpoint.pth.tar"
     save_checkpoint(path, {"epoch": 1, "state_dict": model.state_dict()})
     (path.parent / "flags.json").write_text(f'{{"pooling": "{pooling}"}}')
-    loaded, _, spec = model_from_checkpoint(path)
-    assert spec.pooling == pooling and spec.num_clusters is None
+    loaded, _, spec, _ = model_from_checkpoint(path)
+    assert spec.aggregator == pooling and spec.num_clusters is None
     assert torch.allclose(loaded(images), out)

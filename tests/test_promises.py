@@ -504,8 +504,8 @@ def test_a_checkpoint_without_flags_is_not_evaluated_as_max_pooling_by_guess(
     if done.returncode == 0:
         run = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("E")
                                              .experiment_id])[0]
-        assert run.data.params["pooling"] == pooling
+        assert run.data.params["aggregator"] == pooling
     else:
-        one_error_line(done, "--pooling")
+        one_error_line(done, "--aggregator")
         done = run_main(argv + ["--pooling", pooling], capsys, monkeypatch, tmp_path)
         assert done.returncode == 0, done.stderr

@@ -193,8 +193,8 @@ def test_a_checkpoint_without_flags_is_fine_tuned_frozen_as_train_resume_freezes
         finetune_lr=1e-2, run_dir=tmp_path / "variant", workers=0, latency_batches=(1,),
         cache_dir=tmp_path / "cache", show_progress=False))
     assert tuned == [10] and len(result.finetune) == 2
-    original, _, _ = model_from_checkpoint(bare)
-    variant, _, _ = model_from_checkpoint(result.checkpoint)
+    original, _, _, _ = model_from_checkpoint(bare)
+    variant, _, _, _ = model_from_checkpoint(result.checkpoint)
     for index in (0, 3, 6, 8):  # conv1-4: untouched where pruning left them
         before, after = original.encoder[index].weight, variant.encoder[index].weight
         kept = after != 0

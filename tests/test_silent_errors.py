@@ -116,9 +116,9 @@ def test_pooling_without_flags_is_not_guessed(tmp_path, pooling):
     model = build_model("alexnet", pooling, weights="none")
     bare = tmp_path / "bare.pth.tar"
     save_checkpoint(bare, {"epoch": 1, "state_dict": model.state_dict()})
-    with pytest.raises(UserError, match="--pooling max or --pooling avg"):
+    with pytest.raises(UserError, match="--aggregator max or avg"):
         model_from_checkpoint(bare)
-    assert model_from_checkpoint(bare, pooling=pooling)[2].pooling == pooling
+    assert model_from_checkpoint(bare, aggregator=pooling)[2].aggregator == pooling
     ours = tmp_path / "ours.pth.tar"  # this project's checkpoints say it themselves
     save_checkpoint(ours, {"epoch": 1, "state_dict": model.state_dict(), "pooling": pooling})
-    assert model_from_checkpoint(ours)[2].pooling == pooling
+    assert model_from_checkpoint(ours)[2].aggregator == pooling

@@ -116,7 +116,7 @@ def test_a_handwritten_release_evaluates_from_the_command_line(synth_root, tmp_p
     client, run = only_run(uri, "released")
     assert run.info.status == "FINISHED"
     assert run.data.params["arch"] == "vgg16" and run.data.params["num_clusters"] == "64"
-    assert run.data.params["pooling"] == "netvlad" and run.data.params["checkpoint"] == str(path)
+    assert run.data.params["aggregator"] == "netvlad" and run.data.params["checkpoint"] == str(path)
     for n in (1, 5, 10, 20):
         assert f"Recall@{n}: {result[f'recall@{n}']:.4f}" in done.stdout.splitlines()
         assert run.data.metrics[f"recall_at_{n}"] == pytest.approx(result[f"recall@{n}"])

@@ -64,6 +64,7 @@ class Setting:
     positive: bool = False
     written: Callable | None = None  # how flags.json and MLflow write the value (a string)
     spec_key: str | None = None  # where an experiment spec holds it ("search.num_samples")
+    formerly: tuple = ()  # names older flags.json files hold it under
     kinds: tuple | None = None  # the kinds of experiment spec it applies to (None: all)
 
     def flag_of(self, name: str) -> str | None:
@@ -164,7 +165,12 @@ def restored(cls, flags: dict, given: dict) -> dict:
     the run's `flags` (its flags.json), then `given` (what the command line says) over them.
     A restored setting that does not apply under the merged values (the SGD momentum of a run
     resumed with `--optim ADAM`) is dropped; a given one is left for `check` to refuse."""
-    values = {name: flags[name] for name in names_with(cls, RESTORED) if name in flags}
+    values = {}
+    for name in names_with(cls, RESTORED):
+        for key in (name, *setting_of(cls, name).formerly):
+            if key in flags:
+                values[name] = flags[key]
+                break
     values.update(given)
     for name, meta in declared(cls):
         if name in values and name not in given and not applies(meta, values, cls):
@@ -176,9 +182,12 @@ def applies(meta: Setting, values: dict, cls) -> bool:
     """Whether a setting applies under `values` (its `only_with` conditions hold)."""
     for other, wanted in (meta.only_with or {}).items():
         value = values.get(other, default_of(cls, other))
-        if isinstance(value, str) and isinstance(wanted, str):
-            value, wanted = value.lower(), wanted.lower()
-        if value != wanted:
+        if value is None:
+            continue  # not decided yet (eval: the checkpoint's aggregator)
+        wanted = wanted if isinstance(wanted, tuple) else (wanted,)
+        if isinstance(value, str):
+            value, wanted = value.lower(), tuple(str(w).lower() for w in wanted)
+        if value not in wanted:
             return False
     return True
 
@@ -199,6 +208,7 @@ def check(config) -> None:
         if meta.only_with and not applies(meta, values, cls):
             other, wanted = next(iter(meta.only_with.items()))
             other_flag = flag_name(cls, other)
+            wanted = " or ".join(wanted) if isinstance(wanted, tuple) else wanted
             raise UserError(f"{flag} does not apply to {other_flag} {values[other]}: it applies "
                             f"to {other_flag} {wanted} only; leave it out")
         if meta.choices is not None and value not in meta.choices:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from vpr_core.errors import UserError
-from vpr_core.models.catalog import ARCHES
+from vpr_core.models.catalog import ARCHES, CNNS
 
 CHOICE, LOG_UNIFORM = "choice", "log_uniform"
 # a choice's `start`: each choice gets a first point of its own, or the middle choice
@@ -100,7 +100,7 @@ class Dimension:
 
 
 DIMENSIONS = (
-    Dimension("arch", CHOICE, tuple(ARCHES), EVERY, "{}", "arch", "<8", str, tuple(ARCHES)),
+    Dimension("arch", CHOICE, CNNS, EVERY, "{}", "arch", "<13", str, ARCHES),
     Dimension("num_clusters", CHOICE, (16, 32, 64), MIDDLE, "K={}", "K", ">3", int),
     Dimension("margin", LOG_UNIFORM, (0.03, 0.3), 0.1, "margin={:.3g}", "margin", "7.3f"),
     Dimension("lr", LOG_UNIFORM, (1e-5, 1e-3), 1e-4, "lr={:.2g}", "lr", "8.2e"),

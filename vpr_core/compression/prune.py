@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.catalog import POOLINGS
+from ..models.catalog import AGGREGATORS
 from ..models.place_model import PlaceModel
 from .refit import Refitter, activation_bytes
 
@@ -56,7 +56,7 @@ def validate(settings: dict, model: nn.Module) -> dict:
     if structure not in STRUCTURES:
         raise UserError(f"--structure {settings['structure']!r} is not a pruning structure; use "
                         f"{' or '.join(STRUCTURES)}")
-    if not isinstance(model, PlaceModel) or model.pooling not in POOLINGS or \
+    if not isinstance(model, PlaceModel) or model.aggregator not in AGGREGATORS or \
             not isinstance(model.encoder, nn.Sequential):
         raise UserError(f"prune needs a trained encoder + pool model, not a "
                         f"{type(model).__name__}; pass a checkpoint of train (not a compressed "

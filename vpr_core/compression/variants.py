@@ -8,8 +8,8 @@ import torch
 
 from ..errors import UserError
 from ..models.catalog import ENCODER_DIMS
-from ..models.checkpoints import ModelShape, check_shape
-from ..models.place_model import build_model
+from ..models.place_model import build
+from ..models.shape import ModelShape, check_shape
 from .methods import METHODS, method
 
 
@@ -22,14 +22,26 @@ def compressed_checkpoint(model: torch.nn.Module, name: str, settings: dict, bas
     `previous` is the record of the checkpoint that was compressed, when it was itself a
     compressed variant (prune, then quantize): it is rebuilt first.
     """
-    record = {"method": name, "settings": dict(settings),
-              "base": {"arch": base.arch, "pooling": base.pooling,
-                       "num_clusters": base.num_clusters}}
+    record = {"method": name, "settings": dict(settings), "base": base.record()}
     if previous:
         record["previous"] = previous
     return {"epoch": 0, "state_dict": model.state_dict(), "compression": record,
             "compression_extra": dict(extra or {}), "arch": base.arch,
-            "pooling": base.pooling, "parallel": False, **fields}
+            "pooling": base.aggregator, "parallel": False, **fields}
+
+
+def base_shape(record: dict, path: Path) -> ModelShape:
+    """The model a compressed variant was made from (as its record says; the first variants
+    wrote `pooling` and `num_clusters` where later ones write `aggregator` and `settings`)."""
+    base = record.get("base") or {}
+    if "aggregator" in base:
+        return ModelShape.from_record(base, path)
+    if base.get("arch") not in ENCODER_DIMS:
+        raise UserError(f"{path} names a model this version does not know; evaluate it with "
+                        f"the version that made it")
+    clusters = base.get("num_clusters")
+    return ModelShape.of(base["arch"], base.get("pooling", "netvlad"),
+                         {"num_clusters": clusters} if clusters else {})
 
 
 def chain(record: dict | None) -> list[dict]:
@@ -62,14 +74,12 @@ def compressed_model(path: Path, checkpoint: dict, arch: str | None = None,
     each method it went through, then its state dict. `arch` / `num_clusters`, when given,
     must agree with the checkpoint."""
     record = checkpoint["compression"]
-    base = record.get("base") or {}
-    if any(step.get("method") not in METHODS for step in chain(record)) \
-            or base.get("arch") not in ENCODER_DIMS:
+    if any(step.get("method") not in METHODS for step in chain(record)):
         raise UserError(f"{path} names a compression this version does not know "
                         f"({record.get('method')!r}); evaluate it with the version that made it")
-    shape = ModelShape(base["arch"], base.get("pooling", "netvlad"), base.get("num_clusters"))
+    shape = base_shape(record, path)
     check_shape(shape, arch, num_clusters, path)
-    model = build_model(shape.arch, shape.pooling, shape.num_clusters or 1, weights="none")
+    model = build(shape)
     for step in chain(record):  # a variant of a variant: its steps in order
         model = method(step["method"]).rebuild(model, step.get("settings") or {},
                                                checkpoint["state_dict"],

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..data.image_feed import DECODE_CHOICES, DEFAULT_STORE_GB, decodes_on_gpu
 from ..errors import UserError
-from ..models.catalog import ARCHES, POOLINGS
+from ..models.aggregators import defaults
+from ..models.catalog import AGGREGATORS, ARCHES
 from ..models.checkpoints import CKPT_CHOICES
 from ..runtime import PRECISIONS, default_workers, resolve_device, resolve_precision
 from ..settings import (
@@ -22,13 +23,16 @@ from ..settings import (
     TRAINING,
     Switch,
     check,
+    declared,
     setting,
     shown,
 )
 
+CLUSTERING = ("netvlad", "salad")  # the aggregators with a number of clusters
+
 WEIGHT_CHOICES = ("imagenet", "none")
 # what the model is: a checkpoint holds these (eval and compress take them from it)
-MODEL_SETTINGS = ("arch", "pooling", "num_clusters", "weights")
+MODEL_SETTINGS = ("arch", "aggregator", "num_clusters", "weights")
 
 
 def parse_image_size(text) -> tuple[int, int] | None:
@@ -49,6 +53,26 @@ def parse_image_size(text) -> tuple[int, int] | None:
 
 def format_image_size(size: tuple[int, int] | None) -> str:
     return "native" if size is None else f"{size[0]}x{size[1]}"
+
+
+def applies_to_aggregator(meta, aggregator: str) -> bool:
+    wanted = (meta.only_with or {}).get("aggregator")
+    return wanted is not None and aggregator in (wanted if isinstance(wanted, tuple)
+                                                 else (wanted,))
+
+
+def aggregator_defaults(config) -> dict:
+    """The chosen aggregator's settings left unset, at its defaults (what validate resolves)."""
+    if config.aggregator not in AGGREGATORS:
+        return {}
+    known = defaults(config.aggregator)
+    out = {}
+    for name, meta in declared(type(config)):
+        key = name.removeprefix(f"{config.aggregator}_")
+        if applies_to_aggregator(meta, config.aggregator) and getattr(config, name) is None \
+                and key in known:
+            out[name] = known[key]
+    return out
 
 
 def absolute(path) -> Path | None:
@@ -91,12 +115,16 @@ class CommonConfig:
         None, "resize every image to HxW", group=DATA, metavar="HxW",
         roles=(RESTORED, LOGGED, SPEC), shown_default="native size, as the reference",
         written=format_image_size)
-    arch: str = setting("vgg16", "encoder", group=MODEL, choices=ARCHES,
+    arch: str = setting("vgg16", "backbone", group=MODEL, choices=ARCHES,
                         roles=(RESTORED, LOGGED, SPEC))
-    pooling: str = setting("netvlad", "pooling", group=MODEL, choices=POOLINGS,
-                           roles=(RESTORED, LOGGED, SPEC))
-    num_clusters: int = setting(64, "NetVLAD clusters", group=MODEL, aliases=("--num_clusters",),
-                                metavar="K", parse=int, minimum=1, roles=(RESTORED, LOGGED, SPEC))
+    aggregator: str = setting("netvlad", "aggregator of the backbone's features", group=MODEL,
+                              choices=AGGREGATORS, aliases=("--pooling",), formerly=("pooling",),
+                              roles=(RESTORED, LOGGED, SPEC))
+    num_clusters: int | None = setting(
+        None, "clusters of NetVLAD (and SALAD)", group=MODEL, aliases=("--num_clusters",),
+        metavar="K", parse=int, minimum=1, roles=(RESTORED, LOGGED, SPEC),
+        only_with={"aggregator": CLUSTERING},
+        shown_default=str(defaults("netvlad")["num_clusters"]))
     weights: str = setting(
         "imagenet", "encoder initialisation (ImageNet weights from torchvision's cache, none, "
         "or a weight file)", group=MODEL, metavar="imagenet|none|PATH",
@@ -139,7 +167,15 @@ class CommonConfig:
         device = resolve_device(self.device)
         return {"data_root": absolute(self.data_root), "cache_dir": absolute(self.cache_dir),
                 "image_size": parse_image_size(self.image_size),
-                "precision": resolve_precision(self.precision, device)}
+                "precision": resolve_precision(self.precision, device),
+                **aggregator_defaults(self)}
+
+    def aggregator_settings(self) -> dict:
+        """The settings of the chosen aggregator, as its module takes them (a setting named
+        after its aggregator, `mixvpr_out_rows`, is its `out_rows`)."""
+        return {name.removeprefix(f"{self.aggregator}_"): getattr(self, name)
+                for name, meta in declared(type(self))
+                if applies_to_aggregator(meta, self.aggregator)}
 
     def _check_common(self, weights_loaded: bool = True) -> None:
         """`weights_loaded`: the encoder's weights are read from `weights` (not from a

@@ -58,8 +58,8 @@ class CompressConfig(CommonConfig):
                                      parse=int, metavar="B", group=COMPRESSION)
     # the checkpoint holds the whole model
     arch: str | None = redeclared(CommonConfig, "arch", default=None, flag="", roles=frozenset())
-    pooling: str | None = redeclared(CommonConfig, "pooling", default=None, flag="",
-                                     roles=frozenset())
+    aggregator: str | None = redeclared(CommonConfig, "aggregator", default=None, flag="",
+                                        roles=frozenset())
     num_clusters: int | None = redeclared(CommonConfig, "num_clusters", default=None, flag="",
                                           roles=frozenset())
     weights: str = redeclared(CommonConfig, "weights", default="none", flag="", switches=(),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..settings import LOGGED, RESTORED, check, default_of, default_text, redeclared
+from ..settings import DATA, LOGGED, RESTORED, check, default_of, default_text, redeclared, setting
 from .common import (
     MODEL_SETTINGS,
     CommonConfig,
@@ -34,9 +34,13 @@ class EvalConfig(CommonConfig):
     centroids: Path | None = centroids_setting("untrained model: NetVLAD's centroids")
     # a checkpoint holds its model: these are its, unless given (then they must agree)
     arch: str | None = _from_checkpoint("arch")
-    pooling: str | None = _from_checkpoint("pooling", roles=(LOGGED, RESTORED))
+    aggregator: str | None = _from_checkpoint("aggregator", roles=(LOGGED, RESTORED))
     num_clusters: int | None = _from_checkpoint("num_clusters")
     weights: str | None = _from_checkpoint("weights")
+    save_descriptors: Path | None = setting(
+        None, "also write the database's and the queries' descriptors to DIR as "
+        "database_descriptors.npy and queries_descriptors.npy (with images.json, their paths)",
+        metavar="DIR", group=DATA)
 
     def validate(self) -> EvalConfig:
         """A resolved copy: without a checkpoint, the model settings' defaults; with one,
@@ -51,9 +55,11 @@ class EvalConfig(CommonConfig):
                     raise UserError(f"{flag} does not apply with --resume: the checkpoint holds "
                                     f"the whole model; leave {flag} out")
             model = {"weights": "none"}
-        resolved = dataclasses.replace(self, **self._resolved(), **model,
+        resolved = dataclasses.replace(self, **model)
+        resolved = dataclasses.replace(resolved, **resolved._resolved(),
                                        resume=absolute(self.resume),
-                                       centroids=absolute(self.centroids))
+                                       centroids=absolute(self.centroids),
+                                       save_descriptors=absolute(self.save_descriptors))
         check(resolved)
         resolved._check_common()
         return resolved

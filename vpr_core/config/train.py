@@ -24,7 +24,7 @@ def _sgd(name: str, help: str, aliases=(), **bounds):
 @dataclass(frozen=True)
 class TrainConfig(CommonConfig):
     run_dir: Path | None = setting(None, "the run's folder", group=TRAINING, metavar="DIR",
-                                   shown_default="./runs/<timestamp>_<arch>_<pooling>",
+                                   shown_default="./runs/<timestamp>_<arch>_<aggregator>",
                                    roles=(PER_TRIAL,))
     resume: Path | None = resume_setting("continue this run (a run folder or checkpoint file)")
     ckpt: str = ckpt_setting()

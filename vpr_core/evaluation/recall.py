@@ -40,6 +40,7 @@ class EvalResult:
     predictions: np.ndarray | None = field(default=None, repr=False)  # [M, k] database indices
     distances: np.ndarray | None = field(default=None, repr=False)  # [M, k] squared L2
     precision: str = "fp32"  # of the forward passes that made the descriptors
+    descriptors: np.ndarray | None = field(default=None, repr=False)  # [N + M, D], database first
 
     def to_dict(self) -> dict:
         out = named_recalls(self.recalls)
@@ -97,4 +98,5 @@ def evaluate(model: torch.nn.Module, feed: ImageFeed, *, batch_size: int,
                                                            split.eval_positives(),
                                                            device=feed.device, index=index)
     return EvalResult(recalls, split.dataset, split.split, split.num_queries, split.num_database,
-                      time.perf_counter() - started, predictions, distances, precision)
+                      time.perf_counter() - started, predictions, distances, precision,
+                      descriptors)

@@ -70,8 +70,10 @@ def save_fresh_weights(arch: str, path: Path) -> Path:
     return path
 
 
-def build_encoder(arch: str, weights: str = "imagenet") -> nn.Sequential:
-    """Encoder of `arch` with `weights` 'imagenet', 'none' or a path to a local weight file.
+def build_encoder(arch: str, weights: str = "imagenet", aggregator: str = "netvlad"
+                  ) -> nn.Sequential:
+    """Encoder of `arch` (cut where `aggregator` takes its map) with `weights` 'imagenet',
+    'none' or a path to a local weight file.
 
     With pretrained weights only the last conv layers train, as in the reference.
     """
@@ -99,8 +101,9 @@ def freeze_pretrained_layers(encoder: nn.Sequential, arch: str) -> None:
             parameter.requires_grad = False
 
 
-def feature_map_size(arch: str, image_size: tuple[int, int]) -> tuple[int, int]:
-    """(H', W') of the encoder's output for images of `image_size` (H, W).
+def feature_map_size(arch: str, image_size: tuple[int, int], aggregator: str = "netvlad"
+                     ) -> tuple[int, int]:
+    """(H', W') of the encoder's output (for `aggregator`) for images of `image_size` (H, W).
 
     Computed on the meta device, so no memory or time is spent. Raises `UserError` when the
     images are too small for the encoder.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import torch
 
 from ..errors import UserError
 from ..fileio import write_atomic
-from .catalog import ENCODER_DIMS
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "checkpoint.pth.tar"
@@ -40,15 +38,6 @@ def _allowed_numpy_globals() -> list:
 
 
 ALLOWED_GLOBALS = _allowed_numpy_globals()
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What a state_dict holds: the architecture, the pooling and K."""
-
-    arch: str
-    pooling: str
-    num_clusters: int | None
 
 
 def checkpoint_file(resume: Path, ckpt: str = CKPT_CHOICES[0]) -> Path:
@@ -113,43 +102,6 @@ def strip_parallel_prefix(state_dict: dict) -> dict:
         parts = [part for part in key.split(".") if part != "module"]
         out[".".join(parts)] = value
     return out
-
-
-def infer_model_shape(state_dict: dict, pooling_hint: str | None = None) -> ModelShape:
-    """Tell AlexNet from VGG16 by its conv layers, and K from `pool.centroids`."""
-    shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
-    if "encoder.28.weight" in shapes:
-        arch = "vgg16"
-    elif "encoder.10.weight" in shapes and "encoder.3.weight" in shapes:
-        arch = "alexnet"
-    else:
-        raise UserError("the checkpoint's state_dict has neither VGG16 (encoder.28) nor AlexNet "
-                        "(encoder.10) conv layers; it is not a NetVLAD checkpoint of this kind")
-    if "pool.conv.bias" in shapes:
-        raise UserError("the checkpoint has pool.conv.bias: it was trained with --vladv2, which "
-                        "is not supported; use a NetVLAD v1 checkpoint")
-    if "pool.centroids" in shapes:
-        num_clusters, dim = shapes["pool.centroids"]
-        if dim != ENCODER_DIMS[arch]:
-            raise UserError(f"the checkpoint's pool.centroids are {dim}-d but its {arch} encoder "
-                            f"gives {ENCODER_DIMS[arch]}-d features; the file is inconsistent")
-        return ModelShape(arch, "netvlad", int(num_clusters))
-    if pooling_hint not in ("max", "avg"):
-        # max and avg pooling have no parameters: nothing in the file tells them apart
-        raise UserError("the checkpoint has no NetVLAD layer and neither it nor a flags.json "
-                        "says whether it pools by max or avg; pass --pooling max or --pooling avg")
-    return ModelShape(arch, pooling_hint, None)
-
-
-def check_shape(shape: ModelShape, arch: str | None, num_clusters: int | None, path: Path) -> None:
-    """A clear error when the checkpoint disagrees with the --arch / --num-clusters asked for."""
-    if arch is not None and arch != shape.arch:
-        raise UserError(f"{path} holds a model of arch {shape.arch}, not {arch}; "
-                        f"pass --arch {shape.arch} or leave --arch out")
-    if num_clusters is not None and shape.num_clusters is not None \
-            and num_clusters != shape.num_clusters:
-        raise UserError(f"{path} holds a NetVLAD with K={shape.num_clusters}, not "
-                        f"{num_clusters}; pass --num-clusters {shape.num_clusters} or leave it out")
 
 
 def read_flags(checkpoint_path: Path) -> dict:

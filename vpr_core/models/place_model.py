@@ -1,55 +1,55 @@
-"""The place-recognition model: an encoder, then a pooling (NetVLAD, max or avg)."""
+"""The place-recognition model: an encoder (the backbone) then an aggregator (`pool`)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .backbones import build_encoder
-from .catalog import ENCODER_DIMS, POOLINGS
-from .netvlad import NetVLAD
+from .aggregators import build_aggregator, defaults
+from .backbones import build_encoder, feature_map_size
+from .catalog import AGGREGATORS, TAKES_CLASS_TOKEN, channels
+from .shape import ModelShape
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-class L2Norm(nn.Module):
-    def __init__(self, dim: int = 1):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, p=2, dim=self.dim)
-
-
 class PlaceModel(nn.Module):
-    """`encoder` (conv layers) then `pool`: images [N, 3, H, W] -> descriptors [N, out_dim].
+    """`encoder` then `pool`: images [N, 3, H, W] -> descriptors [N, output_dim].
 
-    A compressed variant may add `whiten` (PCA + whitening of the descriptors, see
-    `vpr_core.compression.pca`) or hold its encoder's weights in half precision.
+    The encoder gives a feature map [N, C, h, w] (a ViT: its patch tokens as a map, and its
+    class token, which only the aggregators that use it take). A compressed variant may add
+    `whiten` (PCA + whitening of the descriptors, see `vpr_core.compression.pca`) or hold its
+    encoder's weights in half precision.
     """
 
-    def __init__(self, arch: str, encoder: nn.Sequential, pool: nn.Module, pooling: str):
+    def __init__(self, shape: ModelShape, encoder: nn.Module, pool: nn.Module):
         super().__init__()
-        self.arch = arch
-        self.pooling = pooling
+        self.shape = shape
         self.encoder = encoder
         self.pool = pool
         self.whiten: nn.Module | None = None
 
     @property
+    def arch(self) -> str:
+        return self.shape.arch
+
+    @property
+    def aggregator(self) -> str:
+        return self.shape.aggregator
+
+    @property
+    def num_clusters(self) -> int | None:
+        return self.shape.num_clusters
+
+    @property
     def encoder_dim(self) -> int:
-        return ENCODER_DIMS[self.arch]
+        return channels(self.arch, self.aggregator)
 
     @property
     def output_dim(self) -> int:
         if self.whiten is not None:
             return self.whiten.output_dim
-        return self.pool.output_dim if isinstance(self.pool, NetVLAD) else self.encoder_dim
-
-    @property
-    def num_clusters(self) -> int | None:
-        return self.pool.num_clusters if isinstance(self.pool, NetVLAD) else None
+        return getattr(self.pool, "output_dim", self.encoder_dim)
 
     def forward(self, images: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Descriptors of `images`; from encoder layer `start` on when it is not 0, `images`
@@ -58,23 +58,32 @@ class PlaceModel(nn.Module):
         if weight is not None and weight.dtype in HALF_DTYPES and images.dtype != weight.dtype:
             images = images.to(weight.dtype)  # an encoder stored in half precision
         encoder = self.encoder[start:] if start else self.encoder
-        descriptors = self.pool(encoder(images))
+        features = encoder(images)
+        if isinstance(features, tuple) and self.aggregator not in TAKES_CLASS_TOKEN:
+            features = features[0]  # a ViT's patch tokens as a map; the class token unused
+        descriptors = self.pool(features)
         return descriptors if self.whiten is None else self.whiten(descriptors)
 
 
-def build_model(arch: str, pooling: str = "netvlad", num_clusters: int = 64,
-                weights: str = "imagenet") -> PlaceModel:
-    if pooling not in POOLINGS:
-        raise UserError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
-    encoder = build_encoder(arch, weights)
-    dim = ENCODER_DIMS[arch]
-    if pooling == "netvlad":
-        if num_clusters < 1:
-            raise UserError(f"--num-clusters must be at least 1, got {num_clusters}")
-        pool: nn.Module = NetVLAD(num_clusters=num_clusters, dim=dim)
-    else:
-        adaptive = nn.AdaptiveMaxPool2d(1) if pooling == "max" else nn.AdaptiveAvgPool2d(1)
-        pool = nn.Sequential(adaptive, nn.Flatten(), L2Norm())
-    return PlaceModel(arch, encoder, pool, pooling)
+def build_model(arch: str, aggregator: str = "netvlad", num_clusters: int | None = None,
+                weights: str = "imagenet", *, image_size: tuple[int, int] | None = None,
+                **settings) -> PlaceModel:
+    """The model of `arch` + `aggregator` with `settings` (the aggregator's, its defaults
+    otherwise; `num_clusters` for NetVLAD and SALAD); the encoder from `weights` ('imagenet',
+    'none' or a weight file). `image_size` (H, W): the images' size, which aggregators over
+    a fixed map (MixVPR) need."""
+    if aggregator not in AGGREGATORS:
+        raise UserError(f"unknown aggregator {aggregator!r}; use one of {', '.join(AGGREGATORS)}")
+    if num_clusters is not None and "num_clusters" in defaults(aggregator):
+        settings["num_clusters"] = num_clusters  # (the positional K of NetVLAD's first days)
+    encoder = build_encoder(arch, weights, aggregator)
+    map_size = feature_map_size(arch, image_size, aggregator) if image_size else None
+    pool, used = build_aggregator(aggregator, channels(arch, aggregator), map_size, settings)
+    return PlaceModel(ModelShape.of(arch, aggregator, used), encoder, pool)
 
 
+def build(shape: ModelShape, weights: str = "none",
+          image_size: tuple[int, int] | None = None) -> PlaceModel:
+    """The model a `ModelShape` describes (weights 'none': a checkpoint's go in after)."""
+    return build_model(shape.arch, shape.aggregator, weights=weights, image_size=image_size,
+                       **shape.kwargs)

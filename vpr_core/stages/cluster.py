@@ -20,9 +20,9 @@ from ..errors import UserError
 from ..evaluation.extraction import extract_descriptors
 from ..evaluation.search import faiss_gpus
 from ..fileio import file_lock, missing_ancestors, remove_created, write_atomic
+from ..models.aggregators import L2Norm
 from ..models.backbones import build_encoder, feature_map_size
 from ..models.catalog import ENCODER_DIMS
-from ..models.place_model import L2Norm
 from ..runtime import prepare_model, resolve_device, seed_everything
 
 
@@ -165,8 +165,9 @@ def run(config: ClusterConfig, *, split: Split | None = None,
     """Compute (or reuse) the centroid file for (dataset, split, arch, K, image size, weights);
     `split`: the split `config.split` names, when the caller has opened it already."""
     config = config.validate()
-    if config.pooling != "netvlad":
-        raise UserError(f"--pooling {config.pooling} has no centroids to cluster; use netvlad")
+    if config.aggregator != "netvlad":
+        raise UserError(f"--aggregator {config.aggregator} has no centroids to cluster; use "
+                        f"netvlad")
     started = time.perf_counter()
     split = split or open_split(config.data_root, config.split, config.dataset)
     image_size = resolve_image_size(split, config.image_size)

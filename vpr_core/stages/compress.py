@@ -64,7 +64,7 @@ def run(config: CompressConfig) -> CompressResult:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     source = checkpoints.checkpoint_file(config.resume, config.ckpt)
-    original, checkpoint, shape = model_from_checkpoint(source)
+    original, checkpoint, shape, _ = model_from_checkpoint(source)
     if search_index(checkpoint) is not None:
         raise UserError(f"{source} is a product-quantised variant, whose codes fit its model "
                         f"as it is; compress the checkpoint it was made from, and apply pq "
@@ -90,7 +90,7 @@ def run(config: CompressConfig) -> CompressResult:
         saved = compressed_checkpoint(variant, config.method, settings, shape, extra,
                                       previous=checkpoint.get("compression"),
                                       source=str(source))
-        path = _write_run(run_dir, saved, config, source, settings)
+        path = _write_run(run_dir, saved, config, source, settings, shape)
     except BaseException:
         remove_created(created)
         raise
@@ -143,12 +143,12 @@ def _default_run_dir(source: Path, config: CompressConfig) -> Path:
 
 
 def _write_run(run_dir: Path, saved: dict, config: CompressConfig, source: Path,
-               settings: dict) -> Path:
+               settings: dict, shape) -> Path:
     folder = run_dir / checkpoints.CHECKPOINT_DIR
     path = checkpoints.save_checkpoint(folder / checkpoints.LATEST_FILE, saved)
     write_atomic(folder / checkpoints.BEST_FILE, lambda tmp: shutil.copyfile(path, tmp))
     flags = plain(config)
     flags.update(source=str(source), run_dir=str(run_dir), settings=settings,
-                 arch=saved["arch"], pooling=saved["pooling"])
+                 arch=shape.arch, aggregator=shape.aggregator, model=shape.record())
     write_json_atomic(folder / checkpoints.FLAGS_FILE, flags)
     return path

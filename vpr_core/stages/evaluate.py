@@ -6,11 +6,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..compression.variants import cpu_only, search_index
 from ..config import EvalConfig
 from ..data import open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
 from ..evaluation.recall import EvalResult, evaluate
+from ..fileio import write_atomic, write_json_atomic
 from ..models.backbones import feature_map_size
 from ..models.checkpoints import checkpoint_file
 from ..runtime import prepare_model, resolve_device, seed_everything
@@ -53,16 +56,31 @@ def run(config: EvalConfig) -> Evaluated:
     result = evaluate(prepare_model(model, device, config.precision), feed,
                       batch_size=config.cache_batch_size, precision=config.precision,
                       show_progress=config.show_progress, index=index)
+    if config.save_descriptors is not None:
+        save_descriptors(config.save_descriptors, result, split)
     return Evaluated(result, config, path)
+
+
+def save_descriptors(folder: Path, result: EvalResult, split) -> None:
+    """The descriptors as VPR-methods-evaluation's tools read them: database_descriptors.npy
+    [N, D] and queries_descriptors.npy [M, D], float32, in the split's order, with
+    images.json naming the images of each row; each file written atomically."""
+    database = result.descriptors[:split.num_database]
+    queries = result.descriptors[split.num_database:]
+    for name, rows in (("database", database), ("queries", queries)):
+        write_atomic(folder / f"{name}_descriptors.npy", lambda tmp, rows=rows: _save(tmp, rows))
+    write_json_atomic(folder / "images.json", {"database": list(map(str, split.database_paths)),
+                                               "queries": list(map(str, split.query_paths))})
 
 
 def _from_checkpoint(config: EvalConfig, path: Path):
     """(model, the config with the checkpoint's model settings and where it runs, the faiss
     index of a compressed database or None)."""
-    model, checkpoint, shape = model_from_checkpoint(path, config.arch, config.num_clusters,
-                                                    config.pooling)
-    config = dataclasses.replace(config, arch=shape.arch, pooling=shape.pooling,
-                                 num_clusters=shape.num_clusters)
+    model, checkpoint, shape, image_size = model_from_checkpoint(
+        path, config.arch, config.num_clusters, config.aggregator)
+    config = dataclasses.replace(config, arch=shape.arch, aggregator=shape.aggregator,
+                                 num_clusters=shape.num_clusters,
+                                 image_size=config.image_size or image_size)
     if cpu_only(checkpoint):  # int8: its arithmetic runs on the CPU
         device = resolve_device(config.device)
         if device.type != "cpu":
@@ -70,3 +88,8 @@ def _from_checkpoint(config: EvalConfig, path: Path):
                         "on %s", path, device)
         config = dataclasses.replace(config, device="cpu", precision="fp32")
     return model, config, search_index(checkpoint)  # PQ: a compressed database
+
+
+def _save(path: Path, rows: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # np.save would add .npy to the temporary name
+        np.save(handle, rows)

@@ -23,8 +23,8 @@ def finetune_config(config: CompressConfig, source: Path, model, run_dir: Path) 
     loaded)."""
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(CommonConfig)
               if f.name not in MODEL_SETTINGS}
-    given = dict(shared, arch=model.arch, pooling=model.pooling,
-                 num_clusters=model.num_clusters or 1, weights="none",
+    given = dict(shared, arch=model.arch, aggregator=model.aggregator,
+                 num_clusters=model.num_clusters, weights="none",
                  epochs=config.finetune_epochs, lr=config.finetune_lr,
                  train_split=config.train_split, patience=0)
     return TrainConfig(**restored(TrainConfig, read_flags(source), given), run_dir=run_dir)

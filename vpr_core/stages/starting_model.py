@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 from torch import nn
 
@@ -12,16 +13,10 @@ from ..config import ClusterConfig, CommonConfig, TrainConfig
 from ..data import Split
 from ..errors import UserError
 from ..models.backbones import freeze_pretrained_layers
-from ..models.catalog import ENCODER_DIMS
-from ..models.checkpoints import (
-    ModelShape,
-    check_shape,
-    checkpoint_file,
-    infer_model_shape,
-    load_checkpoint,
-    read_flags,
-)
-from ..models.place_model import PlaceModel, build_model
+from ..models.checkpoints import checkpoint_file, load_checkpoint, read_flags
+from ..models.place_model import PlaceModel, build, build_model
+from ..models.recognise import recognise
+from ..models.shape import ModelShape, check_shape
 from ..settings import default_of, restored
 from ..training.run import Start
 from . import cluster
@@ -40,21 +35,35 @@ def centroids_for(config: CommonConfig, train_split: Split, centroids: Path | No
     return cluster.run(ClusterConfig(**shared, split=train_split.split), split=train_split).path
 
 
-def fresh_model(config: CommonConfig, train_split: Split, centroids: Path | None = None
-                ) -> tuple[PlaceModel, Path | None]:
-    """A model with `config.weights` and, for NetVLAD, initialised from the centroids."""
-    model = build_model(config.arch, config.pooling, config.num_clusters, config.weights)
-    if config.pooling != "netvlad":
+def fresh_model(config: CommonConfig, train_split: Split, centroids: Path | None = None,
+                image_size: tuple[int, int] | None = None) -> tuple[PlaceModel, Path | None]:
+    """A model with `config.weights` and, for NetVLAD, initialised from the centroids;
+    `image_size`: the images', for the aggregators over a fixed map (MixVPR)."""
+    model = build_model(config.arch, config.aggregator, weights=config.weights,
+                        image_size=image_size or config.image_size,
+                        **config.aggregator_settings())
+    if config.aggregator != "netvlad":
         return model, None
     path = centroids_for(config, train_split, centroids)
-    found = read_centroids(path, config.num_clusters, ENCODER_DIMS[config.arch])
+    found = read_centroids(path, model.num_clusters, model.encoder_dim)
     model.pool.init_params(found.centroids, found.descriptors)
     return model, path
 
 
+class Loaded(NamedTuple):
+    """A checkpoint's model, the checkpoint, what the model is, and the image size its
+    authors evaluate it at (a released file's; None: the images' own or `--image-size`)."""
+
+    model: nn.Module
+    checkpoint: dict
+    shape: ModelShape
+    image_size: tuple[int, int] | None
+
+
 def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int | None = None,
-                          pooling: str | None = None) -> tuple[nn.Module, dict, ModelShape]:
-    """(model with the checkpoint's weights, the checkpoint dict, what it holds).
+                          aggregator: str | None = None) -> Loaded:
+    """The model of checkpoint `path` with its weights (this project's, pytorch-NetVlad's, a
+    compressed variant or a released file of the field; see `vpr_core.models.recognise`).
 
     `arch` / `num_clusters`, when given, must agree with the checkpoint. No backbone weights
     are loaded from anywhere else: the checkpoint holds them.
@@ -62,20 +71,21 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
     checkpoint = load_checkpoint(path)
     if checkpoint.get("compression"):
         model, shape = compressed_model(path, checkpoint, arch, num_clusters)
-        return model, checkpoint, shape
-    # the pooling: asked for, else recorded in the checkpoint (this project's) or its flags.json
-    hint = pooling or checkpoint.get("pooling") or read_flags(path).get("pooling")
-    shape = infer_model_shape(checkpoint["state_dict"], hint)
-    check_shape(shape, arch, num_clusters, path)
-    model = build_model(shape.arch, shape.pooling, shape.num_clusters or 1, weights="none")
+        return Loaded(model, checkpoint, shape, None)
+    # max/avg: asked for, else recorded in the checkpoint (this project's) or its flags.json
+    flags = read_flags(path)
+    hint = aggregator or checkpoint.get("pooling") or flags.get("aggregator") \
+        or flags.get("pooling")
+    found = recognise(checkpoint, path, hint)
+    check_shape(found.shape, arch, num_clusters, path)
+    model = build(found.shape)
     try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
+        model.load_state_dict(found.state_dict, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise UserError(f"{path} does not fit a {shape.arch} {shape.pooling} model "
-                        f"({first[:200]}); pass a checkpoint of this project or of "
-                        f"pytorch-NetVlad") from None
-    return model, checkpoint, shape
+        raise UserError(f"{path} does not fit a {found.shape.describe()} model "
+                        f"({first[:200]}); it is damaged or of another version") from None
+    return Loaded(model, checkpoint, found.shape, found.image_size)
 
 
 def freeze_as_trained(model: nn.Module, weights: str) -> None:
@@ -100,8 +110,8 @@ def training_start(config, train_split: Split) -> Start:
         model, centroids = fresh_model(config, train_split, config.centroids)
         return Start(model, centroids)
     path = checkpoint_file(config.resume, config.ckpt)
-    num_clusters = config.num_clusters if config.pooling == "netvlad" else None
-    model, checkpoint, _ = model_from_checkpoint(path, config.arch, num_clusters, config.pooling)
+    model, checkpoint, _, _ = model_from_checkpoint(path, config.arch, config.num_clusters,
+                                                    config.aggregator)
     freeze_as_trained(model, config.weights)
     initialised_from = read_flags(path).get("centroids")  # kept for the run's records
     return Start(model, Path(initialised_from) if initialised_from else None, checkpoint, path)

@@ -195,7 +195,7 @@ class TrainingRun:
         if self.resumed_from is not None and self.resumed_from.parent.name == CHECKPOINT_DIR:
             return self.resumed_from.parent.parent  # continue the run in its own folder
         stamp = datetime.now().strftime("%b%d_%H-%M-%S")
-        return Path("runs").absolute() / f"{stamp}_{self.config.arch}_{self.config.pooling}"
+        return Path("runs").absolute() / f"{stamp}_{self.config.arch}_{self.config.aggregator}"
 
     def _checkpoint(self) -> dict:
         return {**self.standing.checkpoint_fields(),
@@ -204,7 +204,8 @@ class TrainingRun:
                 "parallel": False,
                 # read by this project only; the reference ignores extra keys
                 "negative_cache": self.sampler.cache_state(self.config.num_negatives),
-                "arch": self.model.arch, "pooling": self.model.pooling,
+                "model": self.model.shape.record(),
+                "arch": self.model.arch, "pooling": self.model.aggregator,  # as first written
                 **self.checkpoint_extra}
 
     def flags(self) -> dict:
