@@ -160,7 +160,7 @@ def rank(settings: RetrievalSettings) -> tuple:
     if settings.top_k > split.num_database:
         raise UserError(f"--top-k {settings.top_k} exceeds the {split.num_database} database "
                         f"images of {split.dataset} {split.split}")
-    from vpr_core.models.backbones import feature_map_size
+    from vpr_core.models.encoders import feature_map_size
     from vpr_core.stages.starting_model import model_from_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:

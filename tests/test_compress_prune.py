@@ -9,8 +9,8 @@ from vpr_core.config import TrainConfig
 from vpr_core.data import open_split
 from vpr_core.data.image_feed import ImageFeed
 from vpr_core.errors import UserError
-from vpr_core.models.backbones import freeze_pretrained_layers
 from vpr_core.models.checkpoints import save_checkpoint
+from vpr_core.models.encoders import freeze_pretrained_layers
 from vpr_core.models.place_model import build_model
 from vpr_core.models.shape import ModelShape
 from vpr_core.stages.starting_model import fresh_model, model_from_checkpoint

@@ -7,8 +7,9 @@ from torchvision import models as tv_models
 
 from vpr_core.errors import UserError
 from vpr_core.models import backbones as models
-from vpr_core.models.backbones import feature_map_size
+from vpr_core.models import encoders
 from vpr_core.models.checkpoints import save_checkpoint
+from vpr_core.models.encoders import feature_map_size
 from vpr_core.models.place_model import build_model
 from vpr_core.stages.starting_model import model_from_checkpoint
 
@@ -58,7 +59,7 @@ def test_imagenet_weights_offline_are_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(UserError, match="--weights none, or --weights PATH") as caught:
-        models.build_encoder("vgg16", "imagenet")
+        encoders.build_encoder("vgg16", "imagenet")
     assert "vgg16-397923af.pth" in str(caught.value)
 
 
@@ -74,7 +75,7 @@ def test_a_failed_imagenet_download_is_one_clear_error(tmp_path, monkeypatch, fa
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
     with pytest.raises(UserError, match="vgg16-397923af.pth"):
-        models.build_encoder("vgg16", "imagenet")
+        encoders.build_encoder("vgg16", "imagenet")
 
 
 @pytest.mark.parametrize("bug", [
@@ -90,7 +91,7 @@ def test_a_bug_around_the_imagenet_download_is_not_called_a_network_problem(tmp_
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
     with pytest.raises(type(bug)) as caught:
-        models.build_encoder("vgg16", "imagenet")
+        encoders.build_encoder("vgg16", "imagenet")
     assert caught.value is bug
 
 

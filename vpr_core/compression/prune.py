@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.catalog import AGGREGATORS
+from ..models.catalog import AGGREGATORS, CNNS, RESNETS
 from ..models.place_model import PlaceModel
 from .refit import Refitter, activation_bytes
 
@@ -56,8 +56,15 @@ def validate(settings: dict, model: nn.Module) -> dict:
     if structure not in STRUCTURES:
         raise UserError(f"--structure {settings['structure']!r} is not a pruning structure; use "
                         f"{' or '.join(STRUCTURES)}")
+    if isinstance(model, PlaceModel) and model.arch not in CNNS + RESNETS:
+        raise UserError(f"prune zeroes or removes conv filters, and a {model.arch} has almost "
+                        f"none (it is a ViT); compress it with pca-whiten, pq or half")
+    if isinstance(model, PlaceModel) and model.arch in RESNETS and structure == "channels":
+        raise UserError(f"prune --structure channels removes filters along a plain chain of "
+                        f"convs (AlexNet, VGG16); {model.arch}'s residual connections tie its "
+                        f"channels together: use --structure unstructured")
     if not isinstance(model, PlaceModel) or model.aggregator not in AGGREGATORS or \
-            not isinstance(model.encoder, nn.Sequential):
+            not isinstance(model.encoder, nn.Sequential) or model.whiten is not None:
         raise UserError(f"prune needs a trained encoder + pool model, not a "
                         f"{type(model).__name__}; pass a checkpoint of train (not a compressed "
                         f"variant)")
@@ -103,14 +110,15 @@ def rebuild(model: PlaceModel, settings: dict, state_dict: dict, extra: dict) ->
 
 
 # ---- unstructured -----------------------------------------------------------------------
-def prune_smallest_weights(encoder: nn.Sequential, amount: float) -> dict[int, torch.Tensor]:
+def prune_smallest_weights(encoder: nn.Module, amount: float) -> dict[str, torch.Tensor]:
     """Set the `amount` share of the encoder's conv weights with the smallest |w| (over all
-    layers together) to zero, in place; ties broken by position, so exactly
-    round(amount * total) are zeroed.
+    layers together, a ResNet's inside its blocks too) to zero, in place; ties broken by
+    position, so exactly round(amount * total) are zeroed.
 
-    Returns {Sequential index: boolean mask shaped like that conv's weight [out, in, kh, kw],
-    True where the weight is kept}. Biases are not pruned."""
-    convs = _convs(encoder)
+    Returns {the conv's name in the encoder: boolean mask shaped like its weight [out, in, kh,
+    kw], True where the weight is kept}. Biases are not pruned."""
+    convs = [(name, module) for name, module in encoder.named_modules()
+             if isinstance(module, nn.Conv2d)]
     with torch.no_grad():
         magnitudes = torch.cat([conv.weight.detach().abs().flatten().float().cpu()
                                 for _, conv in convs])  # [total]
@@ -130,16 +138,16 @@ class KeepZeros:
 
     Holds the conv modules, not their tensors, so it follows the model to another device."""
 
-    def __init__(self, encoder: nn.Sequential, masks: dict[int, torch.Tensor]):
+    def __init__(self, encoder: nn.Module, masks: dict[str, torch.Tensor]):
         self.encoder = encoder
         self.masks = masks
 
     def __call__(self) -> None:
         with torch.no_grad():
-            for index, mask in self.masks.items():
-                weight = self.encoder[index].weight
+            for name, mask in self.masks.items():
+                weight = self.encoder.get_submodule(name).weight
                 if mask.device != weight.device:
-                    self.masks[index] = mask = mask.to(weight.device)
+                    self.masks[name] = mask = mask.to(weight.device)
                 weight.masked_fill_(~mask, 0.0)
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.catalog import CNNS
 from ..models.netvlad import NetVLAD
 from ..models.place_model import PlaceModel
 
@@ -131,6 +132,10 @@ def rebuild(model: PlaceModel, settings: dict, state_dict: dict, extra: dict) ->
 def _check_model(model: nn.Module) -> None:
     """A `UserError` unless `model` is a float `PlaceModel` whose pool is NetVLAD, max or avg."""
     pool = getattr(model, "pool", None)
+    if isinstance(model, PlaceModel) and model.arch not in CNNS:
+        raise UserError(f"quantize (int8) works on AlexNet and VGG16 encoders; {model.arch} + "
+                        f"{model.aggregator} is not one: compress it with pca-whiten, pq, half "
+                        f"or prune")
     standard = isinstance(pool, NetVLAD) or (
         isinstance(pool, nn.Sequential) and len(pool) > 0
         and isinstance(pool[0], (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)))

@@ -28,7 +28,7 @@ from ..settings import (
     shown,
 )
 
-CLUSTERING = ("netvlad", "salad")  # the aggregators with a number of clusters
+CLUSTERING = ("netvlad", "salad", "megaloc")  # the aggregators with a number of clusters
 
 WEIGHT_CHOICES = ("imagenet", "none")
 # what the model is: a checkpoint holds these (eval and compress take them from it)
@@ -163,12 +163,14 @@ class CommonConfig:
         resolved._check_common()
         return resolved
 
-    def _resolved(self) -> dict:
+    def _resolved(self, model_defaults: bool = True) -> dict:
+        """The resolved values; `model_defaults`: the aggregator's unset settings at their
+        defaults (not where a checkpoint decides them)."""
         device = resolve_device(self.device)
         return {"data_root": absolute(self.data_root), "cache_dir": absolute(self.cache_dir),
                 "image_size": parse_image_size(self.image_size),
                 "precision": resolve_precision(self.precision, device),
-                **aggregator_defaults(self)}
+                **(aggregator_defaults(self) if model_defaults else {})}
 
     def aggregator_settings(self) -> dict:
         """The settings of the chosen aggregator, as its module takes them (a setting named

@@ -6,7 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..settings import DATA, LOGGED, RESTORED, check, default_of, default_text, redeclared, setting
+from ..settings import (
+    DATA,
+    LOGGED,
+    RESTORED,
+    check,
+    declared,
+    default_of,
+    default_text,
+    flag_name,
+    redeclared,
+    setting,
+)
+from .aggregator import AggregatorSettings
 from .common import (
     MODEL_SETTINGS,
     CommonConfig,
@@ -17,6 +29,9 @@ from .common import (
     split_setting,
 )
 
+# the settings that build a model besides its arch and aggregator: a checkpoint has its own
+MODEL_BUILDING = tuple(name for name, _ in declared(AggregatorSettings))
+
 
 def _from_checkpoint(name: str, roles=(LOGGED,)):
     """A model setting that a checkpoint decides; without one, CommonConfig's default."""
@@ -26,7 +41,7 @@ def _from_checkpoint(name: str, roles=(LOGGED,)):
 
 
 @dataclass(frozen=True)
-class EvalConfig(CommonConfig):
+class EvalConfig(CommonConfig, AggregatorSettings):
     split: str = split_setting("val")
     resume: Path | None = resume_setting("checkpoint file or run folder to evaluate",
                                          shown_default="the untrained model")
@@ -49,14 +64,15 @@ class EvalConfig(CommonConfig):
             model = {name: default_of(CommonConfig, name) for name in MODEL_SETTINGS
                      if getattr(self, name) is None}
         else:
-            for name in ("weights", "centroids"):
+            for name in ("weights", "centroids", *MODEL_BUILDING):
                 if getattr(self, name) not in (None, "none"):
-                    flag = f"--{name}"
+                    flag = flag_name(type(self), name)
                     raise UserError(f"{flag} does not apply with --resume: the checkpoint holds "
                                     f"the whole model; leave {flag} out")
             model = {"weights": "none"}
         resolved = dataclasses.replace(self, **model)
-        resolved = dataclasses.replace(resolved, **resolved._resolved(),
+        resolved = dataclasses.replace(resolved,
+                                       **resolved._resolved(model_defaults=self.resume is None),
                                        resume=absolute(self.resume),
                                        centroids=absolute(self.centroids),
                                        save_descriptors=absolute(self.save_descriptors))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..settings import LOGGED, PER_TRIAL, RESTORED, SPEC, TRAINING, check, setting, shown
+from .aggregator import AggregatorSettings
 from .common import CommonConfig, absolute, centroids_setting, ckpt_setting, resume_setting
 
 OPTIMIZERS = ("SGD", "ADAM")
@@ -22,7 +23,7 @@ def _sgd(name: str, help: str, aliases=(), **bounds):
 
 
 @dataclass(frozen=True)
-class TrainConfig(CommonConfig):
+class TrainConfig(CommonConfig, AggregatorSettings):
     run_dir: Path | None = setting(None, "the run's folder", group=TRAINING, metavar="DIR",
                                    shown_default="./runs/<timestamp>_<arch>_<aggregator>",
                                    roles=(PER_TRIAL,))

@@ -8,7 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from .boq import BoQ
+from .gem import GeMHead
+from .megaloc import MegaLoc
+from .mixvpr import MixVPR
 from .netvlad import NetVLAD
+from .salad import SALAD
 
 
 class L2Norm(nn.Module):
@@ -18,6 +23,13 @@ class L2Norm(nn.Module):
 
     def forward(self, x):
         return F.normalize(x, p=2, dim=self.dim)
+
+
+class FeatureMap(nn.Module):
+    """An encoder's feature map [N, C, h, w] from its output (a ViT's: (map, class token))."""
+
+    def forward(self, features):
+        return features[0] if isinstance(features, tuple) else features
 
 
 class GlobalPool(nn.Sequential):
@@ -44,8 +56,9 @@ def _avg(in_channels: int) -> GlobalPool:
 
 
 # name -> constructor(in_channels, **settings); the settings are the constructor's keywords
-BUILDERS = {"netvlad": _netvlad, "max": _max, "avg": _avg}
-MAP_SIZED = {}  # aggregators whose constructor also takes the map's size (in_h, in_w)
+BUILDERS = {"netvlad": _netvlad, "gem": GeMHead, "mixvpr": MixVPR, "salad": SALAD, "boq": BoQ,
+            "megaloc": MegaLoc, "max": _max, "avg": _avg}
+MAP_SIZED = ("mixvpr",)  # aggregators whose constructor also takes the map's size (in_h, in_w)
 
 
 def defaults(name: str) -> dict:
@@ -64,6 +77,11 @@ def build_aggregator(name: str, in_channels: int, map_size: tuple[int, int] | No
     if unknown:
         raise UserError(f"the {name} aggregator takes no setting {', '.join(unknown)}")
     used = {**known, **{k: v for k, v in settings.items() if v is not None}}
+    if name in ("salad", "megaloc") and map_size and \
+            map_size[0] * map_size[1] <= used["num_clusters"]:
+        raise UserError(f"{name} needs more image patches than its {used['num_clusters']} "
+                        f"clusters, and images of this size give {map_size[0] * map_size[1]}; "
+                        f"pass a larger --image-size or fewer --num-clusters")
     if name in MAP_SIZED:
         if "in_h" not in used and map_size is None:
             raise UserError(f"the {name} aggregator works on a feature map of one size: pass "

@@ -8,7 +8,7 @@ CNNS = ("alexnet", "vgg16")  # cut at conv5, as pytorch-NetVlad
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 DINOV2S = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")
 ARCHES = CNNS + RESNETS + DINOV2S
-AGGREGATORS = ("netvlad", "gem", "mixvpr", "salad", "boq", "max", "avg")
+AGGREGATORS = ("netvlad", "gem", "mixvpr", "salad", "boq", "megaloc", "max", "avg")
 # the encoders' output channels (ResNets: with and without their last block, see `channels`)
 ENCODER_DIMS = {"alexnet": 256, "vgg16": 512,
                 "resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048,
@@ -19,7 +19,9 @@ ENCODER_DIMS = {"alexnet": 256, "vgg16": 512,
 # others take the finer map of the block before it (MixVPR, BoQ, VG-benchmark's NetVLAD)
 KEEPS_LAST_BLOCK = ("gem", "max", "avg")
 # aggregators that need a backbone's class token besides its feature map (ViTs only)
-TAKES_CLASS_TOKEN = ("salad",)
+TAKES_CLASS_TOKEN = ("salad", "megaloc")
+# aggregators that take a ViT's tokens before its final norm (BoQ's authors drop the norm)
+UNNORMED_TOKENS = ("boq",)
 PATCH = 14  # the DINOv2 patch size: images are multiples of it
 
 

@@ -20,9 +20,9 @@ from ..errors import UserError
 from ..evaluation.extraction import extract_descriptors
 from ..evaluation.search import faiss_gpus
 from ..fileio import file_lock, missing_ancestors, remove_created, write_atomic
-from ..models.aggregators import L2Norm
-from ..models.backbones import build_encoder, feature_map_size
-from ..models.catalog import ENCODER_DIMS
+from ..models.aggregators import FeatureMap, L2Norm
+from ..models.catalog import channels
+from ..models.encoders import build_encoder, feature_map_size
 from ..runtime import prepare_model, resolve_device, seed_everything
 
 
@@ -110,13 +110,14 @@ def sample_plan(num_database: int, locations_per_image: int, num_descriptors: in
 def sample_local_descriptors(config: ClusterConfig, split: Split, image_size: tuple[int, int],
                              device: torch.device) -> np.ndarray:
     """Local descriptors [images * per_image, D]: L2-normalised conv5 vectors, random places."""
-    height, width = feature_map_size(config.arch, image_size)
+    height, width = feature_map_size(config.arch, image_size, config.aggregator)
     num_images, per_image = sample_plan(split.num_database, height * width,
                                         config.num_descriptors, config.descriptors_per_image)
     rng = np.random.default_rng(config.seed)
     chosen = np.sort(rng.choice(split.num_database, num_images, replace=False))
-    encoder = prepare_model(torch.nn.Sequential(build_encoder(config.arch, config.weights),
-                                                L2Norm()), device, config.precision)
+    encoder = prepare_model(torch.nn.Sequential(
+        build_encoder(config.arch, config.weights, config.aggregator), FeatureMap(), L2Norm()),
+        device, config.precision)
 
     def local_samples(images: torch.Tensor) -> torch.Tensor:
         features = encoder(images).flatten(2).transpose(1, 2)  # [B, H'W', D]
@@ -130,7 +131,7 @@ def sample_local_descriptors(config: ClusterConfig, split: Split, image_size: tu
     flat = extract_descriptors(encoder, feed, chosen, batch_size=config.cache_batch_size,
                                precision=config.precision, show_progress=config.show_progress,
                                desc="cluster: descriptors", forward=local_samples)
-    return flat.reshape(-1, ENCODER_DIMS[config.arch])
+    return flat.reshape(-1, channels(config.arch, config.aggregator))
 
 
 def kmeans(descriptors: np.ndarray, num_clusters: int, iterations: int, seed: int,
@@ -174,7 +175,7 @@ def run(config: ClusterConfig, *, split: Split | None = None,
     path = centroid_path(config.cache_dir, config.arch, split.dataset, split.split,
                          config.num_clusters, config.image_size, config.weights)
     # Impossible settings fail before anything is written.
-    height, width = feature_map_size(config.arch, image_size)
+    height, width = feature_map_size(config.arch, image_size, config.aggregator)
     num_images, per_image = sample_plan(split.num_database, height * width,
                                         config.num_descriptors, config.descriptors_per_image)
     if num_images * per_image < config.num_clusters:

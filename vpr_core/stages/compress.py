@@ -26,7 +26,7 @@ from ..data.image_feed import ImageFeed
 from ..errors import UserError
 from ..fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
 from ..models import checkpoints
-from ..models.backbones import feature_map_size
+from ..models.encoders import feature_map_size
 from ..runtime import resolve_device, seed_everything
 from ..settings import plain
 from .finetune import finetuner

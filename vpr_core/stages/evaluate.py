@@ -10,12 +10,14 @@ import numpy as np
 
 from ..compression.variants import cpu_only, search_index
 from ..config import EvalConfig
+from ..config.aggregator import with_model
 from ..data import open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
 from ..evaluation.recall import EvalResult, evaluate
 from ..fileio import write_atomic, write_json_atomic
-from ..models.backbones import feature_map_size
+from ..models.catalog import PATCH, is_vit
 from ..models.checkpoints import checkpoint_file
+from ..models.encoders import feature_map_size
 from ..runtime import prepare_model, resolve_device, seed_everything
 from .starting_model import fresh_model, model_from_checkpoint
 
@@ -40,17 +42,18 @@ def run(config: EvalConfig) -> Evaluated:
     """
     config = config.validate()
     split = open_split(config.data_root, config.split, config.dataset)
-    image_size = resolve_image_size(split, config.image_size)
     seed_everything(config.seed)
     path, index = None, None
     if config.resume is not None:
         path = checkpoint_file(config.resume, config.ckpt)
         model, config, index = _from_checkpoint(config, path)
+        image_size = _image_size(config, split)
     else:
-        feature_map_size(config.arch, image_size)
+        image_size = _image_size(config, split)
+        feature_map_size(config.arch, image_size, config.aggregator)
         train_split = open_split(config.data_root, "train", config.dataset)
-        model, _ = fresh_model(config, train_split, config.centroids)
-    feature_map_size(model.arch, image_size)
+        model, _ = fresh_model(config, train_split, config.centroids, image_size)
+    feature_map_size(model.arch, image_size, model.aggregator)
     device = resolve_device(config.device)
     feed = ImageFeed.for_config(config, split, image_size, device)
     result = evaluate(prepare_model(model, device, config.precision), feed,
@@ -59,6 +62,19 @@ def run(config: EvalConfig) -> Evaluated:
     if config.save_descriptors is not None:
         save_descriptors(config.save_descriptors, result, split)
     return Evaluated(result, config, path)
+
+
+def _image_size(config: EvalConfig, split) -> tuple[int, int]:
+    """`--image-size` (or a released model's authors' size), else the images' own; a ViT's
+    rounded to whole patches (as MegaLoc's authors do)."""
+    size = resolve_image_size(split, config.image_size)
+    if config.image_size is None and is_vit(config.arch):
+        fitted = tuple(max(1, round(side / PATCH)) * PATCH for side in size)
+        if fitted != size:
+            log.info("%s takes whole %d-pixel patches: images of %dx%d are evaluated at "
+                     "%dx%d", config.arch, PATCH, *size, *fitted)
+        return fitted
+    return size
 
 
 def save_descriptors(folder: Path, result: EvalResult, split) -> None:
@@ -78,8 +94,7 @@ def _from_checkpoint(config: EvalConfig, path: Path):
     index of a compressed database or None)."""
     model, checkpoint, shape, image_size = model_from_checkpoint(
         path, config.arch, config.num_clusters, config.aggregator)
-    config = dataclasses.replace(config, arch=shape.arch, aggregator=shape.aggregator,
-                                 num_clusters=shape.num_clusters,
+    config = dataclasses.replace(with_model(config, shape),
                                  image_size=config.image_size or image_size)
     if cpu_only(checkpoint):  # int8: its arithmetic runs on the CPU
         device = resolve_device(config.device)

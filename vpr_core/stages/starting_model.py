@@ -12,8 +12,8 @@ from ..compression.variants import compressed_model
 from ..config import ClusterConfig, CommonConfig, TrainConfig
 from ..data import Split
 from ..errors import UserError
-from ..models.backbones import freeze_pretrained_layers
 from ..models.checkpoints import checkpoint_file, load_checkpoint, read_flags
+from ..models.encoders import freeze_pretrained_layers
 from ..models.place_model import PlaceModel, build, build_model
 from ..models.recognise import recognise
 from ..models.shape import ModelShape, check_shape
@@ -41,6 +41,7 @@ def fresh_model(config: CommonConfig, train_split: Split, centroids: Path | None
     `image_size`: the images', for the aggregators over a fixed map (MixVPR)."""
     model = build_model(config.arch, config.aggregator, weights=config.weights,
                         image_size=image_size or config.image_size,
+                        trainable=getattr(config, "trainable_stages", None),
                         **config.aggregator_settings())
     if config.aggregator != "netvlad":
         return model, None
@@ -78,23 +79,23 @@ def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int
         or flags.get("pooling")
     found = recognise(checkpoint, path, hint)
     check_shape(found.shape, arch, num_clusters, path)
-    model = build(found.shape)
+    model = build(found.shape, image_size=found.image_size)  # a map-sized one needs the size
     try:
         model.load_state_dict(found.state_dict, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise UserError(f"{path} does not fit a {found.shape.describe()} model "
                         f"({first[:200]}); it is damaged or of another version") from None
-    return Loaded(model, checkpoint, found.shape, found.image_size)
+    return Loaded(model, checkpoint, model.shape, found.image_size)
 
 
-def freeze_as_trained(model: nn.Module, weights: str) -> None:
+def freeze_as_trained(model: nn.Module, weights: str, trainable: int | None = None) -> None:
     """Freeze what training froze: a model trained from pretrained `weights` (anything but
     'none'; a checkpoint whose run does not say, such as the released VGG16, counts as the
     reference's default, ImageNet) keeps all but its last conv layers fixed. The one rule of
     `train --resume` and of `compress` fine-tuning."""
-    if weights != "none" and isinstance(getattr(model, "encoder", None), nn.Sequential):
-        freeze_pretrained_layers(model.encoder, model.arch)
+    if weights != "none" and isinstance(getattr(model, "encoder", None), nn.Module):
+        freeze_pretrained_layers(model.encoder, model.arch, trainable)
 
 
 def weights_of_run(flags: dict) -> str:
@@ -103,15 +104,16 @@ def weights_of_run(flags: dict) -> str:
     return restored(TrainConfig, flags, {}).get("weights", default_of(TrainConfig, "weights"))
 
 
-def training_start(config, train_split: Split) -> Start:
+def training_start(config, train_split: Split, image_size: tuple[int, int] | None = None
+                   ) -> Start:
     """What a validated `TrainConfig` starts from: its `--resume` checkpoint (frozen as it was
     trained), else a fresh model (its centroids clustered when the cache has none)."""
     if config.resume is None:
-        model, centroids = fresh_model(config, train_split, config.centroids)
+        model, centroids = fresh_model(config, train_split, config.centroids, image_size)
         return Start(model, centroids)
     path = checkpoint_file(config.resume, config.ckpt)
     model, checkpoint, _, _ = model_from_checkpoint(path, config.arch, config.num_clusters,
                                                     config.aggregator)
-    freeze_as_trained(model, config.weights)
+    freeze_as_trained(model, config.weights, config.trainable_stages)
     initialised_from = read_flags(path).get("centroids")  # kept for the run's records
     return Start(model, Path(initialised_from) if initialised_from else None, checkpoint, path)

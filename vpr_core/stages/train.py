@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import TrainConfig
+from ..config.aggregator import with_model
 from ..runtime import resolve_device, seed_everything
 from ..training.inputs import TrainingData
 from ..training.mining import Miner
@@ -24,7 +25,10 @@ def training_run(config: TrainConfig, miner: Miner | None = None, owner: str = "
         raise ValueError("a given model is trained from where it is: no --resume")
     data = TrainingData.open(config, resolve_device(config.device))
     seed_everything(config.seed)
-    start = Start(model) if model is not None else training_start(config, data.train_split)
+    start = Start(model) if model is not None else \
+        training_start(config, data.train_split, data.image_size)
+    if config.resume is not None:  # the model is the checkpoint's: its settings are the run's
+        config = with_model(config, start.model.shape)
     return TrainingRun(config, data, start, miner, owner, after_step=after_step,
                        checkpoint_extra=checkpoint_extra)
 

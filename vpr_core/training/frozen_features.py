@@ -24,8 +24,9 @@ from torch import nn
 from ..data.image_feed import ImageFeed, chunks
 from ..runtime import autocast, progress, to_device
 
-# layers whose output depends on their input and weights only (no training-mode behaviour)
-STATELESS_LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d)
+# layers whose output depends on their input and weights only, once frozen (a frozen BatchNorm
+# runs on its stored statistics: see `PlaceModel.train`)
+STATELESS_LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d)
 HOST_SHARE, HOST_CAP_GB = 0.25, 8.0  # default budget on the CPU: a quarter of memory, <= 8 GB
 DEVICE_SHARE = 0.3  # default budget on CUDA: this share of the GPU's memory (of a trial's part)
 log = logging.getLogger(__name__)
@@ -34,8 +35,9 @@ log = logging.getLogger(__name__)
 def frozen_layers(model: nn.Module) -> int:
     """How many leading encoder layers are frozen, stateless and so computable once (0: none).
 
-    Only a plain `nn.Sequential` encoder counts (an int8 model in training has observers and
-    fake quantisation in its layers), and the frozen part must hold a conv layer.
+    Only a plain `nn.Sequential` encoder counts, whose layers are made of stateless layers
+    alone (a ResNet's blocks are; an int8 model in training has observers and fake
+    quantisation in its layers), and the frozen part must hold a conv layer.
     """
     encoder = getattr(model, "encoder", None)
     if type(encoder) is not nn.Sequential:
@@ -43,7 +45,8 @@ def frozen_layers(model: nn.Module) -> int:
     count = 0
     for layer in encoder:
         trainable = any(p.requires_grad for p in layer.parameters())
-        if trainable or not isinstance(layer, STATELESS_LAYERS):
+        leaves = [m for m in layer.modules() if not list(m.children())]
+        if trainable or not all(isinstance(m, STATELESS_LAYERS) for m in leaves):
             break
         count += 1
     has_conv = any(isinstance(layer, nn.Conv2d) for layer in list(encoder)[:count])
@@ -128,7 +131,7 @@ class FrozenFeatures:
         layers = frozen_layers(model)
         if layers == 0 or budget <= 0:
             return None
-        trunk = model.encoder[:layers]
+        trunk = model.encoder[:layers].eval()  # frozen: BatchNorm on its statistics
         count = len(feed.split.all_paths)
         channels_last = feed.memory_format == torch.channels_last
         shape, dtype = _output_shape(trunk, feed, precision)

@@ -19,7 +19,8 @@ import torch
 
 from ...errors import UserError
 from ..boq import BoQ
-from ._backbone_keys import dinov2_vitb14_shapes, resnet50_shapes, shapes_of, with_prefix
+from ..encoders import encoder
+from .keys import fits, shapes_of, with_prefix
 from .released import Released
 
 AGGREGATOR_PREFIX = "aggregator."
@@ -49,11 +50,11 @@ def recognise(state_dict: dict) -> Released | None:
         if not backbone or len(backbone) + len(aggregator) != len(state_dict) \
                 or in_channels != channels:
             continue
-        expected = resnet50_shapes(last_layer=3) if arch == "resnet50" else dinov2_vitb14_shapes()
-        if shapes_of(backbone) != expected:
-            return None
         converted = {f"encoder.{key}": value for key, value in backbone.items()}
         converted.update((f"pool.{key}", value) for key, value in aggregator.items())
+        with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+            if not fits(converted, encoder(arch, "boq"), BoQ(channels, **settings)):
+                return None
         return Released(family="boq", arch=arch, aggregator="boq", settings=settings,
                         state_dict=converted, image_size=image_size,
                         descriptor_dim=settings["proj_channels"] * settings["row_dim"])

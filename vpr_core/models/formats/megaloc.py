@@ -16,8 +16,9 @@ import torch
 
 from ..dinov2 import DinoV2, config_of
 from ..megaloc import MegaLoc
+from .keys import fits, renamed
 from .released import Released
-from .salad import fits, renamed, salad_settings
+from .salad import salad_settings
 
 FAMILY = "megaloc"
 RELEASED_URLS = {

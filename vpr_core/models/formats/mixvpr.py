@@ -14,8 +14,10 @@ import math
 import torch
 
 from ...errors import UserError
+from ..encoders import encoder
 from ..mixvpr import MixVPR, map_settings
-from ._backbone_keys import resnet50_shapes, resnet_index_key, shapes_of, with_prefix
+from ..resnet import to_encoder_keys
+from .keys import fits, shapes_of, with_prefix
 from .released import Released
 
 BACKBONE_PREFIX = "backbone.model."
@@ -41,11 +43,15 @@ def recognise(state_dict: dict) -> Released | None:
     if found is None:
         return None
     settings, side = found
-    encoder = {resnet_index_key(key): value for key, value in backbone.items()}
-    if None in encoder or shapes_of(encoder) != resnet50_shapes(last_layer=3):
+    keys = to_encoder_keys(backbone)
+    if len(keys) != len(backbone):  # a key that is no ResNet's (fc, layer4 of a full one...)
         return None
-    converted = {f"encoder.{key}": value for key, value in encoder.items()}
+    converted = {f"encoder.{key}": value for key, value in keys.items()}
     converted.update((f"pool.{key}", value) for key, value in aggregator.items())
+    with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        pool = MixVPR(**map_settings(ENCODER_CHANNELS, (side, side)), **settings)
+        if not fits(converted, encoder("resnet50", "mixvpr"), pool):
+            return None
     size = side * ENCODER_STRIDE
     return Released(family="mixvpr", arch="resnet50", aggregator="mixvpr", settings=settings,
                     state_dict=converted, image_size=(size, size),

@@ -8,10 +8,10 @@ the SALAD pooling. The authors evaluate at 322x322.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..dinov2 import DinoV2, config_of
 from ..salad import SALAD
+from .keys import fits, renamed
 from .released import Released
 
 FAMILY = "salad"
@@ -19,28 +19,6 @@ RELEASED_URL = "https://github.com/serizba/salad/releases/download/v1.0.0/dino_s
 IMAGE_SIZE = (322, 322)
 ENCODER_PREFIX = "backbone.model."
 POOL_PREFIX = "aggregator."
-
-
-def renamed(state_dict: dict, prefixes: dict[str, str]) -> dict | None:
-    """`state_dict` with each key's prefix replaced by its value in `prefixes` (the first that
-    matches); None when a key has none of them."""
-    out = {}
-    for key, value in state_dict.items():
-        old = next((prefix for prefix in prefixes if key.startswith(prefix)), None)
-        if old is None:
-            return None
-        out[prefixes[old] + key[len(old):]] = value
-    return out
-
-
-def fits(state_dict: dict, encoder: nn.Module, pool: nn.Module) -> bool:
-    """Whether `state_dict` has exactly the keys and shapes of `encoder.*` and `pool.*`."""
-    expected = {f"{prefix}.{key}": tuple(value.shape)
-                for prefix, module in (("encoder", encoder), ("pool", pool))
-                for key, value in module.state_dict().items()}
-    return (set(state_dict) == set(expected)
-            and all(isinstance(state_dict[key], torch.Tensor)
-                    and tuple(state_dict[key].shape) == shape for key, shape in expected.items()))
 
 
 def salad_settings(state_dict: dict, prefix: str) -> dict | None:
