@@ -156,16 +156,18 @@ def rank(settings: RetrievalSettings) -> tuple:
     """(checkpoint source, its `ModelShape`, the `Split`, the `EvalResult` with predictions
     [M, min(20, N)]); every input is checked before the checkpoint is fetched."""
     source, defaults, fetch = _checkpoint_source(settings)
-    split, image_size = _split(settings, defaults)
+    split, image_size, given = _split(settings, defaults)
     if settings.top_k > split.num_database:
         raise UserError(f"--top-k {settings.top_k} exceeds the {split.num_database} database "
                         f"images of {split.dataset} {split.split}")
-    from vpr_core.models.encoders import feature_map_size
+    from vpr_core.models.encoders import feature_map_size, fitting_size
     from vpr_core.stages.starting_model import model_from_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
-        model, checkpoint, shape, _ = model_from_checkpoint(fetch(Path(scratch)))
-    feature_map_size(shape.arch, image_size)
+        model, checkpoint, shape, authors_size = model_from_checkpoint(fetch(Path(scratch)))
+    if not given:  # as eval: a released file's authors' size, a ViT's whole patches
+        image_size = fitting_size(shape.arch, authors_size or image_size)
+    feature_map_size(shape.arch, image_size, shape.aggregator)
     return source, shape, split, _evaluate(model, checkpoint, split, image_size, settings)
 
 
@@ -199,7 +201,7 @@ def _split(settings: RetrievalSettings, defaults: dict):
     size = settings.image_size or defaults.get("image_size")
     # 'native': images keep their sizes ('mixed', as sweeps logged it before)
     size = None if size in (None, "mixed", "native") else size
-    return split, resolve_image_size(split, parse_image_size(size))
+    return split, resolve_image_size(split, parse_image_size(size)), size is not None
 
 
 def _evaluate(model, checkpoint: dict, split, image_size, settings: RetrievalSettings):

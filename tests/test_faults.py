@@ -124,10 +124,10 @@ def most_at_once(intervals) -> int:
 
 def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root, tmp_path,
                                                   monkeypatch):
-    """12 trials through 2 slots, on a dataset in the @UTM@ folder layout."""
+    """6 trials through 2 slots, on a dataset in the @UTM@ folder layout."""
     monkeypatch.chdir(tmp_path)
     raw = copy.deepcopy(TINY_SPEC)
-    raw["search"].update(num_samples=12)
+    raw["search"].update(num_samples=6)
     raw["search"]["space"]["arch"] = ["alexnet"]
     raw["train"]["epochs"] = 1
     raw["resources"] = {"max_concurrent": 2}
@@ -136,7 +136,7 @@ def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root
     spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert result.concurrency == 2
-    assert len(result.rows) == 12 and len({r.trial_id for r in result.rows}) == 12
+    assert len(result.rows) == 6 and len({r.trial_id for r in result.rows}) == 6
     assert all(r.status == "FINISHED" and r.epochs == 1 and r.recalls for r in result.rows)
     assert not (tmp_path / "synthetic").exists()  # the folder dataset was used, not the spec's
     client = MlflowClient(spec.tracking_uri)
@@ -149,8 +149,8 @@ def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root
 
 def test_ctrl_c_stops_safely_and_the_sweep_resumes(tmp_path):
     raw = copy.deepcopy(TINY_SPEC)
-    raw["train"]["epochs"] = 3
-    raw["search"]["scheduler"]["grace_period"] = 3
+    raw["train"]["epochs"] = 2
+    raw["search"]["scheduler"]["grace_period"] = 2
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(raw))
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
@@ -160,8 +160,8 @@ def test_ctrl_c_stops_safely_and_the_sweep_resumes(tmp_path):
             [sys.executable, "-m", "orchestrator", "sweep", "--config", str(spec)],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            # a trial has finished an epoch (the sweep prints `[trial] epoch 1/3: loss ...`)
-            marker = re.compile(r"^\[\S+ [^\]]*\] epoch \d+/3: loss ", re.MULTILINE)
+            # a trial has finished an epoch (the sweep prints `[trial] epoch 1/2: loss ...`)
+            marker = re.compile(r"^\[\S+ [^\]]*\] epoch \d+/2: loss ", re.MULTILINE)
             deadline = time.time() + 300
             while time.time() < deadline and driver.poll() is None \
                     and not marker.search(log_path.read_text()):

@@ -83,6 +83,13 @@ def freeze_pretrained_layers(encoder_module: nn.Module, arch: str,
             parameter.requires_grad = False
 
 
+def fitting_size(arch: str, size: tuple[int, int]) -> tuple[int, int]:
+    """`size` (H, W), for a ViT rounded to whole patches (as MegaLoc's authors do)."""
+    if check_arch(arch) in CNNS + RESNETS:
+        return tuple(size)
+    return tuple(max(1, round(side / PATCH)) * PATCH for side in size)
+
+
 def feature_map_size(arch: str, image_size: tuple[int, int], aggregator: str = "netvlad"
                      ) -> tuple[int, int]:
     """(H', W') of the encoder's feature map (for `aggregator`) for images of `image_size`

@@ -17,7 +17,7 @@ from ..evaluation.recall import EvalResult, evaluate
 from ..fileio import write_atomic, write_json_atomic
 from ..models.catalog import PATCH, is_vit
 from ..models.checkpoints import checkpoint_file
-from ..models.encoders import feature_map_size
+from ..models.encoders import feature_map_size, fitting_size
 from ..runtime import prepare_model, resolve_device, seed_everything
 from .starting_model import fresh_model, model_from_checkpoint
 
@@ -69,7 +69,7 @@ def _image_size(config: EvalConfig, split) -> tuple[int, int]:
     rounded to whole patches (as MegaLoc's authors do)."""
     size = resolve_image_size(split, config.image_size)
     if config.image_size is None and is_vit(config.arch):
-        fitted = tuple(max(1, round(side / PATCH)) * PATCH for side in size)
+        fitted = fitting_size(config.arch, size)
         if fitted != size:
             log.info("%s takes whole %d-pixel patches: images of %dx%d are evaluated at "
                      "%dx%d", config.arch, PATCH, *size, *fitted)
