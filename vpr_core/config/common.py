@@ -121,13 +121,14 @@ class CommonConfig:
                               choices=AGGREGATORS, aliases=("--pooling",), formerly=("pooling",),
                               roles=(RESTORED, LOGGED, SPEC))
     num_clusters: int | None = setting(
-        None, "clusters of NetVLAD (and SALAD)", group=MODEL, aliases=("--num_clusters",),
+        None, "clusters of NetVLAD, SALAD and MegaLoc", group=MODEL, aliases=("--num_clusters",),
         metavar="K", parse=int, minimum=1, roles=(RESTORED, LOGGED, SPEC),
         only_with={"aggregator": CLUSTERING},
         shown_default=str(defaults("netvlad")["num_clusters"]))
     weights: str = setting(
-        "imagenet", "encoder initialisation (ImageNet weights from torchvision's cache, none, "
-        "or a weight file)", group=MODEL, metavar="imagenet|none|PATH",
+        "imagenet", "encoder initialisation: its authors' pretrained weights (torchvision's "
+        "ImageNet files, DINOv2's own) from torch's hub cache, none, or a weight file",
+        group=MODEL, metavar="imagenet|none|PATH",
         switches=(Switch("--fromscratch", "none", "same as --weights none"),),
         roles=(RESTORED, LOGGED, SPEC))
     cache_dir: Path = setting(Path("cache"), "centroid files and caches", metavar="DIR",

@@ -41,7 +41,7 @@ def _from_checkpoint(name: str, roles=(LOGGED,)):
 
 
 @dataclass(frozen=True)
-class EvalConfig(CommonConfig, AggregatorSettings):
+class EvalConfig(AggregatorSettings, CommonConfig):
     split: str = split_setting("val")
     resume: Path | None = resume_setting("checkpoint file or run folder to evaluate",
                                          shown_default="the untrained model")

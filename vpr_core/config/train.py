@@ -23,7 +23,7 @@ def _sgd(name: str, help: str, aliases=(), **bounds):
 
 
 @dataclass(frozen=True)
-class TrainConfig(CommonConfig, AggregatorSettings):
+class TrainConfig(AggregatorSettings, CommonConfig):
     run_dir: Path | None = setting(None, "the run's folder", group=TRAINING, metavar="DIR",
                                    shown_default="./runs/<timestamp>_<arch>_<aggregator>",
                                    roles=(PER_TRIAL,))
