@@ -136,7 +136,7 @@ def retrievals(settings: RetrievalSettings) -> dict:
                       for q, m in enumerate(top_k[:, 0])], dtype=bool)
     chosen = choose_queries(wrong, settings.queries, settings.seed, settings.only_wrong)
     rows = _rows(split, chosen, top_k[chosen], positives)
-    title = (f"Top-{settings.top_k} matches of {shape.arch} K={shape.num_clusters} on "
+    title = (f"Top-{settings.top_k} matches of {shape.label} on "
              f"{split.dataset} {split.split} (green: within {split.pos_dist_thr:g} m, red: not)")
     from .plots import save
 
@@ -144,7 +144,8 @@ def retrievals(settings: RetrievalSettings) -> dict:
     save(draw_grid(rows, settings.top_k, title, _first_size(split)), out)
     green = sum(m["positive"] for row in rows for m in row["matches"])
     return {"out": str(out), "checkpoint": source, "run_id": settings.run_id,
-            "arch": shape.arch, "num_clusters": shape.num_clusters, "dataset": split.dataset,
+            "model": shape.label, "arch": shape.arch, "aggregator": shape.aggregator,
+            "num_clusters": shape.num_clusters, "dataset": split.dataset,
             "split": split.split, "top_k": settings.top_k,
             "recalls": named_recalls(result.recalls),
             "only_wrong": settings.only_wrong, "wrong_top1": int(wrong.sum()),
