@@ -24,6 +24,8 @@ from ..settings import (
     Switch,
     check,
     declared,
+    default_text,
+    redeclared,
     setting,
     shown,
 )
@@ -93,6 +95,14 @@ def resume_setting(help: str, shown_default: str | None = None):
 def ckpt_setting():
     return setting("latest", "which checkpoint of the run --resume reads", group=TRAINING,
                    choices=CKPT_CHOICES, roles=(PER_TRIAL,))
+
+
+def from_checkpoint(name: str, roles=(LOGGED,)):
+    """A model setting that a checkpoint decides; without one, CommonConfig's default (which
+    `validate` fills in)."""
+    shown_default = f"the checkpoint's, else {default_text(CommonConfig, name)}"
+    return redeclared(CommonConfig, name, default=None, shown_default=shown_default,
+                      roles=frozenset(roles))
 
 
 def centroids_setting(help: str):
