@@ -1,4 +1,4 @@
-"""`python -m dashboards <verb>`: compare, report, retrievals, compress-report.
+"""`python -m dashboards <verb>`: compare, report, retrievals, compress-report, benchmark.
 
 Each verb turns flags into a call of its module's plain function, prints what it wrote and,
 with `--json FILE`, writes the summary of what was drawn. A user's mistake is a `UserError`:
@@ -51,8 +51,23 @@ def build_parser(verb: str | None = None) -> arguments.OneLineParser:
                         help="folder for index.html and its pictures (replaced if a report)")
     report.add_argument("--mlflow-url", metavar="URL",
                         help="MLflow UI address (http://host:port) to link each trial to")
+    _add_benchmark(verbs)
     _add_retrievals(verbs, full=verb == "retrievals")
     return parser
+
+
+def _add_benchmark(verbs) -> None:
+    benchmark = verbs.add_parser("benchmark", help="a benchmark's models x test sets table "
+                                                   "as an HTML page and a PNG")
+    _common(benchmark, experiment=False)
+    benchmark.add_argument("--experiment", metavar="NAME",
+                           help="MLflow experiment name (default: any)")
+    which = benchmark.add_mutually_exclusive_group()
+    which.add_argument("--name", metavar="NAME", help="the latest benchmark of this name "
+                                                      "(default: the latest benchmark)")
+    which.add_argument("--parent", metavar="RUN_ID", help="the benchmark with this parent run")
+    benchmark.add_argument("--out", required=True, metavar="DIR",
+                           help="folder for index.html and benchmark.png")
 
 
 def _add_compare(verbs) -> None:
@@ -147,12 +162,22 @@ def run_compress_report(args) -> tuple[dict, list[str]]:
     return summary, lines
 
 
+def run_benchmark(args) -> tuple[dict, list[str]]:
+    from .benchmark_report import benchmark_report
+
+    summary = benchmark_report(args.tracking_uri, args.experiment, args.name, args.parent,
+                               Path(args.out))
+    return summary, [f"wrote {summary['index']} and {summary['picture']} (benchmark "
+                     f"{summary['name']}: {len(summary['models'])} models x "
+                     f"{len(summary['test_sets'])} test sets)", *summary["table"]]
+
+
 def _number(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 VERBS = {"compare": run_compare, "report": run_report, "retrievals": run_retrievals,
-         "compress-report": run_compress_report}
+         "compress-report": run_compress_report, "benchmark": run_benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

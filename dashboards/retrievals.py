@@ -18,7 +18,6 @@ import numpy as np
 from vpr_core.config.common import CommonConfig, ckpt_setting, split_setting
 from vpr_core.errors import UserError
 from vpr_core.settings import check, redeclared, setting
-from vpr_tracking.names import CHECKPOINT_ARTIFACT
 
 from .style import NEGATIVE_COLOUR, POSITIVE_COLOUR
 
@@ -181,13 +180,11 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
     if settings.resume is not None:
         path = checkpoint_file(Path(settings.resume).expanduser().absolute(), settings.ckpt)
         return str(path), read_flags(path), lambda scratch: path
+    from vpr_tracking.run_checkpoint import run_checkpoint
     from vpr_tracking.store import as_store
 
-    store = as_store(settings.tracking_uri)
-    run = store.run(settings.run_id, with_history=False)
-    store.require_artifact(settings.run_id, CHECKPOINT_ARTIFACT)
-    return (f"runs:/{settings.run_id}/{CHECKPOINT_ARTIFACT}", dict(run.params),
-            lambda scratch: store.download(settings.run_id, CHECKPOINT_ARTIFACT, scratch))
+    found = run_checkpoint(as_store(settings.tracking_uri), settings.run_id)
+    return found.source, dict(found.run.params), found.fetch
 
 
 def _split(settings: RetrievalSettings, defaults: dict):

@@ -209,9 +209,13 @@ def _stage_settings(train: dict, config, what: str) -> None:
 def load_spec(path: Path | None) -> SweepSpec:
     """Read a YAML spec (default: the embedded `smoke.yaml`)."""
     path = Path(path) if path is not None else DEFAULT_SPEC
+    return spec_from_dict(read_mapping(path, "experiments/smoke.yaml"), str(path))
+
+
+def read_mapping(path: Path, example: str) -> dict:
+    """The mapping of sections a YAML spec file holds (`example` names a file like it)."""
     if not path.is_file():
-        raise UserError(f"--config {path} does not exist; pass a YAML file like "
-                        f"experiments/smoke.yaml")
+        raise UserError(f"--config {path} does not exist; pass a YAML file like {example}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -220,22 +224,28 @@ def load_spec(path: Path | None) -> SweepSpec:
         raise UserError(f"{path} is not valid YAML{where}; fix the file") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a mapping of sections")
-    return spec_from_dict(raw, str(path))
+    return raw
 
 
-def spec_from_dict(raw: dict, source: str) -> SweepSpec:
-    """The spec a YAML mapping describes: every key read from where its setting says."""
-    raw = copy.deepcopy(raw)
-    keys = {name: meta.spec_key for name, meta in declared(SweepSpec) if meta.spec_key}
+def spec_values(raw: dict, cls, source: str) -> dict:
+    """{setting: value} of the settings of `cls` that the mapping `raw` holds, each read from
+    where its `spec_key` says; a key that is no setting's is a `UserError`."""
+    keys = {name: meta.spec_key for name, meta in declared(cls) if meta.spec_key}
     _check_keys(raw, set(keys.values()), source)
     values = {}
     for name, key in keys.items():
         found, value = _lookup(raw, key)
         if found and value is not None:
             values[name] = value
-    values["synthetic"] = _section(values.get("synthetic"), set(names_with(SynthConfig, SPEC)),
+    return values
+
+
+def spec_from_dict(raw: dict, source: str) -> SweepSpec:
+    """The spec a YAML mapping describes: every key read from where its setting says."""
+    values = spec_values(copy.deepcopy(raw), SweepSpec, source)
+    values["synthetic"] = section(values.get("synthetic"), set(names_with(SynthConfig, SPEC)),
                                    f"{source}: data.synthetic")
-    values["space"] = search_space.parse_space(_section(values.get("space"), None,
+    values["space"] = search_space.parse_space(section(values.get("space"), None,
                                                         f"{source}: search.space"),
                                                f"{source}: search.space")
     values["start_with"] = tuple(values.get("start_with") or ())
@@ -243,17 +253,17 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     if "data_root" in values:
         values["data_root"] = Path(values["data_root"]).expanduser()
     if values.get("evaluate") is not None:
-        _section(values["evaluate"], set(EVALUATE_KEYS), f"{source}: evaluate")
+        section(values["evaluate"], set(EVALUATE_KEYS), f"{source}: evaluate")
     if values.get("compress") is not None:
-        _section(values["compress"], COMPRESS_KEYS, f"{source}: compress")
+        section(values["compress"], COMPRESS_KEYS, f"{source}: compress")
     return SweepSpec(**values)
 
 
 def _train_section(train, source: str) -> dict:
-    train = _section(train, None, f"{source}: train")
+    train = section(train, None, f"{source}: train")
     if "amp" in train:  # specs written before --precision
         train.setdefault("precision", "bf16" if train.pop("amp") else "fp32")
-    _section(train, train_keys(), f"{source}: train")
+    section(train, train_keys(), f"{source}: train")
     if "image_size" in train:
         train["image_size"] = parse_image_size(train["image_size"])
     return train
@@ -286,7 +296,7 @@ def _lookup(raw: dict, key: str) -> tuple[bool, object]:
     return True, section
 
 
-def _section(value, allowed: set | None, where: str) -> dict:
+def section(value, allowed: set | None, where: str) -> dict:
     """A mapping section (None: empty), its keys among `allowed` when given."""
     if value is None:
         return {}

@@ -48,6 +48,10 @@ class EvalConfig(AggregatorSettings, CommonConfig):
         None, "also write the database's and the queries' descriptors to DIR as "
         "database_descriptors.npy and queries_descriptors.npy (with images.json, their paths)",
         metavar="DIR", group=DATA)
+    positive_dist: float | None = setting(
+        None, "a database image within this many metres of a query is a positive for Recall@N",
+        metavar="METRES", parse=float, positive=True, group=DATA, roles=(LOGGED,),
+        shown_default="the dataset's posDistThr, 25 m")
 
     def validate(self) -> EvalConfig:
         """A resolved copy: without a checkpoint, the model settings' defaults; with one,
