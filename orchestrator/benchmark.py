@@ -103,7 +103,7 @@ def _checked_model(entry: ModelEntry, source: str, path: Path, run_name: str | N
     label = entry.label or run_name or _file_label(path)
     return BenchmarkModel(_unique(label, labels), source, path,
                           family_of(loaded.checkpoint, path, loaded.shape.aggregator),
-                          loaded.shape.describe())
+                          loaded.shape.label)
 
 
 def _locate(given: str, ckpt: str, runs_store: Callable, scratch: Path

@@ -9,6 +9,8 @@ from vpr_tracking.flags import add_tracking
 
 from .benchmark_spec import EXAMPLE, add_flags, benchmark_spec
 
+TABLE_FOLDER = "table"  # the parent run's artifact folder of the page and its PNG
+
 
 def add_parser(verbs) -> None:
     parser = verbs.add_parser(
@@ -39,7 +41,9 @@ def run(args) -> None:
 
     with tempfile.TemporaryDirectory(prefix="benchmark-") as scratch:
         plan = prepare(spec, runs_store, Path(scratch))
-        parent, results = evaluate_all(plan, Tracker(uri, experiment))
+        tracker = Tracker(uri, experiment)
+        parent, results = evaluate_all(plan, tracker)
+        _log_page(tracker, uri, parent, Path(scratch) / "page")
     payload = {"benchmark": plan.label, "name": plan.name, "experiment": experiment,
                "mlflow_parent_run_id": parent, "mlflow_ui": ui_command(uri),
                "protocol": {"split": plan.base.split, "positive_dist": plan.base.positive_dist,
@@ -53,6 +57,20 @@ def run(args) -> None:
     arguments.emit(args, payload, _lines(plan, parent, results, uri, experiment))
 
 
+def _log_page(tracker, uri: str, parent: str, folder: Path) -> None:
+    """The table as the dashboards page and PNG, logged to the parent run under `table/`, so
+    that MLflow shows it beside the numbers."""
+    from dashboards.benchmark_report import benchmark_report
+    from vpr_core.log import log
+
+    try:
+        benchmark_report(uri, None, None, parent, folder)
+        tracker.store.log_folder(parent, folder, TABLE_FOLDER)
+    except Exception as error:  # noqa: BLE001 - a page problem must not cost the results
+        log.warning(f"the benchmark page could not be logged ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0][:200]})")
+
+
 def _lines(plan, parent: str, results: list, uri: str, experiment: str) -> list[str]:
     from dashboards.benchmark_table import BenchmarkTable, text_lines
     from vpr_tracking.uri import ui_command
@@ -64,7 +82,8 @@ def _lines(plan, parent: str, results: list, uri: str, experiment: str) -> list[
             *text_lines(BenchmarkTable.of(results)), "",
             f"logged to MLflow experiment {experiment} as run {parent} (a child per model and "
             f"test set); open: {ui_command(uri)}",
-            f"as a page: python -m dashboards benchmark --tracking-uri {uri} --parent {parent} "
+            f"the table as a page: the run's artifacts {TABLE_FOLDER}/, or python -m "
+            f"dashboards benchmark --tracking-uri {uri} --parent {parent} "
             f"--out benchmark/"]
 
 

@@ -133,6 +133,11 @@ def test_mlflow_holds_the_protocol_and_a_child_per_model_and_test_set(bench, ben
                 "data_root", "split"} <= set(child.data.params)
     gem = next(c for c in children if c.data.tags["model"] == "alexnet-gem")
     assert gem.data.params["aggregator"] == "gem"
+    # the table itself, as a page and a picture in the parent's artifacts
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "table")}
+    assert logged == {"table/index.html", "table/benchmark.png"}
+    page = Path(client.download_artifacts(parent.info.run_id, "table/index.html"))
+    assert all(label in page.read_text() for label in benchmarked["labels"])
     assert gem.data.params["checkpoint"].startswith(f"runs:/{bench['gem_run']}")
 
 
