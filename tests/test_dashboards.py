@@ -41,6 +41,7 @@ from vpr_tracking.search_space import (
     space_from_params,
     space_params,
     table_cells,
+    table_dimensions,
     table_header,
 )
 
@@ -137,10 +138,22 @@ def test_the_search_space_is_read_back_from_a_sweep_parent():
 
 
 def test_a_trial_without_values_keeps_the_table_columns():
-    full = table_cells({"arch": "vgg16", "num_clusters": 16, "margin": 0.1, "lr": 1e-4})
+    netvlad = {"arch": "vgg16", "aggregator": "netvlad", "num_clusters": 16, "margin": 0.1,
+               "lr": 1e-4}
+    gem = {"arch": "resnet18", "aggregator": "gem", "gem_p": 3.0, "margin": 0.1, "lr": 1e-4}
+    full = table_cells(netvlad)
     assert len(table_header()) == len(full) == len(table_cells({}))
-    assert full.split() == ["vgg16", "16", "0.100", "1.00e-04"]
     assert table_cells({}).split() == ["-"] * len(DIMENSIONS)
+    # a column for each aggregator setting some trial has; '-' where a trial has not
+    columns = table_dimensions([netvlad, gem])
+    assert [d.name for d in columns] == ["arch", "aggregator", "num_clusters", "gem_p",
+                                         "margin", "lr"]
+    assert table_header(columns).split() == ["arch", "aggregator", "K", "p", "margin", "lr"]
+    assert table_cells(netvlad, columns).split() == ["vgg16", "netvlad", "16", "-", "0.100",
+                                                     "1.00e-04"]
+    assert table_cells(gem, columns).split() == ["resnet18", "gem", "-", "3.00", "0.100",
+                                                 "1.00e-04"]
+    assert [d.name for d in table_dimensions([])] == ["arch", "aggregator", "margin", "lr"]
 
 
 def test_frames_follow_the_ground_truth_on_a_constructed_case():

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..data.image_feed import DECODE_CHOICES, DEFAULT_STORE_GB, decodes_on_gpu
 from ..errors import UserError
 from ..models.aggregators import defaults
-from ..models.catalog import AGGREGATORS, ARCHES
+from ..models.catalog import AGGREGATORS, ARCHES, backbone_problem
 from ..models.checkpoints import CKPT_CHOICES
 from ..runtime import PRECISIONS, default_workers, resolve_device, resolve_precision
 from ..settings import (
@@ -194,6 +194,9 @@ class CommonConfig:
         """`weights_loaded`: the encoder's weights are read from `weights` (not from a
         checkpoint), so a weight file must exist."""
         decodes_on_gpu(self.decode, resolve_device(self.device))  # --decode gpu needs CUDA
+        problem = self.arch and self.aggregator and backbone_problem(self.arch, self.aggregator)
+        if problem:
+            raise UserError(problem)
         if weights_loaded and self.weights not in (None, *WEIGHT_CHOICES) \
                 and not Path(self.weights).is_file():
             raise UserError(f"--weights {self.weights!r} is neither imagenet, none nor an "
