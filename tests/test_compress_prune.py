@@ -145,7 +145,7 @@ def test_finetuning_lowers_the_triplet_loss_and_keeps_the_pruning(synth_root, tm
                                                                   structure):
     config = TrainConfig(data_root=synth_root, arch="alexnet", num_clusters=4, weights="none",
                          cache_dir=tmp_path / "cache", run_dir=tmp_path / "run", epochs=3,
-                         workers=0, show_progress=False, lr=1e-3, seed=0)
+                         workers=0, show_progress=False, lr=1e-3, seed=0).validate()
     model, _ = fresh_model(config, open_split(synth_root, "train"))
     losses, trained = [], {}
 

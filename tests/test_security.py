@@ -119,14 +119,13 @@ def new_store(folder) -> str:
     return uri
 
 
-def test_the_mlflow_ui_listens_on_loopback_only(tmp_path):
-    with running_ui(new_store(tmp_path), tmp_path) as (_, port):
-        addresses = listening_addresses(port)
-        assert addresses, "the UI never listened"
-        # 127.0.0.1 as /proc writes it (little-endian hex), or ::1 / v4-mapped 127.0.0.1
-        loopback = {"0100007F", "00000000000000000000000001000000",
-                    "0000000000000000FFFF00000100007F"}
-        assert addresses <= loopback, addresses
+def assert_loopback_only(port: int) -> None:
+    addresses = listening_addresses(port)
+    assert addresses, "the UI never listened"
+    # 127.0.0.1 as /proc writes it (little-endian hex), or ::1 / v4-mapped 127.0.0.1
+    loopback = {"0100007F", "00000000000000000000000001000000",
+                "0000000000000000FFFF00000100007F"}
+    assert addresses <= loopback, addresses
 
 
 def test_a_busy_port_is_one_line_and_exit_2(tmp_path):
@@ -155,9 +154,11 @@ def leftovers(pids, port: int, seconds: float) -> list[str]:
 
 @pytest.mark.parametrize("stop", ["kill", "ctrl-c"])
 def test_stopping_the_ui_stops_its_server(tmp_path, stop):
-    """`kill PID` (a service manager, a script) or Ctrl-C in its terminal: the command ends,
-    and so does every process it started (mlflow server, uvicorn): the port is free again."""
+    """The UI listens on the loopback interface only. `kill PID` (a service manager, a
+    script) or Ctrl-C in its terminal: the command ends, and so does every process it started
+    (mlflow server, uvicorn): the port is free again."""
     with running_ui(new_store(tmp_path), tmp_path) as (ui, port):
+        assert_loopback_only(port)
         server = descendants(ui.pid)
         assert server, "the UI started no server process"
         if stop == "kill":

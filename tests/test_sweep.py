@@ -3,6 +3,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -122,36 +123,67 @@ def write_tiny_spec(folder: Path, **changes) -> Path:
     return path
 
 
-def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path):
-    """A resumed sweep takes its define-by-run sampler back from the searcher's state."""
+def start_driver(argv: list, log_path: Path, cwd: Path) -> subprocess.Popen:
+    """`python -m orchestrator ARGV` in its own process group (as a terminal runs it), its
+    output into `log_path`."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "orchestrator", *map(str, argv)],
+                                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_for_an_epoch(driver: subprocess.Popen, log_path: Path) -> None:
+    """Until a trial of `driver` has finished an epoch (`[trial] epoch 1/2: loss ...`)."""
+    marker = re.compile(r"^\[\S+ [^\]]*\] epoch \d+/2: loss ", re.MULTILINE)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None \
+            and not marker.search(log_path.read_text()):
+        time.sleep(0.5)
+    if not marker.search(log_path.read_text()):
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        raise AssertionError("no trial finished an epoch:\n" + log_path.read_text()[-3000:])
+
+
+def test_a_killed_then_interrupted_sweep_resumes_without_duplicate_runs(tmp_path):
+    """SIGKILL of the driver (and the local Ray it started), then Ctrl-C of the resumed
+    driver, then a second resume: each trial run once, each epoch logged once. A resumed
+    sweep takes its define-by-run sampler back from the searcher's state."""
     space = {**TINY_SPEC["search"]["space"], **TWO_AGGREGATORS}
     spec = write_tiny_spec(tmp_path, train__epochs=2, search__num_samples=3,
                            search__space=space)
-    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
-    argv = [sys.executable, "-m", "orchestrator", "sweep", "--config", str(spec),
-            "--storage", str(tmp_path / "ray_results")]
-    log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and "epoch 1/2" not in (tmp_path / "first.log").read_text():
-        time.sleep(1)
-    assert "epoch 1/2" in (tmp_path / "first.log").read_text()
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    argv = ["sweep", "--config", spec, "--storage", tmp_path / "ray_results"]
+    first = start_driver(argv, tmp_path / "first.log", tmp_path)
+    wait_for_an_epoch(first, tmp_path / "first.log")
+    os.killpg(first.pid, signal.SIGKILL)
     first.wait()
 
-    done = run_cli("sweep", "--config", spec, "--resume", "--storage", tmp_path / "ray_results",
-                   "--json", "resumed.json", cwd=tmp_path, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((tmp_path / "resumed.json").read_text())
     # --resume without --name continues the latest sweep of this spec
-    assert summary["name"].startswith("tiny-") and not summary["interrupted"]
+    second = start_driver([*argv, "--resume"], tmp_path / "second.log", tmp_path)
+    wait_for_an_epoch(second, tmp_path / "second.log")
+    os.killpg(second.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    second.wait(timeout=300)
+    output = (tmp_path / "second.log").read_text()
+    assert second.returncode == 130, output[-3000:]
+    match = re.search(r"resume with `(python -m orchestrator sweep --resume [^`]+)`", output)
+    assert match, output[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("netvlad-tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert any(r.info.status == "KILLED" for r in runs if r.data.tags.get("kind") == "trial")
+    assert [r.info.status for r in runs if r.data.tags.get("kind") == "sweep"] == ["KILLED"]
+
+    done = run_cli(*match.group(1).split()[3:], "--json", "resumed.json", cwd=tmp_path,
+                   timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "resumed.json").read_text())
+    assert summary["name"].startswith("tiny-") and not summary["interrupted"]
     parent = summary["parent_run_id"]
     children = children_of(client, experiment.experiment_id, parent)
     trial_ids = [c.data.tags["trial_id"] for c in children]
-    assert len(trial_ids) == len(set(trial_ids)) == 3
+    assert len(trial_ids) == len(set(trial_ids)) == len(summary["trials"]) == 3
     assert all(c.info.status == "FINISHED" for c in children), \
         [(c.data.tags["trial_id"], c.info.status, c.data.tags.get("stop_reason")) for c in children]
     for child in children:
@@ -168,9 +200,9 @@ def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path):
         for metric in ("recall_at_5", "loss"):
             steps = [m.step for m in client.get_metric_history(child.info.run_id, metric)]
             assert steps == list(range(1, epochs + 1)), (metric, steps, epochs)
-    sweeps = [r for r in client.search_runs([experiment.experiment_id])
-              if r.data.tags.get("kind") == "sweep"]
-    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    runs = client.search_runs([experiment.experiment_id])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert [r.info.status for r in runs if r.data.tags.get("kind") == "sweep"] == ["FINISHED"]
 
 
 def free_port() -> int:
