@@ -121,7 +121,7 @@ def choose_cities(root: Path, cities: str) -> list[str]:
     chosen = [c.strip() for c in cities.split(",") if c.strip()]
     missing = [c for c in chosen if c not in present]
     if missing or not chosen:
-        raise UserError(f"MSLS split {cities!r}: no city {', '.join(missing) or cities!r} under "
+        raise UserError(f"MSLS split {cities!r}: no city {', '.join(missing) or cities} under "
                         f"{root / 'train_val'} (found: {', '.join(present) or 'none'}); use "
                         f"--split train, val or a comma-separated list of cities")
     return chosen
