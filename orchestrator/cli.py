@@ -30,7 +30,8 @@ def build_parser() -> arguments.OneLineParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=arguments.OneLineParser)
     verbs.required = True
     stages = (
-        ("synth", SynthConfig, "write a synthetic dataset (Pittsburgh or @UTM@ folder layout)"),
+        ("synth", SynthConfig,
+         "write a synthetic dataset (Pittsburgh, @UTM@ folder, GSV-Cities or MSLS layout)"),
         ("cluster", ClusterConfig, "k-means centroids for NetVLAD's initialisation"),
         ("train", TrainConfig, "train NetVLAD with triplet loss"),
         ("eval", EvalConfig, "Recall@1/5/10/20 of a checkpoint on a split"),
@@ -100,7 +101,7 @@ def run_synth(args) -> None:
     from vpr_core.data.synthetic import write_synthetic
 
     result = write_synthetic(make_config(SynthConfig, args))
-    counts = ", ".join(f"{split}: {c['database']} database + {c['queries']} queries"
+    counts = ", ".join(f"{split}: " + " + ".join(f"{n} {kind}" for kind, n in c.items())
                        for split, c in result["splits"].items())
     emit(args, result, [f"wrote a synthetic {result['layout']} dataset to {result['out']} "
                         f"({counts}; {result['image_size']} images)"])

@@ -115,12 +115,13 @@ class CommonConfig:
     """Settings shared by clustering, training, evaluation and compression."""
 
     data_root: Path = setting(
-        Path("data"), "dataset root: Pittsburgh layout (ROOT/datasets/*.mat) or @UTM@ folders "
-        "(ROOT/images/<split>/{database,queries})", group=DATA, metavar="DIR",
-        roles=(RESTORED, LOGGED, PER_TRIAL))
+        Path("data"), "dataset root: Pittsburgh layout (ROOT/datasets/*.mat), @UTM@ folders "
+        "(ROOT/images/<split>/{database,queries}) or MSLS (ROOT/train_val/<city>/)", group=DATA,
+        metavar="DIR", roles=(RESTORED, LOGGED, PER_TRIAL))
     dataset: str | None = setting(
         None, "Pittsburgh layout: which <name>_<split>.mat when several are present (e.g. "
-        "pitts30k)", group=DATA, roles=(RESTORED, LOGGED, PER_TRIAL), shown_default="the only one")
+        "pitts30k); MSLS: the query set, msls (official, 740 on val) or msls-all", group=DATA,
+        roles=(RESTORED, LOGGED, PER_TRIAL), shown_default="the only one")
     image_size: tuple[int, int] | None = setting(
         None, "resize every image to HxW", group=DATA, metavar="HxW",
         roles=(RESTORED, LOGGED, SPEC), shown_default="native size, as the reference",

@@ -1,26 +1,35 @@
-"""One dataset interface behind both layouts: `open_split(root, split)` returns a `Split`."""
+"""One dataset interface behind every layout: `open_split(root, split)` returns a `Split`
+(Pittsburgh, @UTM@ folders, MSLS), `open_places(root)` a `PlaceSet` (GSV-Cities, MSLS)."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
 from ..errors import UserError
-from . import pittsburgh, utm_folder
+from . import gsv_cities, msls, pittsburgh, utm_folder
 from .images import check_images
+from .places import PlaceSet
 from .split import Split
 
 
 def detect_layout(root: Path) -> str:
-    """'pittsburgh' when ROOT/datasets/*.mat exist, 'folder' when ROOT/images/ exists."""
+    """'pittsburgh' when ROOT/datasets/*.mat exist, 'folder' when ROOT/images/ exists,
+    'gsv-cities' when ROOT/Dataframes/*.csv exist, 'msls' when ROOT/train_val/ exists."""
     if not root.is_dir():
         raise UserError(f"data root {root} does not exist; fix --data-root")
     if any(pittsburgh.struct_dir(root).glob("*.mat")):
         return "pittsburgh"
     if (root / "images").is_dir():
         return "folder"
+    if any(gsv_cities.dataframes_dir(root).glob("*.csv")):
+        return "gsv-cities"
+    if (root / "train_val").is_dir():
+        return "msls"
     raise UserError(
-        f"no dataset under {root}: expected ROOT/datasets/<name>_<split>.mat (Pittsburgh layout) "
-        f"or ROOT/images/<split>/{{database,queries}}/ (@UTM@ folder layout); fix --data-root")
+        f"no dataset under {root}: expected ROOT/datasets/<name>_<split>.mat (Pittsburgh layout), "
+        f"ROOT/images/<split>/{{database,queries}}/ (@UTM@ folder layout), "
+        f"ROOT/Dataframes/<city>.csv (GSV-Cities) or ROOT/train_val/<city>/ (MSLS); "
+        f"fix --data-root")
 
 
 def open_split(root, split: str, dataset: str | None = None, check: bool = True) -> Split:
@@ -33,6 +42,13 @@ def open_split(root, split: str, dataset: str | None = None, check: bool = True)
     layout = detect_layout(root)
     if layout == "pittsburgh":
         result = pittsburgh.read_split(root, split, dataset)
+    elif layout == "msls":
+        result = msls.read_split(root, split, dataset)
+    elif layout == "gsv-cities":
+        raise UserError(
+            f"{root} holds GSV-Cities, training data grouped by place with no database or "
+            f"queries to evaluate; train on it with a place-batched recipe and evaluate on "
+            f"Pittsburgh, @UTM@ folder or MSLS data (e.g. --data-root MSLS_ROOT --split val)")
     else:
         result = utm_folder.read_split(root, split)
     if not check:
@@ -46,6 +62,30 @@ def open_split(root, split: str, dataset: str | None = None, check: bool = True)
     sizes |= check_images(result.query_paths, f"{where} query")
     native = next(iter(sizes)) if len(sizes) == 1 else None
     return dataclasses.replace(result, native_size=native)
+
+
+def open_places(root, *, cities=None, min_images_per_place: int = 4,
+                check: bool = True) -> PlaceSet:
+    """The training images under `root` grouped by place (GSV-Cities or MSLS layout), places
+    with fewer than `min_images_per_place` images left out. `cities` defaults to the authors'
+    training cities (those present). With `check`, every image must exist and have a
+    readable header; a problem raises `UserError`."""
+    root = Path(root).expanduser().absolute()
+    layout = detect_layout(root)
+    if layout == "gsv-cities":
+        places = gsv_cities.read_places(root, cities, min_images_per_place)
+    elif layout == "msls":
+        places = msls.read_places(root, cities, min_images_per_place)
+    else:
+        raise UserError(
+            f"{root} is in the {layout} layout, which has no places: place-batched training "
+            f"needs GSV-Cities (ROOT/Dataframes/<city>.csv) or MSLS (ROOT/train_val/<city>/) "
+            f"data; fix --data-root")
+    if not check:
+        return places
+    sizes = check_images(places.paths, f"{places.dataset} training")
+    native = next(iter(sizes)) if len(sizes) == 1 else None
+    return dataclasses.replace(places, native_size=native)
 
 
 def resolve_image_size(split: Split, requested: tuple[int, int] | None) -> tuple[int, int]:

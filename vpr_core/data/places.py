@@ -2,10 +2,15 @@
 MSLS): a batch is P places x K images of each."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,33 @@ class PlaceSet:
     place_of: np.ndarray  # [N] int64
     place_names: tuple[str, ...]
     native_size: tuple[int, int] | None = field(default=None, compare=False)  # (H, W) if shared
+
+    @classmethod
+    def grouped(cls, dataset: str, root: Path, paths, names, min_images_per_place: int,
+                source: str) -> PlaceSet:
+        """The images `paths` grouped by their place name (`names[i]` for `paths[i]`), places
+        numbered in order of first appearance; places with fewer than `min_images_per_place`
+        images are left out (and counted in a log line), as the GSV-Cities authors do. No
+        place left is a `UserError` naming `source`."""
+        names = list(names)
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        kept = [name for name, count in counts.items() if count >= min_images_per_place]
+        dropped = len(counts) - len(kept)
+        if dropped:
+            log.info("%s: left out %d of %d places with fewer than %d images (%d images)",
+                     dataset, dropped, len(counts), min_images_per_place,
+                     sum(c for c in counts.values() if c < min_images_per_place))
+        if not kept:
+            raise UserError(f"{source} has no place with at least {min_images_per_place} images "
+                            f"({len(counts)} places, {len(names)} images); lower the minimum "
+                            f"or fix the data")
+        index = {name: i for i, name in enumerate(kept)}
+        chosen = [i for i, name in enumerate(names) if name in index]
+        return cls(dataset=dataset, root=root, paths=tuple(str(paths[i]) for i in chosen),
+                   place_of=np.array([index[names[i]] for i in chosen], dtype=np.int64),
+                   place_names=tuple(kept))
 
     @property
     def num_images(self) -> int:

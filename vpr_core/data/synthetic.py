@@ -1,4 +1,5 @@
-"""A synthetic place-recognition dataset, written in the Pittsburgh (or @UTM@ folder) layout.
+"""A synthetic place-recognition dataset, written in the Pittsburgh (or @UTM@ folder) layout;
+the GSV-Cities and MSLS layouts are written by `synthetic_places` from the same street.
 
 Each split is a street of its own: a long facade strip (buildings, windows, doors, trees) with
 places every `spacing` metres along it. A database image is the view at a place in daylight;
@@ -26,6 +27,7 @@ from ..runtime import progress
 from ..settings import SPEC, Switch, check, setting
 
 SPLITS = ("train", "val", "test")
+LAYOUTS = ("pittsburgh", "folder", "gsv-cities", "msls")
 RENDER_SCALE = 3  # views are cut from a world drawn this many times finer, then downsampled
 
 
@@ -50,8 +52,10 @@ class SynthConfig:
     spacing: float = setting(14.0, "metres between places", parse=float, positive=True,
                              group="synth")
     seed: int = setting(0, "random seed", parse=int, group="synth", roles=(SPEC,))
-    layout: str = setting("pittsburgh", "dataset layout", choices=("pittsburgh", "folder"),
-                          group="synth")
+    layout: str = setting("pittsburgh", "dataset layout", choices=LAYOUTS, group="synth")
+    images_per_place: int = setting(4, "views of each place (gsv-cities and msls layouts; the "
+                                    "first half in daylight)", parse=int, minimum=2,
+                                    group="synth", roles=(SPEC,))
     name: str = setting("synth", "the dataset's name (<name>_<split>.mat)", group="synth")
     show_progress: bool = setting(True, "progress bars", flag="",
                                   switches=(Switch("--quiet", False, "no progress bars"),))
@@ -84,12 +88,8 @@ def write_synthetic(config: SynthConfig) -> dict:
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    counts = {}
     try:
-        for index, split in enumerate(SPLITS):
-            rng = np.random.default_rng([config.seed, index])
-            street = _Street(rng, config)
-            counts[split] = street.write(staging, split, config)
+        counts = _write_layout(staging, config)
         if out.exists():
             out.rmdir()
         staging.rename(out)
@@ -97,6 +97,27 @@ def write_synthetic(config: SynthConfig) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
     return {"out": str(out), "layout": config.layout, "dataset": config.name,
             "image_size": f"{config.image_size[0]}x{config.image_size[1]}", "splits": counts}
+
+
+def _write_layout(root: Path, config: SynthConfig) -> dict:
+    """Write every split (or city) of `config.layout` under `root`; their image counts."""
+    if config.layout in ("gsv-cities", "msls"):
+        from . import synthetic_places  # it builds on this module's street
+
+        cities = 2 if config.layout == "gsv-cities" else 4
+        bar = progress(total=cities * config.places * config.images_per_place,
+                       enabled=config.show_progress, desc=f"synth {config.layout}", unit="img")
+        write = synthetic_places.write_gsv_cities if config.layout == "gsv-cities" \
+            else synthetic_places.write_msls
+        try:
+            return write(root, config, bar)
+        finally:
+            bar.close()
+    counts = {}
+    for index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([config.seed, index])
+        counts[split] = _Street(rng, config).write(root, split, config)
+    return counts
 
 
 class _Street:
