@@ -19,9 +19,9 @@ def is_place_data(root: Path) -> bool:
     return root.is_dir() and any(root.glob("*/database/postprocessed.csv"))
 
 
-def check_recipe(config) -> None:
-    """Refuse, in one line each, a loss the data cannot train and a place batch that cannot
-    mine (`config` validated: loss resolved)."""
+def check_loss_fits_data(config) -> None:
+    """Refuse a loss the data under --data-root cannot train (checked before the settings
+    that apply to one loss only, so that the message names the cause)."""
     place_loss = config.loss != "triplet"
     place_data = is_place_data(config.data_root)
     if place_loss and not place_data:
@@ -31,7 +31,12 @@ def check_recipe(config) -> None:
         raise UserError(f"--loss triplet needs database images and queries, and "
                         f"{config.data_root} holds place data (GSV-Cities or MSLS); pass "
                         f"--loss multi-similarity, triplet-margin or contrastive")
-    if not place_loss:
+
+
+def check_recipe(config) -> None:
+    """Refuse, in one line each, a schedule triplets do not take and a place batch that
+    cannot mine (`config` validated: loss and scheduler resolved)."""
+    if config.loss == "triplet":
         if config.scheduler not in ("step", "constant"):
             raise UserError(f"--scheduler {config.scheduler} applies to place batches only; "
                             f"triplets take the reference's step (per epoch) or constant")

@@ -28,7 +28,7 @@ from .common import (
     from_checkpoint,
     resume_setting,
 )
-from .recipe import check_recipe, is_place_data
+from .recipe import check_loss_fits_data, check_recipe, is_place_data
 
 OPTIMIZERS = ("SGD", "ADAM", "ADAMW")
 PLACE_LOSSES = ("multi-similarity", "triplet-margin", "contrastive")  # place-batched recipe
@@ -199,6 +199,8 @@ class TrainConfig(AggregatorSettings, CommonConfig):
             run_dir=absolute(self.run_dir), resume=absolute(self.resume),
             centroids=absolute(self.centroids), val_root=absolute(self.val_root),
             milestones=None if resolved.milestones is None else tuple(resolved.milestones))
+        if resolved.loss in LOSSES:
+            check_loss_fits_data(resolved)
         check(resolved)
         resolved._check_common(weights_loaded=resolved.resume is None)
         resolved._check_resume()
