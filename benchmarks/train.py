@@ -63,6 +63,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--image-store-gb", type=float,
                         help="decoded-image store budget (default: the product's; 0: off)")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--loss", default="triplet",
+                        choices=("triplet", "multi-similarity", "triplet-margin", "contrastive"),
+                        help="a place-batched loss measures place batches (place_train.py)")
+    parser.add_argument("--places", type=int, default=256, help="place batches: places")
+    parser.add_argument("--places-per-batch", type=int, default=32)
+    parser.add_argument("--aggregator", default="gem", help="place batches: aggregator")
     return parser.parse_args(argv)
 
 
@@ -72,7 +78,7 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         root = Path(args.data_root) if args.data_root else scratch / "data"
-        if not args.data_root:
+        if not args.data_root and args.loss == "triplet":
             write_dataset(root, args.database, args.queries, parse_image_size(args.size),
                           splits=("train", "val"),
                           split_sizes={"val": (args.val, args.val)})
@@ -82,6 +88,12 @@ def main(argv: list[str]) -> None:
                         weights=args.weights, workers=args.workers, device=args.device,
                         precision=precision, decode=args.decode,
                         image_store_gb=args.image_store_gb, show_progress=False)
+        if args.loss != "triplet":
+            from .place_train import run as place_run
+
+            common.emit({"benchmark": "train", "side": "place_batches",
+                         **common.machine(device), **place_run(args, settings, scratch)})
+            return
         ours = ours_run(settings, args.epochs, scratch, args.frozen_cache_gb)
         ours["cli_seconds_outside_epochs"] = cli_overhead(settings, scratch)
         common.emit({"benchmark": "train", "side": "this_project", **common.machine(device),

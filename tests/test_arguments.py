@@ -39,7 +39,7 @@ def test_help_shows_the_config_defaults(capsys):
     text = help_text(capsys, "train")
     for name in ("epochs", "batch_size", "lr", "margin", "num_negatives", "patience"):
         assert f"(default {default(TrainConfig, name)})" in text, name
-    assert f"SGD weight decay (default {shown(SGD_DEFAULTS['weight_decay'])})" in text
+    assert f"weight decay (SGD, AdamW) (default {shown(SGD_DEFAULTS['weight_decay'])})" in text
     assert f"(default {default(CommonConfig, 'cache_dir')})" in text
     text = help_text(capsys, "compress", "--resume", "x", "--method", "half")
     assert f"(default {default(CompressConfig, 'latency_batches')})" in text

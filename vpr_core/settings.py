@@ -182,6 +182,8 @@ def applies(meta: Setting, values: dict, cls) -> bool:
     """Whether a setting applies under `values` (its `only_with` conditions hold)."""
     for other, wanted in (meta.only_with or {}).items():
         value = values.get(other, default_of(cls, other))
+        if value is None and hasattr(cls, "resolves_to"):
+            value = cls.resolves_to(other, values)  # unset, it resolves by the others
         if value is None:
             continue  # not decided yet (eval: the checkpoint's aggregator)
         wanted = wanted if isinstance(wanted, tuple) else (wanted,)

@@ -1,5 +1,5 @@
-"""The `train` stage: a training run of a `TrainConfig` (triplets, hard-negative mining,
-validation and a checkpoint each epoch)."""
+"""The `train` stage: a training run of a `TrainConfig` (triplets with hard-negative mining, or
+place batches with in-batch mining; validation and a checkpoint each epoch)."""
 from __future__ import annotations
 
 from torch import nn
@@ -9,6 +9,7 @@ from ..config.aggregator import with_model
 from ..runtime import resolve_device, seed_everything
 from ..training.inputs import TrainingData
 from ..training.mining import Miner
+from ..training.place_data import open_place_data
 from ..training.results import TrainResult
 from ..training.run import Start, TrainingRun
 from .starting_model import training_start
@@ -23,7 +24,9 @@ def training_run(config: TrainConfig, miner: Miner | None = None, owner: str = "
     config = config.validate()
     if model is not None and config.resume is not None:
         raise ValueError("a given model is trained from where it is: no --resume")
-    data = TrainingData.open(config, resolve_device(config.device))
+    device = resolve_device(config.device)
+    data = TrainingData.open(config, device) if config.loss == "triplet" else \
+        open_place_data(config, device)
     seed_everything(config.seed)
     start = Start(model) if model is not None else \
         training_start(config, data.train_split, data.image_size)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..data import Split, open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
+from ..data.places import PlaceSet
 from ..errors import UserError
 from .frozen_features import FrozenFeatures, budget_bytes
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainingData:
     """The training and validation splits at one image size, their feeds, and the training
-    queries that have a positive (within 10 m)."""
+    queries that have a positive (within 10 m); for place-batched training, the places
+    (`vpr_core.training.place_data`)."""
 
     train_split: Split
     val_split: Split
@@ -29,6 +31,7 @@ class TrainingData:
     train_feed: ImageFeed
     val_feed: ImageFeed
     query_ids: np.ndarray  # [Q'] training queries with at least one positive
+    places: PlaceSet | None = None  # place-batched training: the places of train_split's images
 
     @classmethod
     def open(cls, config, device: torch.device) -> TrainingData:

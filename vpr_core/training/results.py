@@ -12,10 +12,11 @@ class EpochStats:
     """The training half of an epoch (before validation)."""
 
     loss: float  # mean over batches that had triplets
-    triplets: int  # queries that gave a triplet
+    triplets: int  # queries that gave a triplet (place batches: pairs or triplets mined)
     negatives: int  # negatives used in the loss
     batches: int  # optimiser steps
     skipped_batches: int  # batches with no triplet
+    mined_fraction: float | None = None  # place batches: the share of pairs or triplets mined
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class EpochResult(EpochStats):
         out.update(loss=self.loss, triplets=self.triplets, negatives=self.negatives,
                    batches=self.batches, skipped_batches=self.skipped_batches, lr=self.lr,
                    epoch_seconds=self.seconds, caches_republished=self.republished)
+        if self.mined_fraction is not None:
+            out.update(mined_fraction=self.mined_fraction)
         out.update({f"seconds_{stage}": s for stage, s in self.stage_seconds.items()})
         return out
 

@@ -1,5 +1,6 @@
-"""A training run: its epochs (triplet training, then validation, then a checkpoint), resumable
-from any checkpoint it wrote. Build one with `vpr_core.stages.train.training_run(config)`."""
+"""A training run: its epochs (triplet or place-batched training, then validation, then a
+checkpoint), resumable from any checkpoint it wrote. Build one with
+`vpr_core.stages.train.training_run(config)`."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +22,12 @@ from ..settings import plain
 from .inputs import SplitInput, TrainingData, frozen_inputs
 from .mining import CandidateSampler, InProcessMiner, Miner
 from .optimizer import build_optimizer, learning_rate
+from .place_epochs import PlaceEpochs
+from .place_sampler import PlaceSampler
 from .results import EpochResult, TrainResult
 from .resume import Standing
 from .run_folder import RunFolder
+from .schedule import Schedule
 from .triplets import TripletEpochs
 
 log = logging.getLogger(__name__)
@@ -59,11 +63,12 @@ class TrainingRun:
                                         data.train_split.potential_negatives(),
                                         config.num_negative_samples)
         self.standing = Standing(epoch=config.start_epoch)
+        self.clock = StageClock(self.device)
+        self.places = self._place_epochs(after_step) if data.places is not None else None
         if start.checkpoint is not None:
             self._restore(start.checkpoint, start.path)
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.folder = RunFolder(self._choose_run_dir())
-        self.clock = StageClock(self.device)
         self.triplets = TripletEpochs(config, self.model, self.optimizer, self.sampler,
                                       self.miner, owner, self.clock, after_step)
         # what steps and validation read: the images and the whole model until the first
@@ -135,7 +140,21 @@ class TrainingRun:
                            self.frozen_splits)
 
     def learning_rate(self, epoch: int) -> float:
+        """The learning rate of `epoch` (place batches: of its first step)."""
+        if self.places is not None:
+            return self.places.schedule.lr_at(
+                (epoch - 1) * self.places.sampler.batches_per_epoch)
         return learning_rate(self.config, epoch)
+
+    def _place_epochs(self, after_step) -> PlaceEpochs:
+        config = self.config
+        sampler = PlaceSampler(self.data.places.place_of, config.places_per_batch,
+                               config.images_per_place, config.seed)
+        sampler.start_epoch(config.start_epoch + 1)
+        schedule = Schedule(config, sampler.batches_per_epoch)
+        schedule.step = config.start_epoch * sampler.batches_per_epoch
+        return PlaceEpochs(config, self.model, self.optimizer, sampler, schedule, self.clock,
+                           after_step)
 
     def validate(self) -> dict:
         """Recall@N of the model as it is on the validation split."""
@@ -152,7 +171,10 @@ class TrainingRun:
         if not self.inputs_chosen:
             with self.clock("frozen_features"):
                 self._choose_inputs()
-        stats = self.triplets.run(epoch, self.data.query_ids, self.train_input)
+        if self.places is not None:
+            stats = self.places.run(epoch, self.train_input)
+        else:
+            stats = self.triplets.run(epoch, self.data.query_ids, self.train_input)
         is_best = False
         if epoch % self.config.eval_every == 0 or epoch == self.config.epochs:
             with self.clock("validation"):
@@ -188,6 +210,9 @@ class TrainingRun:
                         "not the continuation of %s", path)
         if isinstance(checkpoint.get("negative_cache"), torch.Tensor):
             self.sampler.load_cache_state(checkpoint["negative_cache"])
+        if self.places is not None and "place_sampler" in checkpoint:
+            self.places.sampler.load_state_dict(checkpoint["place_sampler"])
+            self.places.schedule.load_state_dict(checkpoint["schedule"])
 
     def _choose_run_dir(self) -> Path:
         if self.config.run_dir is not None:
@@ -206,7 +231,14 @@ class TrainingRun:
                 "negative_cache": self.sampler.cache_state(self.config.num_negatives),
                 "model": self.model.shape.record(),
                 "arch": self.model.arch, "pooling": self.model.aggregator,  # as first written
-                **self.checkpoint_extra}
+                **self._place_state(), **self.checkpoint_extra}
+
+    def _place_state(self) -> dict:
+        """Place batches: where the sampler and the schedule stand (a resume continues both)."""
+        if self.places is None:
+            return {}
+        return {"place_sampler": self.places.sampler.state_dict(),
+                "schedule": self.places.schedule.state_dict()}
 
     def flags(self) -> dict:
         """flags.json: the config's settings as the run used them (the image size and
