@@ -30,8 +30,9 @@ def place_image(place: int, seed: int) -> Image.Image:
 
 
 def write_places(root: Path, places: int = 16, per_place: int = 4) -> PlaceSet:
-    """A GSV-Cities-like root (Dataframes/ marks the layout) and its `PlaceSet`."""
+    """A GSV-Cities-like root (Dataframes/<city>.csv marks the layout) and its `PlaceSet`."""
     (root / "Dataframes").mkdir(parents=True)
+    (root / "Dataframes" / "Synth.csv").touch()  # the reader itself is stood in for
     paths, place_of = [], []
     for place in range(places):
         for i in range(per_place):

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.places import place_layout
 from ..errors import UserError
 
 
 def is_place_data(root: Path) -> bool:
-    """Whether `root` holds place data: GSV-Cities (ROOT/Dataframes/<city>.csv) or MSLS
-    (ROOT/train_val/<city>/, or ROOT/<city>/database/postprocessed.csv), the layouts
+    """Whether `root` holds place data (GSV-Cities or MSLS), the layouts
     `vpr_core.data.datasets.open_places` reads."""
-    root = Path(root)
-    if (root / "Dataframes").is_dir() or (root / "train_val").is_dir():
-        return True
-    return root.is_dir() and any(root.glob("*/database/postprocessed.csv"))
+    return place_layout(root) is not None
 
 
 def check_loss_fits_data(config) -> None:

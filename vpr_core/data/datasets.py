@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import UserError
 from . import gsv_cities, msls, pittsburgh, utm_folder
 from .images import check_images
-from .places import PlaceSet
+from .places import PlaceSet, place_layout
 from .split import Split
 
 
@@ -21,10 +21,8 @@ def detect_layout(root: Path) -> str:
         return "pittsburgh"
     if (root / "images").is_dir():
         return "folder"
-    if any(gsv_cities.dataframes_dir(root).glob("*.csv")):
-        return "gsv-cities"
-    if (root / "train_val").is_dir():
-        return "msls"
+    if place_layout(root) is not None:
+        return place_layout(root)
     raise UserError(
         f"no dataset under {root}: expected ROOT/datasets/<name>_<split>.mat (Pittsburgh layout), "
         f"ROOT/images/<split>/{{database,queries}}/ (@UTM@ folder layout), "

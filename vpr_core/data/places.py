@@ -74,3 +74,14 @@ class PlaceSet:
 
     def describe(self) -> str:
         return f"{self.dataset}: {self.num_places} places, {self.num_images} images"
+
+
+def place_layout(root: Path) -> str | None:
+    """The place-data layout of `root` ('gsv-cities': ROOT/Dataframes/<city>.csv, 'msls':
+    ROOT/train_val/<city>/), None for any other folder. Light: settings checks ask it."""
+    root = Path(root)
+    if any((root / "Dataframes").glob("*.csv")):
+        return "gsv-cities"
+    if (root / "train_val").is_dir():
+        return "msls"
+    return None
