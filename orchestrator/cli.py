@@ -117,6 +117,14 @@ def run_cluster(args) -> None:
           f"{result.num_descriptors} local descriptors, {result.seconds:.1f} s)"])
 
 
+def mined(result) -> str:
+    """What an epoch's loss was computed over: the triplets, or the share of a place batch's
+    pairs or triplets its miner kept."""
+    if result.mined_fraction is None:
+        return f"{result.triplets} triplets"
+    return f"{result.triplets} mined, {result.mined_fraction:.0%} of the batches'"
+
+
 def run_train(args) -> None:
     from vpr_core.stages.train import training_run
 
@@ -131,7 +139,8 @@ def run_train(args) -> None:
     uri = _tracking_uri(args)
     run = training_run(make_config(TrainConfig, args, flags, **fixed))  # checks it all first
     config, tracker = run.config, _tracker(args, uri)
-    log.info(f"training {config.arch} + {config.aggregator} on {run.train_split.describe()}; "
+    log.info(f"training {config.arch} + {config.aggregator} ({config.loss} loss) on "
+             f"{run.data.describe()}; "
              f"run folder {run.run_dir}")
     epochs = []
     with (tracker.train_run(run) if tracker else contextlib.nullcontext()) as track:
@@ -140,7 +149,7 @@ def run_train(args) -> None:
             recalls = "  ".join(f"R@{n} {r:.4f}" for n, r in sorted(result.recalls.items()))
             best = "  (best)" if result.is_best else ""
             log.info(f"epoch {result.epoch}/{config.epochs}: loss {result.loss:.4f}  {recalls}  "
-                     f"[{result.triplets} triplets, {result.seconds:.1f} s]{best}")
+                     f"[{mined(result)}, {result.seconds:.1f} s]{best}")
             if track:
                 track(result)
     summary = run.summary(epochs).to_dict()

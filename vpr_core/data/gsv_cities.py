@@ -66,7 +66,7 @@ def choose_cities(root: Path, cities) -> list[str]:
                         f"(found: {', '.join(present) or 'no CSV'}); name the cities to read")
     absent = [c for c in CITIES if c not in present]
     if absent:
-        log.warning("GSV-Cities: %d of the authors' %d cities are missing under %s (%s)",
+        log.info("GSV-Cities: %d of the authors' %d cities are not under %s (%s)",
                     len(absent), len(CITIES), dataframes_dir(root), ", ".join(absent))
     return chosen
 

@@ -33,6 +33,12 @@ class TrainingData:
     query_ids: np.ndarray  # [Q'] training queries with at least one positive
     places: PlaceSet | None = None  # place-batched training: the places of train_split's images
 
+    def describe(self) -> str:
+        """What trains: the places of place data, else the training split."""
+        if self.places is not None:
+            return self.places.describe()
+        return self.train_split.describe()
+
     @classmethod
     def open(cls, config, device: torch.device) -> TrainingData:
         """The data of a validated `TrainConfig`; every mistake in it is a `UserError`."""
