@@ -46,6 +46,7 @@ class Tag:
     STUDY = "study"
     VARIANT = "variant"
     GIT_COMMIT = "git_commit"
+    MINER_DEVICE = "miner_device"  # where the sweep's mining service searched (cpu, cuda)
 
 
 # MLflow's words for an experiment of trained models (not GenAI traces)
