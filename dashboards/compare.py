@@ -1,9 +1,10 @@
 """`compare`: Recall@N curves of chosen runs on one chart.
 
-The runs are, by default, the best trained run of each architecture in an experiment (by its
-best epoch's Recall@5) plus every evaluation run (the released VGG16 checkpoint beside the
-trained AlexNet); or the runs named with `--runs`; or recalls typed on the command line, as
-the old reference script took them, which needs no MLflow at all.
+The runs are, by default, the best trained run of each model (backbone and aggregator) in an
+experiment (by its best epoch's Recall@5) plus every evaluation run (the released VGG16
+checkpoint beside the trained AlexNet); or the runs named with `--runs`; or recalls typed on
+the command line (a paper's numbers, or as the old reference script took them), which needs no
+MLflow at all.
 """
 from __future__ import annotations
 
@@ -35,13 +36,12 @@ class RecallCurve:
 
 
 def run_label(run: RunRecord, metric: str = DEFAULT_METRIC) -> str:
-    """Legend text: the searched settings and the epoch for trained runs; arch, K,
+    """Legend text: the searched settings and the epoch for trained runs; the model,
     checkpoint and split for evaluations."""
     if run.kind == Kind.EVALUATION:
-        k = f"K={run.num_clusters}" if run.num_clusters is not None else "no NetVLAD"
         checkpoint = Path(run.params.get("checkpoint", "untrained")).name
         where = " ".join(v for v in (run.params.get("dataset"), run.params.get("split")) if v)
-        return f"{run.arch} {k} checkpoint {checkpoint} ({where or 'evaluation'})"
+        return f"{run.model} checkpoint {checkpoint} ({where or 'evaluation'})"
     trial = run.tags.get(Tag.TRIAL_ID)
     which = f"trial {trial}" if trial else f"run {run.name}"
     epoch = run.best_step(metric).get("epoch")
@@ -58,24 +58,24 @@ def curve_of_run(run: RunRecord, metric: str = DEFAULT_METRIC) -> RecallCurve:
     return RecallCurve(run_label(run, metric), run.arch, recalls, run.run_id, run.kind)
 
 
-def best_per_arch(runs: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[RunRecord]:
-    """The trained run of each architecture ranked first by its best epoch's recalls
-    (`rank_key`: `metric`, then the other Recall@N), in the order the architectures first
-    appear."""
-    best: dict[str, RunRecord] = {}
+def best_per_model(runs: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[RunRecord]:
+    """The trained run of each model (backbone and aggregator) ranked first by its best
+    epoch's recalls (`rank_key`: `metric`, then the other Recall@N), in the order the models
+    first appear."""
+    best: dict[tuple, RunRecord] = {}
     for run in runs:
         if run.kind in TRAINED_KINDS and metric in run.best_step(metric):
-            held = best.get(run.arch)
+            held = best.get((run.arch, run.aggregator))
             if held is None or rank_key(run.best_recalls(metric), metric) > \
                     rank_key(held.best_recalls(metric), metric):
-                best[run.arch] = run
+                best[(run.arch, run.aggregator)] = run
     return list(best.values())
 
 
 def default_curves(store: Store, experiment: str) -> list[RecallCurve]:
-    """Best trained run per architecture plus every evaluation run of `experiment`."""
+    """Best trained run per model plus every evaluation run of `experiment`."""
     runs = store.search(store.experiment_id(experiment))
-    chosen = best_per_arch(runs) + [r for r in runs
+    chosen = best_per_model(runs) + [r for r in runs
                                     if r.kind == Kind.EVALUATION and r.best_recalls()]
     if not chosen:
         raise UserError(f"experiment {experiment!r} has no trial, training or evaluation run "
@@ -83,9 +83,10 @@ def default_curves(store: Store, experiment: str) -> list[RecallCurve]:
     return [curve_of_run(run) for run in chosen]
 
 
-def given_curve(arch: str, values: list[float]) -> RecallCurve:
-    """Recall@1/5/10/20 typed by the user: fractions (0.68) or, when any is above 1, percent."""
-    flag = f"--{arch}-recalls"
+def given_curve(name: str, values: list[float]) -> RecallCurve:
+    """Recall@1/5/10/20 of model `name` typed by the user: fractions (0.68) or, when any is
+    above 1, percent."""
+    flag = f"--recalls {name}"
     if len(values) != len(RECALL_NS):
         raise UserError(f"{flag} takes {len(RECALL_NS)} values (Recall@1, @5, @10, @20), got "
                         f"{len(values)}; write e.g. {flag} 0.68 0.85 0.89 0.93")
@@ -97,7 +98,7 @@ def given_curve(arch: str, values: list[float]) -> RecallCurve:
     if any(later < earlier for earlier, later in zip(fractions, fractions[1:])):
         raise UserError(f"{flag} {' '.join(f'{v:g}' for v in values)}: Recall@N cannot fall as "
                         f"N grows; give them in the order Recall@1, @5, @10, @20")
-    return RecallCurve(f"{arch} (given recalls)", arch, dict(zip(RECALL_NS, fractions)))
+    return RecallCurve(f"{name} (given recalls)", name, dict(zip(RECALL_NS, fractions)))
 
 
 def compare(out: Path, *, tracking_uri: str | None = None, experiment: str | None = None,
@@ -105,7 +106,7 @@ def compare(out: Path, *, tracking_uri: str | None = None, experiment: str | Non
             log_to: str | None = None, title: str | None = None) -> dict:
     """Draw the chart to `out` (PNG) and, with `log_to`, log it to that run under `plots/`.
 
-    `given`: {arch: [R@1, R@5, R@10, R@20]}; MLflow is opened only for `experiment`,
+    `given`: {model name: [R@1, R@5, R@10, R@20]}; MLflow is opened only for `experiment`,
     `run_ids` or `log_to`. Returns a summary: the file, its curves, the run logged to.
     """
     curves = [given_curve(arch, values) for arch, values in (given or {}).items()]

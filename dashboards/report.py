@@ -27,7 +27,7 @@ from vpr_tracking.trials import (
     trials_of,
 )
 
-from .compare import best_per_arch, curve_of_run
+from .compare import best_per_model, curve_of_run
 from .search_views import View, draw_views, rebuild_study
 
 INDEX = "index.html"
@@ -122,8 +122,8 @@ def _draw_everything(folder: Path, experiment: str, experiment_id: str, parent: 
 def _recall_chart(folder: Path, trials: list, metric: str) -> View:
     from .plots import recall_at_n, save
 
-    chosen = best_per_arch(trials, metric)
-    title = "Recall@N of the best trial of each architecture"
+    chosen = best_per_model(trials, metric)
+    title = "Recall@N of the best trial of each model"
     if not chosen:
         return View(title, note="no trial logged a recall, so there is nothing to compare.")
     save(recall_at_n([curve_of_run(run, metric) for run in chosen], title),

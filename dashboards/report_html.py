@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 
 from vpr_tracking.names import RECALL_NS, RUNNING
-from vpr_tracking.search_space import DIMENSIONS
+from vpr_tracking.search_space import table_dimensions
 
 from .style import arch_colour, as_percent
 
@@ -72,7 +72,10 @@ def _facts(content) -> str:
 
 
 def _table(rows: list) -> str:
-    header = ["trial", *(d.title for d in DIMENSIONS), *(f"R@{n}" for n in RECALL_NS),
+    """One row per trial; a column per searched value (an aggregator's setting where some
+    trial has it, empty for the others)."""
+    columns = table_dimensions([row.values for row in rows])
+    header = ["trial", *(d.title for d in columns), *(f"R@{n}" for n in RECALL_NS),
               "epochs", "status / stop reason", "duration"]
     lines = ['<table id="trials">', "<thead><tr>"
              + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
@@ -82,7 +85,7 @@ def _table(rows: list) -> str:
         trial = escape(row.trial_id)
         if row.link:
             trial = f'<a href="{escape(row.link)}">{trial}</a>'
-        cells = [f'<td class="text">{trial}</td>', *_value_cells(row.values),
+        cells = [f'<td class="text">{trial}</td>', *_value_cells(row.values, columns),
                  *(f"<td>{as_percent(row.recalls.get(n))}</td>" for n in RECALL_NS),
                  f"<td>{row.epochs}</td>",
                  f'<td class="text">{escape(_status(row))}</td>',
@@ -93,10 +96,10 @@ def _table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def _value_cells(values: dict) -> list[str]:
+def _value_cells(values: dict, columns: list) -> list[str]:
     """The searched values of a trial, the architecture with its colour swatch."""
     cells = []
-    for d in DIMENSIONS:
+    for d in columns:
         value = values.get(d.name)
         text = _number(value) if isinstance(value, float) else _text(value)
         if d.name == "arch":

@@ -18,7 +18,6 @@ import numpy as np
 from vpr_core.config.common import CommonConfig, ckpt_setting, split_setting
 from vpr_core.errors import UserError
 from vpr_core.settings import check, redeclared, setting
-from vpr_tracking.names import CHECKPOINT_ARTIFACT
 
 from .style import NEGATIVE_COLOUR, POSITIVE_COLOUR
 
@@ -136,7 +135,7 @@ def retrievals(settings: RetrievalSettings) -> dict:
                       for q, m in enumerate(top_k[:, 0])], dtype=bool)
     chosen = choose_queries(wrong, settings.queries, settings.seed, settings.only_wrong)
     rows = _rows(split, chosen, top_k[chosen], positives)
-    title = (f"Top-{settings.top_k} matches of {shape.arch} K={shape.num_clusters} on "
+    title = (f"Top-{settings.top_k} matches of {shape.label} on "
              f"{split.dataset} {split.split} (green: within {split.pos_dist_thr:g} m, red: not)")
     from .plots import save
 
@@ -144,7 +143,8 @@ def retrievals(settings: RetrievalSettings) -> dict:
     save(draw_grid(rows, settings.top_k, title, _first_size(split)), out)
     green = sum(m["positive"] for row in rows for m in row["matches"])
     return {"out": str(out), "checkpoint": source, "run_id": settings.run_id,
-            "arch": shape.arch, "num_clusters": shape.num_clusters, "dataset": split.dataset,
+            "model": shape.label, "arch": shape.arch, "aggregator": shape.aggregator,
+            "num_clusters": shape.num_clusters, "dataset": split.dataset,
             "split": split.split, "top_k": settings.top_k,
             "recalls": named_recalls(result.recalls),
             "only_wrong": settings.only_wrong, "wrong_top1": int(wrong.sum()),
@@ -180,13 +180,11 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
     if settings.resume is not None:
         path = checkpoint_file(Path(settings.resume).expanduser().absolute(), settings.ckpt)
         return str(path), read_flags(path), lambda scratch: path
+    from vpr_tracking.run_checkpoint import run_checkpoint
     from vpr_tracking.store import as_store
 
-    store = as_store(settings.tracking_uri)
-    run = store.run(settings.run_id, with_history=False)
-    store.require_artifact(settings.run_id, CHECKPOINT_ARTIFACT)
-    return (f"runs:/{settings.run_id}/{CHECKPOINT_ARTIFACT}", dict(run.params),
-            lambda scratch: store.download(settings.run_id, CHECKPOINT_ARTIFACT, scratch))
+    found = run_checkpoint(as_store(settings.tracking_uri), settings.run_id)
+    return found.source, dict(found.run.params), found.fetch
 
 
 def _split(settings: RetrievalSettings, defaults: dict):

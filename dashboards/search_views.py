@@ -112,6 +112,8 @@ def _draw(draw, study, path: Path, metric: str) -> str | None:
         warnings.simplefilter("ignore", ExperimentalWarning)
         # one trial gives an axis of one value; matplotlib widens it and says so
         warnings.filterwarnings("ignore", message="Attempting to set identical low and high")
+        # an aggregator's setting is a parameter of that aggregator's trials only: few of them
+        warnings.filterwarnings("ignore", message="Some regimes for parameter")
         try:
             axis = draw(study, f"best Recall@{recall_n(metric)}")
         except (ValueError, RuntimeError, ZeroDivisionError) as error:

@@ -1,4 +1,5 @@
-"""`python -m orchestrator <verb>`: synth, cluster, train, eval, compress, sweep, ui.
+"""`python -m orchestrator <verb>`: synth, cluster, train, eval, compress, sweep, benchmark,
+ui.
 
 Each verb's flags come from its config's settings; the verb builds the config (defaults, then
 what `--resume` restores, then the flags), runs the stage of `vpr_core.stages`, prints a
@@ -24,7 +25,8 @@ from vpr_tracking.flags import add_tracking
 def build_parser() -> arguments.OneLineParser:
     parser = arguments.OneLineParser(
         prog="python -m orchestrator",
-        description="Visual place recognition: cluster, train, evaluate, compress, sweep.")
+        description="Visual place recognition: cluster, train, evaluate, compress, "
+                    "sweep, benchmark.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=arguments.OneLineParser)
     verbs.required = True
     stages = (
@@ -43,8 +45,9 @@ def build_parser() -> arguments.OneLineParser:
         arguments.add_json(sub)
     _add_extras(verbs.choices)
 
-    from . import sweep_cli  # the sweep's flags live beside the sweep
+    from . import benchmark_cli, sweep_cli  # their flags live beside them
     sweep_cli.add_parser(verbs)
+    benchmark_cli.add_parser(verbs)
 
     ui = verbs.add_parser("ui", help="open the MLflow UI on the tracked runs")
     ui.add_argument("--tracking-uri", metavar="URI", help="default sqlite:///$PWD/mlflow.db")
@@ -218,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def command() -> None:
         args = build_parser().parse_args(translate_mode(argv))
-        if args.verb == "sweep":
-            from . import sweep_cli
+        if args.verb in ("sweep", "benchmark"):
+            from . import benchmark_cli, sweep_cli
 
-            sweep_cli.run(args)
+            (sweep_cli if args.verb == "sweep" else benchmark_cli).run(args)
         else:
             VERBS[args.verb](args)
 

@@ -119,11 +119,15 @@ def unlogged(events: list[_Event]) -> list[str]:
 
 
 class MlflowTrialLogger(tune.Callback):
+    """`fixed_params`: what every trial's run logs besides its searched values;
+    `aggregator_params`: {aggregator: what its trials' runs log besides those}."""
+
     def __init__(self, uri: str, experiment: str, parent_run_id: str, sweep_name: str,
-                 fixed_params: dict, epochs: int):
+                 fixed_params: dict, epochs: int, aggregator_params: dict | None = None):
         self.uri, self.experiment = uri, experiment
         self.parent_run_id, self.sweep_name = parent_run_id, sweep_name
         self.fixed_params, self.epochs = fixed_params, epochs
+        self.aggregator_params = aggregator_params or {}
         self._reset()
 
     def _reset(self) -> None:
@@ -139,10 +143,11 @@ class MlflowTrialLogger(tune.Callback):
     # pickled with the sweep's state for Tuner.restore: keep settings, rebuild the rest
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("uri", "experiment", "parent_run_id",
-                                              "sweep_name", "fixed_params", "epochs")}
+                                              "sweep_name", "fixed_params", "epochs",
+                                              "aggregator_params")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"aggregator_params": {}, **state})  # (older sweeps had none)
         self._reset()
 
     @property
@@ -234,8 +239,10 @@ class MlflowTrialLogger(tune.Callback):
         if trial.trial_id in self.run_ids:
             return self.run_ids[trial.trial_id]
         tracker, store = self.tracker, self.tracker.store
-        searched = {k: trial.config.get(k) for k in search_space.NAMES}
-        params = dict(self.fixed_params, **searched)
+        searched = search_space.searched_values(trial.config)
+        params = dict(self.fixed_params,
+                      **self.aggregator_params.get(trial.config.get("aggregator"), {}),
+                      **searched)
         run_id = tracker.find_run(**{Tag.PARENT: self.parent_run_id,
                                      Tag.TRIAL_ID: trial.trial_id})
         if run_id is not None and not _same_params(store, run_id, searched):

@@ -29,13 +29,15 @@ from vpr_core.errors import UserError
 from vpr_core.settings import (
     PER_TRIAL,
     SPEC,
+    applies,
     check,
     declared,
     names_with,
     redeclared,
     setting,
+    setting_of,
 )
-from vpr_tracking import search_space
+from vpr_tracking import search_points, search_space
 from vpr_tracking.names import DEFAULT_METRIC, RECALL_NAMES
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
@@ -149,7 +151,8 @@ class SweepSpec:
                 raise UserError(f"the spec's {key} section needs a checkpoint path")
             return self  # a compression's variants are checked with the data (compress_sweep)
         self._check_search()
-        self.trial_config(self.first_point(), data_root=Path("/"), run_dir=Path("/")).validate()
+        for point in self.model_points().values():
+            self.trial_config(point, data_root=Path("/"), run_dir=Path("/")).validate()
         return self
 
     def _check_resources(self) -> None:
@@ -164,26 +167,45 @@ class SweepSpec:
 
     def _check_search(self) -> None:
         search_space.check_space(self.space)
-        archs = self.space["arch"]
-        if self.num_samples < len(archs):
-            raise UserError(f"--num-samples {self.num_samples} is fewer than the "
-                            f"{len(archs)} architectures to try; raise it")
-        for point in self.start_with:
-            search_space.check_point(self.space, point)
+        first = search_points.first_points(self.space, self.start_with)  # checks start_with
+        if self.num_samples < len(first):
+            raise UserError(f"--num-samples {self.num_samples} is fewer than the {len(first)} "
+                            f"first trials (every architecture and every aggregator is tried "
+                            f"once, or search.start_with); raise it")
+        for name in sorted(self.train):
+            if not any(_applies_to(name, point) for point in self.model_points().values()):
+                other, wanted = next(iter(setting_of(TrainConfig, name).only_with.items()))
+                wanted = " or ".join(wanted) if isinstance(wanted, tuple) else wanted
+                raise UserError(f"train.{name} applies to {other} {wanted} only, which "
+                                f"search.space.{other} does not list; leave it out")
 
-    def first_point(self) -> dict:
-        """A point of the space (each dimension's first choice or lower bound)."""
-        return {name: values[0] for name, values in self.space.items()}
+    def model_points(self) -> dict:
+        """{aggregator: a point of the space with it}: one trial config of each model."""
+        return {aggregator: search_points.point_with(self.space, aggregator=aggregator)
+                for aggregator in self.space["aggregator"]}
 
     def trial_config(self, sampled: dict, **per_trial) -> TrainConfig:
-        """The TrainConfig of one trial: the fixed settings, the `sampled` ones, and what the
+        """The TrainConfig of one trial: the fixed settings that apply to its sampled values
+        (a spec's GeM setting is not a NetVLAD trial's), the `sampled` ones, and what the
         sweep gives each trial (`PER_TRIAL` settings: its folder, its checkpoint, workers)."""
         unknown = set(per_trial) - set(names_with(TrainConfig, PER_TRIAL))
         if unknown:
             raise ValueError(f"not per-trial settings: {sorted(unknown)}")
-        values = dict(self.train, **sampled, **per_trial)
+        fixed = {name: value for name, value in self.train.items()
+                 if _applies_to(name, sampled)}
+        values = dict(fixed, **sampled, **per_trial)
         values.setdefault("dataset", self.dataset)
         return TrainConfig(**values, show_progress=False)  # validated by the trial's run
+
+
+def _applies_to(name: str, sampled: dict) -> bool:
+    """Whether a fixed setting applies under a trial's sampled values (only conditions on
+    searched settings are read here; the others are for `TrainConfig.validate` to refuse)."""
+    condition = {other: wanted
+                 for other, wanted in (setting_of(TrainConfig, name).only_with or {}).items()
+                 if other in search_space.NAMES}
+    return applies(dataclasses.replace(setting_of(TrainConfig, name), only_with=condition),
+                   sampled, TrainConfig)
 
 
 def train_keys() -> set[str]:
@@ -209,9 +231,13 @@ def _stage_settings(train: dict, config, what: str) -> None:
 def load_spec(path: Path | None) -> SweepSpec:
     """Read a YAML spec (default: the embedded `smoke.yaml`)."""
     path = Path(path) if path is not None else DEFAULT_SPEC
+    return spec_from_dict(read_mapping(path, "experiments/smoke.yaml"), str(path))
+
+
+def read_mapping(path: Path, example: str) -> dict:
+    """The mapping of sections a YAML spec file holds (`example` names a file like it)."""
     if not path.is_file():
-        raise UserError(f"--config {path} does not exist; pass a YAML file like "
-                        f"experiments/smoke.yaml")
+        raise UserError(f"--config {path} does not exist; pass a YAML file like {example}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -220,22 +246,28 @@ def load_spec(path: Path | None) -> SweepSpec:
         raise UserError(f"{path} is not valid YAML{where}; fix the file") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a mapping of sections")
-    return spec_from_dict(raw, str(path))
+    return raw
 
 
-def spec_from_dict(raw: dict, source: str) -> SweepSpec:
-    """The spec a YAML mapping describes: every key read from where its setting says."""
-    raw = copy.deepcopy(raw)
-    keys = {name: meta.spec_key for name, meta in declared(SweepSpec) if meta.spec_key}
+def spec_values(raw: dict, cls, source: str) -> dict:
+    """{setting: value} of the settings of `cls` that the mapping `raw` holds, each read from
+    where its `spec_key` says; a key that is no setting's is a `UserError`."""
+    keys = {name: meta.spec_key for name, meta in declared(cls) if meta.spec_key}
     _check_keys(raw, set(keys.values()), source)
     values = {}
     for name, key in keys.items():
         found, value = _lookup(raw, key)
         if found and value is not None:
             values[name] = value
-    values["synthetic"] = _section(values.get("synthetic"), set(names_with(SynthConfig, SPEC)),
+    return values
+
+
+def spec_from_dict(raw: dict, source: str) -> SweepSpec:
+    """The spec a YAML mapping describes: every key read from where its setting says."""
+    values = spec_values(copy.deepcopy(raw), SweepSpec, source)
+    values["synthetic"] = section(values.get("synthetic"), set(names_with(SynthConfig, SPEC)),
                                    f"{source}: data.synthetic")
-    values["space"] = search_space.parse_space(_section(values.get("space"), None,
+    values["space"] = search_space.parse_space(section(values.get("space"), None,
                                                         f"{source}: search.space"),
                                                f"{source}: search.space")
     values["start_with"] = tuple(values.get("start_with") or ())
@@ -243,17 +275,21 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     if "data_root" in values:
         values["data_root"] = Path(values["data_root"]).expanduser()
     if values.get("evaluate") is not None:
-        _section(values["evaluate"], set(EVALUATE_KEYS), f"{source}: evaluate")
+        section(values["evaluate"], set(EVALUATE_KEYS), f"{source}: evaluate")
     if values.get("compress") is not None:
-        _section(values["compress"], COMPRESS_KEYS, f"{source}: compress")
+        section(values["compress"], COMPRESS_KEYS, f"{source}: compress")
     return SweepSpec(**values)
 
 
 def _train_section(train, source: str) -> dict:
-    train = _section(train, None, f"{source}: train")
+    train = section(train, None, f"{source}: train")
     if "amp" in train:  # specs written before --precision
         train.setdefault("precision", "bf16" if train.pop("amp") else "fp32")
-    _section(train, train_keys(), f"{source}: train")
+    searched = sorted(set(train) & set(search_space.NAMES))
+    if searched:
+        raise UserError(f"{source}: train.{searched[0]} is searched: give it under "
+                        f"search.space.{searched[0]} (one value or a list of choices)")
+    section(train, train_keys(), f"{source}: train")
     if "image_size" in train:
         train["image_size"] = parse_image_size(train["image_size"])
     return train
@@ -286,7 +322,7 @@ def _lookup(raw: dict, key: str) -> tuple[bool, object]:
     return True, section
 
 
-def _section(value, allowed: set | None, where: str) -> dict:
+def section(value, allowed: set | None, where: str) -> dict:
     """A mapping section (None: empty), its keys among `allowed` when given."""
     if value is None:
         return {}

@@ -17,23 +17,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from vpr_core.config import TrainConfig, parse_image_size
 from vpr_core.data import open_split
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
 from vpr_core.errors import CommandFailed, UserError
 from vpr_core.log import log
-from vpr_core.runtime import resolve_precision
 from vpr_core.settings import default_of
-from vpr_tracking import search_space
+from vpr_tracking import search_points, search_space
 from vpr_tracking.names import FINISHED, KILLED, RECALL_NS, RUNNING, Kind, Tag, recall_name
-from vpr_tracking.params import training_params
 from vpr_tracking.store import StoreUnreachable
 from vpr_tracking.trials import TrialRow, best_row, trial_rows
 from vpr_tracking.uri import check_tracking_uri, ui_command
 
 from .spec import SweepSpec
+from .sweep_params import FixedParams, fixed_params
 from .tracking import Tracker
 
 SERVICE_GPU_SHARE = 0.1  # of one GPU, for the mining service's torch index
@@ -153,6 +150,7 @@ def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: st
                      data_root, splits[0].dataset,
                      spec.train.get("image_size") or splits[0].native_size,
                      spec.train["cache_dir"], restore)
+    search_points.check_images(spec.space, plan.image_size)
     if restore:
         from ray import tune
 
@@ -215,23 +213,8 @@ def miner_budget_bytes(spec: SweepSpec) -> int:
 
 
 
-def tune_space(spec: SweepSpec) -> dict:
-    """The search space as Tune samples it; a range with low == high is a constant."""
-    from ray import tune
-
-    space = {}
-    for dimension in search_space.DIMENSIONS:
-        values = spec.space[dimension.name]
-        if dimension.kind == search_space.CHOICE:
-            space[dimension.name] = tune.choice(values)
-        else:
-            space[dimension.name] = values[0] if dimension.fixed(values) \
-                else tune.loguniform(*values)
-    return space
-
-
 def first_points(spec: SweepSpec) -> list[dict]:
-    return search_space.first_points(spec.space, spec.start_with)
+    return search_points.first_points(spec.space, spec.start_with)
 
 
 def default_name(spec: SweepSpec) -> str:
@@ -252,21 +235,7 @@ def latest_name(storage, spec: SweepSpec) -> str:
     return found[-1].name
 
 
-def fixed_params(plan: SweepPlan, on_gpu: bool) -> dict:
-    """The MLflow params every trial shares: its training config, validated as the trials
-    validate it, without the searched values (the image size 'native' when images keep their
-    own sizes). The precision is the one trials resolve on their device (bf16 on a GPU): the
-    driver may have no GPU."""
-    spec = plan.spec
-    trial_device = torch.device("cuda" if on_gpu else "cpu")
-    config = dataclasses.replace(
-        spec.trial_config(spec.first_point(), data_root=plan.data_root, run_dir=Path("/")),
-        precision=resolve_precision(spec.train.get("precision"), trial_device)).validate()
-    params = training_params(config, plan.dataset, plan.image_size)
-    return {k: v for k, v in params.items() if k not in search_space.NAMES}
-
-
-def open_parent_run(tracker: Tracker, plan: SweepPlan, fixed: dict) -> str:
+def open_parent_run(tracker: Tracker, plan: SweepPlan, fixed: FixedParams) -> str:
     """The sweep's parent run: a new one, or for a resume the one it started."""
     found = tracker.find_run(**{Tag.SWEEP: plan.name, Tag.KIND: Kind.SWEEP}) \
         if plan.restore else None
@@ -275,11 +244,12 @@ def open_parent_run(tracker: Tracker, plan: SweepPlan, fixed: dict) -> str:
         return found
     spec = plan.spec
     params = {"spec": spec.name, "num_samples": spec.num_samples, "metric": spec.metric,
-              "search_seed": spec.seed, **search_space.space_params(spec.space), **fixed}
+              "search_seed": spec.seed, **search_space.space_params(spec.space),
+              **fixed.of_sweep()}
     return tracker.create_run(plan.name, params, {Tag.KIND: Kind.SWEEP, Tag.SWEEP: plan.name})
 
 
-def fit(plan: SweepPlan, tracker: Tracker, parent: str, fixed: dict, per_trial: dict,
+def fit(plan: SweepPlan, tracker: Tracker, parent: str, fixed: FixedParams, per_trial: dict,
         concurrency: int, service_gpu: float, callbacks: list) -> bool:
     """Tune runs the trials beside the mining service; True when the sweep was interrupted."""
     from .mining_service import start_service
@@ -296,9 +266,11 @@ def fit(plan: SweepPlan, tracker: Tracker, parent: str, fixed: dict, per_trial: 
     return _unfinished(plan.experiment_path)
 
 
-def _tuner(plan: SweepPlan, tracker: Tracker, parent: str, fixed: dict, per_trial: dict,
-           concurrency: int, callbacks: list):
-    """A new Tuner for the plan, or the interrupted one restored."""
+def _tuner(plan: SweepPlan, tracker: Tracker, parent: str, fixed: FixedParams,
+           per_trial: dict, concurrency: int, callbacks: list):
+    """A new Tuner for the plan, or the interrupted one restored. The searcher samples the
+    space (define-by-run, `SpaceSampler`), so Tune gets no `param_space`: a restored sweep
+    takes its sampler back from the searcher's saved state."""
     from ray import tune
 
     from .trainer import train_trial
@@ -310,10 +282,8 @@ def _tuner(plan: SweepPlan, tracker: Tracker, parent: str, fixed: dict, per_tria
         per_trial)
     if plan.restore:
         return tune.Tuner.restore(plan.experiment_path, trainable=trainable,
-                                  resume_unfinished=True, resume_errored=False,
-                                  param_space=tune_space(spec))
-    return tune.Tuner(trainable, param_space=tune_space(spec),
-                      tune_config=_tune_config(spec, concurrency),
+                                  resume_unfinished=True, resume_errored=False)
+    return tune.Tuner(trainable, tune_config=_tune_config(spec, concurrency),
                       run_config=_run_config(plan, tracker, parent, fixed, callbacks))
 
 
@@ -322,23 +292,28 @@ def _tune_config(spec: SweepSpec, concurrency: int):
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from .space_sampler import SpaceSampler, optuna_points
+
     return tune.TuneConfig(
         metric=spec.metric, mode="max", num_samples=spec.num_samples,
         max_concurrent_trials=concurrency,
-        search_alg=OptunaSearch(metric=spec.metric, mode="max", seed=spec.seed,
-                                points_to_evaluate=first_points(spec)),
+        search_alg=OptunaSearch(space=SpaceSampler(spec.space), metric=spec.metric,
+                                mode="max", seed=spec.seed,
+                                points_to_evaluate=optuna_points(spec.space,
+                                                                 first_points(spec))),
         scheduler=ASHAScheduler(max_t=spec.epochs, grace_period=spec.grace_period,
                                 reduction_factor=spec.reduction_factor))
 
 
-def _run_config(plan: SweepPlan, tracker: Tracker, parent: str, fixed: dict, callbacks: list):
+def _run_config(plan: SweepPlan, tracker: Tracker, parent: str, fixed: FixedParams,
+                callbacks: list):
     from ray import tune
 
     from .mining_service import ReleaseOnTrialEnd
     from .mlflow_callback import MlflowTrialLogger
 
-    logger = MlflowTrialLogger(plan.uri, plan.experiment, parent, plan.name, fixed,
-                               plan.spec.epochs)
+    logger = MlflowTrialLogger(plan.uri, plan.experiment, parent, plan.name, fixed.shared,
+                               plan.spec.epochs, aggregator_params=fixed.by_aggregator)
     return tune.RunConfig(
         name=plan.name, storage_path=str(plan.storage),
         callbacks=[logger, ReleaseOnTrialEnd(plan.service_name), *callbacks],
@@ -455,13 +430,14 @@ def _log_table(tracker: Tracker, parent: str, result: SweepResult) -> None:
 
 def format_table(result: SweepResult) -> list[str]:
     recalls = " ".join(f"{'R@' + str(n):>6}" for n in RECALL_NS)
-    header = f"{'trial':<18} {search_space.table_header()} {recalls} {'ep':>3}  status"
+    columns = search_space.table_dimensions([row.values for row in result.rows])
+    header = f"{'trial':<18} {search_space.table_header(columns)} {recalls} {'ep':>3}  status"
     lines = [header, "-" * len(header)]
     for row in result.rows:
         cells = " ".join(f"{row.recalls[n]:6.3f}" if n in row.recalls else f"{'-':>6}"
                          for n in RECALL_NS)
         status = row.reason or row.status.lower()
         status = status if len(status) <= 70 else status[:67] + "..."
-        lines.append(f"{row.trial_id:<18} {search_space.table_cells(row.values)} {cells} "
+        lines.append(f"{row.trial_id:<18} {search_space.table_cells(row.values, columns)} {cells} "
                      f"{row.epochs:>3}  {status}")
     return lines

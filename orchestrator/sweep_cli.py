@@ -65,8 +65,9 @@ def add_parser(verbs) -> None:
             meta = setting_of(TrainConfig, dimension.name)
             arguments.group_of(sweep, "search").add_argument(
                 meta.flag_of(dimension.name), dest=dimension.name, action="append",
-                type=meta.parse, choices=meta.choices, metavar=meta.metavar,
-                help=f"search only this {meta.help} (repeatable)")
+                type=meta.parse, choices=meta.choices,
+                metavar=meta.metavar or ("N" if meta.parse is int else None),
+                help=f"search only this value (repeatable) of: {meta.help}")
     arguments.add_settings(sweep, TrainConfig, TRAIN_FLAGS, default_from=SPEC)
     add_tracking(sweep)
     arguments.add_json(sweep)

@@ -14,6 +14,7 @@ from pathlib import Path
 from vpr_core.evaluation import named_recalls
 from vpr_core.log import log
 from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE
+from vpr_tracking.benchmark import result_params
 from vpr_tracking.names import (
     CHECKPOINT_FOLDER,
     DEFAULT_EXPERIMENT,
@@ -96,6 +97,39 @@ class Tracker:
                                                      **settings), tags)
         self.store.log_metrics(run_id, figures.metrics(), step=0)
         self.store.log_file(run_id, flags, "config")
+        self.store.end(run_id, FINISHED)
+        return run_id
+
+    @contextlib.contextmanager
+    def benchmark_run(self, name: str, label: str, params: dict):
+        """A benchmark's parent run `name` (tag `benchmark` = `label`): yields its id; ends
+        FINISHED, or FAILED (KILLED on Ctrl-C) when the benchmark stops early."""
+        parent = self.create_run(name, params, {Tag.KIND: Kind.BENCHMARK, Tag.BENCHMARK: label})
+        try:
+            yield parent
+        except BaseException as error:
+            status = KILLED if isinstance(error, KeyboardInterrupt) else FAILED
+            try:
+                self.store.end(parent, status)
+            except Exception as store_error:  # noqa: BLE001 - the benchmark's error goes first
+                log.warning(f"MLflow run {parent} was not ended {status} "
+                            f"({type(store_error).__name__}); the benchmark's own error follows")
+            raise
+        self.store.end(parent, FINISHED)
+
+    def log_benchmark_result(self, parent: str, label: str, result, evaluated, source: str
+                             ) -> str:
+        """One model on one test set (a `BenchmarkResult` of the `Evaluated` it came from) as
+        a child of the benchmark `parent`; `source`: the checkpoint as the user named it."""
+        checkpoint = evaluated.checkpoint
+        evaluation = evaluation_params(evaluated.config, evaluated.result, checkpoint,
+                                       sha256_of(checkpoint) if checkpoint else None)
+        run_id = self.create_run(f"{result.model} on {result.test_set}",
+                                 result_params(evaluation, result, source),
+                                 {Tag.KIND: Kind.BENCHMARK_RESULT, Tag.PARENT: parent,
+                                  Tag.BENCHMARK: label, Tag.MODEL: result.model,
+                                  Tag.TEST_SET: result.test_set})
+        self.store.log_metrics(run_id, result.metrics(), step=0)
         self.store.end(run_id, FINISHED)
         return run_id
 

@@ -30,7 +30,8 @@ FAILURE_NOTE = "deterministic_failure.txt"
 
 
 def train_trial(config: dict, *, spec: SweepSpec, data_root: str, service: str) -> None:
-    """Tune function trainable: `config` holds the sampled values of the search space.
+    """Tune function trainable: `config` holds the sampled values of the search space (the
+    dimensions that apply to the trial's aggregator only).
 
     A failure that would repeat (a NaN loss, an impossible setting) is noted in the trial's
     folder, so that Tune's retries (meant for killed processes) end at once instead of
@@ -54,7 +55,7 @@ def _train(config: dict, spec: SweepSpec, data_root: str, service: str, context)
     shutil.rmtree(run_dir, ignore_errors=True)
     resume = _restore_checkpoint(run_dir)
     train_config = spec.trial_config(
-        {name: config[name] for name in search_space.NAMES}, data_root=Path(data_root),
+        search_space.searched_values(config), data_root=Path(data_root),
         run_dir=run_dir, resume=resume, workers=max(0, int(spec.cpus_per_trial) - 1))
     run = training_run(_share_frozen_budget(train_config, context), RayMiner(service),
                        context.get_trial_id())

@@ -128,3 +128,40 @@ def _metrics(client, run_id: str, metrics: dict, step: int) -> None:
 
     client.log_batch(run_id, metrics=[Metric(k, float(v), START_MS, step)
                                       for k, v in metrics.items()])
+
+
+BENCHMARK_MODELS = ("CosPlace R50", "NetVLAD VGG16")
+BENCHMARK_TEST_SETS = ("pitts30k", "tokyo247")
+# Recall@1, @5, @10, @20 of each model on each test set
+BENCHMARK_RECALLS = {("CosPlace R50", "pitts30k"): (0.90, 0.95, 0.96, 0.97),
+                     ("CosPlace R50", "tokyo247"): (0.80, 0.88, 0.90, 0.93),
+                     ("NetVLAD VGG16", "pitts30k"): (0.85, 0.93, 0.96, 0.97),
+                     ("NetVLAD VGG16", "tokyo247"): (0.60, 0.75, 0.80, 0.85)}
+
+
+def log_fake_benchmark(uri: str) -> str:
+    """A finished benchmark (parent and a child per model and test set) in the experiment
+    'benchmarks' of the store at `uri`; returns the parent's run id."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("benchmarks")
+    experiment_id = experiment.experiment_id if experiment else \
+        client.create_experiment("benchmarks")
+    parent = client.create_run(experiment_id, run_name="fake-20260101-120000",
+                               tags={"kind": "benchmark", "benchmark": "fake"}).info.run_id
+    _params(client, parent, {"split": "test", "positive_dist": 25.0,
+                             "models": json.dumps(BENCHMARK_MODELS),
+                             "test_sets": json.dumps(BENCHMARK_TEST_SETS)})
+    for (model, test_set), recalls in BENCHMARK_RECALLS.items():
+        child = client.create_run(experiment_id, run_name=f"{model} on {test_set}", tags={
+            "kind": "benchmark-result", "mlflow.parentRunId": parent, "benchmark": "fake",
+            "model": model, "test_set": test_set}).info.run_id
+        _params(client, child, {"family": "cosplace", "architecture": "resnet50 + gem",
+                                "image_size": "480x640"})
+        _metrics(client, child, {**{f"recall_at_{n}": r for n, r in zip(NS, recalls)},
+                                 "descriptor_dim": 2048, "descriptor_bytes": 8192,
+                                 "ms_per_image": 12.5}, 0)
+        client.set_terminated(child, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    return parent

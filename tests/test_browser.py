@@ -19,7 +19,13 @@ import urllib.request
 
 import pytest
 import test_dashboards
-from dashboards_store import EXPERIMENT, SWEEP, TRIALS
+from dashboards_store import (
+    BENCHMARK_MODELS,
+    EXPERIMENT,
+    SWEEP,
+    TRIALS,
+    log_fake_benchmark,
+)
 from mlflow import MlflowClient
 from test_dashboards import served
 from test_security import running_ui
@@ -146,6 +152,37 @@ def test_the_report_shows_its_trials_and_pictures(report, browser):
     assert seen["broken"] == [], f"pictures that did not load: {seen['broken']}"
     assert seen["pictures"] == seen["shown"] == 7, seen  # 3 views, by-arch, 3 trials' curves
     assert seen["marker"] == "all"  # the report's own check agrees
+
+
+BENCHMARK_AS_SEEN = """
+const images = [...document.images];
+if (document.readyState !== "complete" || images.some(image => !image.complete)) return null;
+const table = document.getElementById("benchmark");
+return {
+  rows: [...table.querySelectorAll("tr[data-model]")].map(row => row.dataset.model),
+  bold: [...table.querySelectorAll("td")].filter(cell =>
+    Number(getComputedStyle(cell).fontWeight) >= 700).map(cell => cell.textContent),
+  shown: images.filter(image => image.naturalWidth > 0).length,
+  marker: document.body.getAttribute("data-images-loaded"),
+};
+"""
+
+
+def test_the_benchmark_page_shows_its_table_and_picture(browser, tmp_path):
+    from dashboards.benchmark_report import benchmark_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_fake_benchmark(uri)
+    benchmark_report(uri, None, None, None, tmp_path / "page")
+    with served(tmp_path) as base:
+        browser.open(f"{base}/page/index.html")
+        seen = browser.wait_for(BENCHMARK_AS_SEEN)
+        page = browser.text()[:1500]
+    assert seen, f"the benchmark page never finished loading; it showed: {page}"
+    assert seen["rows"] == list(BENCHMARK_MODELS)
+    # CosPlace is best in every column; NetVLAD ties with it at Pitts30k's R@10
+    assert seen["bold"] == ["90.0", "95.0", "96.0", "80.0", "88.0", "90.0", "96.0"]
+    assert seen["shown"] == 1 and seen["marker"] == "all"
 
 
 # ---- the MLflow UI -----------------------------------------------------------------------

@@ -41,6 +41,7 @@ from vpr_tracking.search_space import (
     space_from_params,
     space_params,
     table_cells,
+    table_dimensions,
     table_header,
 )
 
@@ -137,10 +138,22 @@ def test_the_search_space_is_read_back_from_a_sweep_parent():
 
 
 def test_a_trial_without_values_keeps_the_table_columns():
-    full = table_cells({"arch": "vgg16", "num_clusters": 16, "margin": 0.1, "lr": 1e-4})
+    netvlad = {"arch": "vgg16", "aggregator": "netvlad", "num_clusters": 16, "margin": 0.1,
+               "lr": 1e-4}
+    gem = {"arch": "resnet18", "aggregator": "gem", "gem_p": 3.0, "margin": 0.1, "lr": 1e-4}
+    full = table_cells(netvlad)
     assert len(table_header()) == len(full) == len(table_cells({}))
-    assert full.split() == ["vgg16", "16", "0.100", "1.00e-04"]
     assert table_cells({}).split() == ["-"] * len(DIMENSIONS)
+    # a column for each aggregator setting some trial has; '-' where a trial has not
+    columns = table_dimensions([netvlad, gem])
+    assert [d.name for d in columns] == ["arch", "aggregator", "num_clusters", "gem_p",
+                                         "margin", "lr"]
+    assert table_header(columns).split() == ["arch", "aggregator", "K", "p", "margin", "lr"]
+    assert table_cells(netvlad, columns).split() == ["vgg16", "netvlad", "16", "-", "0.100",
+                                                     "1.00e-04"]
+    assert table_cells(gem, columns).split() == ["resnet18", "gem", "-", "3.00", "0.100",
+                                                 "1.00e-04"]
+    assert [d.name for d in table_dimensions([])] == ["arch", "aggregator", "margin", "lr"]
 
 
 def test_frames_follow_the_ground_truth_on_a_constructed_case():
@@ -169,14 +182,16 @@ def test_queries_are_drawn_deterministically():
 # ---- compare --------------------------------------------------------------------------------
 def test_compare_reference_recalls_need_no_mlflow(tmp_path):
     done = run_cli("compare", "--alexnet_recalls", 0.68, 0.85, 0.89, 0.93, "--vgg16_recalls",
-                   0.85, 0.95, 0.97, 0.98, "--out", "charts/x.png", "--json", "x.json",
+                   0.85, 0.95, 0.97, 0.98, "--recalls", "MixVPR R50", 88, 94, 95.5, 97,
+                   "--out", "charts/x.png", "--json", "x.json",
                    cwd=tmp_path, module="dashboards", timeout=120)
     assert done.returncode == 0, done.stderr
-    assert png_size(tmp_path / "charts" / "x.png") == recall_figure_size(2)
+    assert png_size(tmp_path / "charts" / "x.png") == recall_figure_size(3)
     assert tree(tmp_path) == ["charts", "charts/x.png", "x.json"]  # no mlflow.db, no mlruns
     curves = json.loads((tmp_path / "x.json").read_text())["curves"]
-    assert [c["arch"] for c in curves] == ["alexnet", "vgg16"]
+    assert [c["arch"] for c in curves] == ["alexnet", "vgg16", "MixVPR R50"]
     assert curves[1]["recall@5"] == pytest.approx(0.95)
+    assert curves[2]["recall@10"] == pytest.approx(0.955)  # percent read as percent
 
 
 # three trials tied at Recall@5 = 1.000, listed worst R@1 first: (R@1, R@5, R@10, R@20)
@@ -184,7 +199,7 @@ TIED = ((0.76, 1.0, 1.0, 1.0), (0.88, 1.0, 1.0, 1.0), (0.80, 1.0, 1.0, 1.0))
 
 
 def test_a_tie_in_the_search_metric_goes_to_the_better_other_recalls():
-    from dashboards.compare import best_per_arch
+    from dashboards.compare import best_per_model
     from vpr_tracking.store import RunRecord
     from vpr_tracking.trials import TrialRow, best_row
 
@@ -195,7 +210,7 @@ def test_a_tie_in_the_search_metric_goes_to_the_better_other_recalls():
                       tags={"kind": "trial"},
                       history=[{"epoch": 1, **{f"recall@{n}": r for n, r in zip(NS, recalls)}}])
             for i, recalls in enumerate(TIED)]
-    assert [run.run_id for run in best_per_arch(runs, "recall@5")] == ["r1"]
+    assert [run.run_id for run in best_per_model(runs, "recall@5")] == ["r1"]
 
 
 def test_trials_rank_by_the_search_metric_then_the_other_recalls_by_n():
@@ -219,7 +234,7 @@ def test_compare_picks_the_best_trial_per_arch_and_the_evaluations(store, tmp_pa
     assert [best[f"recall@{n}"] for n in (1, 5, 10, 20)] == list(TRIALS[2].epochs[0][:4])
     assert "alexnet K=8 margin=0.15 lr=0.0003" in best["label"]
     assert "epoch 1" in best["label"]
-    assert "vgg16 K=64 checkpoint checkpoint.pth.tar (synth val)" == curves[2]["label"]
+    assert "vgg16 netvlad K=64 checkpoint checkpoint.pth.tar (synth val)" == curves[2]["label"]
     assert curves[2]["recall@20"] == pytest.approx(EVAL_RECALLS[3])
     assert png_size(tmp_path / "new" / "c.png") == recall_figure_size(3)
 
@@ -523,6 +538,8 @@ def test_user_mistakes_are_one_line_and_write_nothing(store, checkpoint, tmp_pat
          "is not in the MLflow store"),
         (["compare", "--alexnet-recalls", 0.68, 0.85, 0.89, "--out", "c.png"],
          "takes 4 values"),
+        (["compare", "--recalls", "resnet50-gem", 0.8, "x", 0.9, 0.95, "--out", "c.png"],
+         "write a model's name and its Recall@1"),
         (["compare", "--out", "c.png"], "no MLflow database"),
         (["compare", "--tracking-uri", uri, "--runs", trials["a1b2c_00003"], "--out", "c.png"],
          "logged no Recall@N"),

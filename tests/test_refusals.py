@@ -105,7 +105,8 @@ def test_sweep_paths_become_absolute(tmp_path, monkeypatch):
 
 def test_a_missing_sweep_weight_file_fails_before_ray_starts(tmp_path, capsys, monkeypatch):
     done = run_main(["sweep", "--weights", "w/alexnet.pth", "--arch", "alexnet",
-                     "--num-samples", 1, "--quiet"], capsys, monkeypatch, tmp_path)
+                     "--aggregator", "netvlad", "--num-samples", 1, "--quiet"], capsys,
+                    monkeypatch, tmp_path)
     assert_user_error(done, "alexnet.pth", "--weights")
     assert tree(tmp_path) == []
 

@@ -154,3 +154,26 @@ def test_a_file_that_is_none_of_them_is_one_line(tiny_root, tmp_path, capsys, mo
     done = run_main(["eval", "--resume", path, "--data-root", tiny_root], capsys, monkeypatch,
                     tmp_path)
     assert_user_error(done, "holds no model this version knows", "head.weight")
+
+
+def test_train_resume_fine_tunes_a_released_file(tiny_root, tmp_path, capsys, monkeypatch):
+    """`train --resume FILE` takes the model from a released file (no flags.json to restore it
+    from): no --arch needed, one that disagrees or an aggregator setting is refused."""
+    torch.manual_seed(0)
+    path = tmp_path / "cosplace.pth"
+    torch.save(cosplace_file(torchvision.models.resnet18(), fc_dim=32), path)
+    train = ["train", "--resume", path, "--data-root", tiny_root, "--epochs", 1, "--workers", 0,
+             "--quiet", "--cache-dir", tmp_path / "cache"]
+    assert_user_error(run_main(train + ["--arch", "vgg16", "--run-dir", tmp_path / "a"], capsys,
+                               monkeypatch, tmp_path), "holds a model of arch resnet18")
+    assert_user_error(run_main(train + ["--gem-p", 2, "--run-dir", tmp_path / "a"], capsys,
+                               monkeypatch, tmp_path), "--gem-p does not apply with --resume")
+    assert not (tmp_path / "a").exists()
+    done = run_main(train + ["--run-dir", tmp_path / "ft", "--json", tmp_path / "t.json"],
+                    capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    flags = json.loads((tmp_path / "ft" / "checkpoints" / "flags.json").read_text())
+    assert (flags["arch"], flags["aggregator"], flags["gem_fc_dim"]) == ("resnet18", "gem", 32)
+    tuned = torch.load(tmp_path / "ft" / "checkpoints" / "checkpoint.pth.tar",
+                       weights_only=True)["state_dict"]
+    assert tuned["pool.3.weight"].shape == (32, 512)  # the FC to 32 dimensions

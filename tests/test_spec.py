@@ -1,9 +1,11 @@
 import dataclasses
 
+import optuna
 import pytest
 
+from orchestrator.space_sampler import SpaceSampler
 from orchestrator.spec import EXPERIMENTS_DIR, load_spec, spec_from_dict
-from orchestrator.sweep import first_points, plan_resources, tune_space
+from orchestrator.sweep import first_points, plan_resources
 from vpr_core.errors import UserError
 
 
@@ -29,10 +31,10 @@ def test_smoke_is_the_embedded_default():
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"search": {"num_samples": 1}}, "fewer than the 2 architectures"),
+    ({"search": {"num_samples": 1}}, "fewer than the 2 first trials"),
     ({"surprise": 1}, "unknown key(s) surprise"),
     ({"train": {"epochs": 2, "colour": "red"}}, "unknown key(s) colour"),
-    ({"train": {"lr": 0.1}}, "unknown key(s) lr"),  # searched, not fixed
+    ({"train": {"lr": 0.1}}, "train.lr is searched: give it under search.space.lr"),
     ({"train": {"epochs": 0}}, "--epochs"),
     ({"search": {"space": {"arch": ["resnet"]}}}, "search.space.arch"),
     ({"search": {"space": {"lr": {"log_uniform": [0.1, 0.01]}}}}, "search.space.lr"),
@@ -54,16 +56,18 @@ def test_malformed_yaml_names_the_line(tmp_path):
 
 
 def test_every_architecture_is_in_the_first_points():
+    """A spec of before the aggregator was searched: NetVLAD only, the same first points."""
     spec = spec_from_dict({"search": {"space": {"arch": ["alexnet", "vgg16"],
                                                 "num_clusters": [8, 16, 32],
                                                 "lr": {"log_uniform": [1e-3, 1e-2]}}}}, "s")
     points = first_points(spec)
     assert [p["arch"] for p in points] == ["alexnet", "vgg16"]
-    assert all(p["num_clusters"] == 16 and p["lr"] == 1e-3 and p["margin"] == 0.1
-               for p in points)
-    space = tune_space(spec)
-    assert space["arch"].categories == ["alexnet", "vgg16"]
-    assert space["lr"].lower == 1e-3 and space["lr"].upper == 1e-2
+    assert all(p == {"aggregator": "netvlad", "arch": p["arch"], "num_clusters": 16,
+                     "lr": 1e-3, "margin": 0.1} for p in points)
+    trial = optuna.trial.FixedTrial({"aggregator": "netvlad", "arch": "vgg16",
+                                     "num_clusters": 32, "margin": 0.2, "lr": 5e-3})
+    assert SpaceSampler(spec.space)(trial) == {"aggregator": "netvlad", "arch": "vgg16",
+                                               "num_clusters": 32, "margin": 0.2, "lr": 5e-3}
 
 
 def test_concurrency_follows_the_resources():

@@ -33,10 +33,28 @@ def artifact_paths(client, run_id, folder=""):
     return out
 
 
+# two aggregators, each with its own setting (NetVLAD's K, GeM's p): two NetVLAD trials of one
+# arch share a centroid file, the GeM trial needs none
+TWO_AGGREGATORS = {"aggregator": ["netvlad", "gem"], "num_clusters": [4],
+                   "gem_p": {"log_uniform": [2.0, 4.0]}}
+FIRST = [{"arch": "alexnet", "aggregator": "netvlad", "num_clusters": 4, "margin": 0.1, "lr": 1e-4},
+         {"arch": "vgg16", "aggregator": "gem", "gem_p": 3.0, "margin": 0.1, "lr": 1e-4},
+         {"arch": "alexnet", "aggregator": "netvlad", "num_clusters": 4, "margin": 0.15,
+          "lr": 3e-4}]
+
+
+def assert_own_settings(params: dict) -> None:
+    """A trial's run holds its aggregator's settings and no other aggregator's."""
+    own = {"netvlad": {"num_clusters"}, "gem": {"gem_p"}}[params["aggregator"]]
+    assert {"num_clusters", "gem_p"} & set(params) == own, params
+    assert not any(k.startswith(("mixvpr_", "salad_", "boq_")) for k in params)
+
+
 def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     raw = copy.deepcopy(TINY_SPEC)
-    raw["search"]["space"]["num_clusters"] = [4]  # 3 trials, 2 archs: two share a centroid file
+    raw["search"]["space"].update(TWO_AGGREGATORS)
+    raw["search"]["start_with"] = FIRST
     spec = spec_from_dict(raw, "tiny")
     spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     handed = []  # the callback Tune called, as the sweep's end gets it
@@ -60,11 +78,15 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     assert len(children) == 3 and len(runs) == 4
     assert {c.data.params["arch"] for c in children} == {"alexnet", "vgg16"}
     assert all(r.info.status in ("FINISHED", "FAILED", "KILLED") for r in runs)
+    assert {k: v for k, v in parent.data.params.items() if k.endswith("_only_with")} == {
+        "gem_p_only_with": '{"aggregator": ["gem"]}',
+        "num_clusters_only_with": '{"aggregator": ["netvlad"]}'}
     centroid_files = set()
     for child in children:
         params = child.data.params
-        assert {"arch", "num_clusters", "margin", "lr", "image_size", "dataset", "weights",
+        assert {"arch", "aggregator", "margin", "lr", "image_size", "dataset", "weights",
                 "seed", "precision", "momentum"} <= set(params)
+        assert_own_settings(params)
         assert params["image_size"] == "48x64" and params["weights"] == "none"
         assert params["precision"] == "fp32" and params["momentum"] == "0.9"  # as trials train
         assert child.data.tags["trial_id"] and child.data.tags.get("git_commit")
@@ -76,11 +98,11 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
         assert "checkpoints/model_best.pth.tar" in paths and "config/flags.json" in paths
         assert "plots/recall_curve.png" in paths
         centroid_files |= {p for p in paths if p.startswith("centroids/")}
-    # one clustering per (arch, K): two files for three trials, and nothing else in the cache
-    assert centroid_files == {"centroids/alexnet_synth_4_desc_cen.hdf5",
-                              "centroids/vgg16_synth_4_desc_cen.hdf5"}
+    # one clustering per (arch, K), for NetVLAD only: one file for two trials, nothing else
+    assert centroid_files == {"centroids/alexnet_synth_4_desc_cen.hdf5"}
     cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.hdf5"))
-    assert cached == ["alexnet_synth_4_desc_cen.hdf5", "vgg16_synth_4_desc_cen.hdf5"]
+    assert cached == ["alexnet_synth_4_desc_cen.hdf5"]
+    assert "vgg16 gem p=3 margin=0.1 lr=0.0001" in {row.label for row in result.rows}
     # one service served every trial
     assert parent.data.metrics["miner_trials_served"] == 3
     assert parent.data.metrics["miner_requests"] >= 3
@@ -102,7 +124,10 @@ def write_tiny_spec(folder: Path, **changes) -> Path:
 
 
 def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path):
-    spec = write_tiny_spec(tmp_path, train__epochs=2, search__num_samples=3)
+    """A resumed sweep takes its define-by-run sampler back from the searcher's state."""
+    space = {**TINY_SPEC["search"]["space"], **TWO_AGGREGATORS}
+    spec = write_tiny_spec(tmp_path, train__epochs=2, search__num_samples=3,
+                           search__space=space)
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
     argv = [sys.executable, "-m", "orchestrator", "sweep", "--config", str(spec),
             "--storage", str(tmp_path / "ray_results")]
@@ -130,6 +155,8 @@ def test_a_killed_driver_resumes_without_duplicate_runs(tmp_path):
     assert len(trial_ids) == len(set(trial_ids)) == 3
     assert all(c.info.status == "FINISHED" for c in children), \
         [(c.data.tags["trial_id"], c.info.status, c.data.tags.get("stop_reason")) for c in children]
+    for child in children:
+        assert_own_settings(child.data.params)
     # each epoch logged once, none missing, even for the trials that were cut: the steps are
     # exactly 1..the last epoch Tune saw the trial report (ASHA may stop a trial early)
     from ray.tune import ExperimentAnalysis

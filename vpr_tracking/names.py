@@ -23,6 +23,8 @@ class Kind:
     EVALUATION = "evaluation"  # `eval`, or an evaluation spec
     COMPRESSION_STUDY = "compression-study"  # a study's parent run
     COMPRESSION_VARIANT = "compression-variant"  # the original or a variant of a study
+    BENCHMARK = "benchmark"  # a benchmark's parent run: models x test sets
+    BENCHMARK_RESULT = "benchmark-result"  # one model on one test set of a benchmark
 
 
 TRAINED_KINDS = (Kind.TRIAL, Kind.TRAINING)
@@ -47,6 +49,9 @@ class Tag:
     VARIANT = "variant"
     GIT_COMMIT = "git_commit"
     MINER_DEVICE = "miner_device"  # where the sweep's mining service searched (cpu, cuda)
+    BENCHMARK = "benchmark"  # the benchmark's name, on its parent and its results
+    MODEL = "model"  # a benchmark result's row: the model's label
+    TEST_SET = "test_set"  # a benchmark result's column: the test set's label
 
 
 # MLflow's words for an experiment of trained models (not GenAI traces)

@@ -1,20 +1,27 @@
 """The swept hyper-parameters, declared once.
 
 Each `Dimension` is a `TrainConfig` setting a sweep samples: a choice among values or a
-log-uniform range. From `DIMENSIONS` come the spec's `search.space` keys and their checks,
-the Tune space, the first points, the sweep's MLflow params (numbers: `margin_min`,
-`margin_max`; choices as a JSON list), the trial labels and the columns of every trials
-table. To search one more setting, add its `Dimension` here.
+log-uniform range. A dimension applies where its setting does: an aggregator's own settings
+(`num_clusters`, `gem_p`, ...) only when that aggregator is chosen (the setting's `only_with`),
+and a choice keeps the values that fit another dimension's (`fits`: the backbones the chosen
+aggregator can pool). From `DIMENSIONS` come the spec's `search.space` keys and their checks,
+the sampling of the space (`SAMPLING_ORDER`, `orchestrator.space_sampler`), the first points
+(`search_points`), the sweep's MLflow params (numbers: `margin_min`, `margin_max`; choices as
+a JSON list; a condition as `<name>_only_with`), the trial labels and the columns of every
+trials table. To search one more setting, add its `Dimension` here.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from vpr_core.config import TrainConfig
 from vpr_core.errors import UserError
-from vpr_core.models.catalog import ARCHES, CNNS
+from vpr_core.models.catalog import AGGREGATORS, ARCHES, CNNS, backbone_problem
+from vpr_core.settings import applies, default_of, setting_of
 
 CHOICE, LOG_UNIFORM = "choice", "log_uniform"
 # a choice's `start`: each choice gets a first point of its own, or the middle choice
@@ -28,7 +35,9 @@ class Dimension:
     gets a first point of its own: every architecture is tried) or `MIDDLE`. `label` formats
     a value in run labels; `cell` (a format spec starting with its width, e.g. '7.3f') a value
     in fixed-width tables, under the column title `title`. A choice's values are `element`s:
-    one of `allowed` when given, else positive numbers."""
+    one of `allowed` when given, else positive numbers. `fits`: (another dimension, a function
+    of (value, its value) saying why they do not fit, None when they do): the choices kept
+    under the other's value."""
 
     name: str
     kind: str
@@ -39,6 +48,7 @@ class Dimension:
     cell: str
     element: type = float
     allowed: tuple | None = None
+    fits: tuple[str, Callable] | None = None
 
     def parse(self, raw, where: str):
         """The spec's value: a list of choices, or a number / {log_uniform: [low, high]}."""
@@ -81,6 +91,33 @@ class Dimension:
         """A range with low == high is a constant, not searched."""
         return self.kind == LOG_UNIFORM and values[0] == values[1]
 
+    # ---- conditions -----------------------------------------------------------------------
+    @property
+    def only_with(self) -> dict:
+        """{dimension: value or values} under which alone it applies: its setting's."""
+        return setting_of(TrainConfig, self.name).only_with or {}
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The dimensions whose values decide whether it applies or which values it keeps."""
+        return (*self.only_with, *([self.fits[0]] if self.fits else []))
+
+    def applies(self, point: dict) -> bool:
+        """Whether it applies under the values of `point` (an absent one: its default)."""
+        return applies(setting_of(TrainConfig, self.name), point, TrainConfig)
+
+    def problem(self, value, point: dict) -> str | None:
+        """Why `value` does not fit the values of `point` (None: it fits)."""
+        if self.fits is None:
+            return None
+        other, problem_of = self.fits
+        return problem_of(value, point.get(other, default_of(TrainConfig, other)))
+
+    def kept(self, values, point: dict) -> list:
+        """The choices among `values` that fit the values of `point`."""
+        return [value for value in values if self.problem(value, point) is None]
+
+    # ---- writing values -------------------------------------------------------------------
     def format_label(self, value) -> str:
         return self.label.format(value)
 
@@ -99,14 +136,36 @@ class Dimension:
         return format(value, self.cell)
 
 
+# in the order labels and tables write them
 DIMENSIONS = (
-    Dimension("arch", CHOICE, CNNS, EVERY, "{}", "arch", "<13", str, ARCHES),
+    Dimension("arch", CHOICE, CNNS, EVERY, "{}", "arch", "<13", str, ARCHES,
+              fits=("aggregator", backbone_problem)),
+    Dimension("aggregator", CHOICE, ("netvlad",), EVERY, "{}", "aggregator", "<10", str,
+              AGGREGATORS),
     Dimension("num_clusters", CHOICE, (16, 32, 64), MIDDLE, "K={}", "K", ">3", int),
+    Dimension("gem_p", LOG_UNIFORM, (1.0, 6.0), 3.0, "p={:.3g}", "p", "5.2f"),
+    Dimension("mixvpr_out_rows", CHOICE, (2, 4, 8), MIDDLE, "rows={}", "rows", ">4", int),
+    Dimension("boq_num_queries", CHOICE, (32, 64, 128), MIDDLE, "queries={}", "Q", ">3", int),
     Dimension("margin", LOG_UNIFORM, (0.03, 0.3), 0.1, "margin={:.3g}", "margin", "7.3f"),
     Dimension("lr", LOG_UNIFORM, (1e-5, 1e-3), 1e-4, "lr={:.2g}", "lr", "8.2e"),
 )
 NAMES = tuple(d.name for d in DIMENSIONS)
 BY_NAME = {d.name: d for d in DIMENSIONS}
+
+
+def _sampling_order(dimensions) -> tuple[Dimension, ...]:
+    """The dimensions, each after those it depends on (else in declaration order)."""
+    ordered, pending = [], list(dimensions)
+    while pending:
+        done = {d.name for d in ordered}
+        ready = next(d for d in pending if set(d.depends_on) & set(NAMES) <= done)
+        ordered.append(ready)
+        pending.remove(ready)
+    return tuple(ordered)
+
+
+# the order a point is sampled in: the aggregator before its settings and the backbones
+SAMPLING_ORDER = _sampling_order(DIMENSIONS)
 
 
 def default_space() -> dict:
@@ -116,7 +175,8 @@ def default_space() -> dict:
 
 
 def parse_space(raw: dict, where: str) -> dict:
-    """A spec's `search.space` section over the defaults."""
+    """A spec's `search.space` section over the defaults. A setting given for aggregators the
+    space does not list is refused."""
     unknown = sorted(set(raw) - set(NAMES))
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; allowed: "
@@ -124,54 +184,57 @@ def parse_space(raw: dict, where: str) -> dict:
     space = default_space()
     for name, value in raw.items():
         space[name] = BY_NAME[name].parse(value, f"{where}.{name}")
+    for name in raw:
+        if BY_NAME[name] not in searched(space):
+            other, wanted = next(iter(BY_NAME[name].only_with.items()))
+            wanted = " or ".join(wanted) if isinstance(wanted, tuple) else wanted
+            raise UserError(f"{where}.{name} applies to {other} {wanted} only, which "
+                            f"{where}.{other} does not list; add it there or leave {name} out")
     return space
 
 
 def check_space(space: dict) -> None:
+    """Each dimension's values, and every choice that another must fit (an aggregator that
+    takes a ViT's class token needs a ViT among the backbones)."""
     for dimension in DIMENSIONS:
         dimension.check(space[dimension.name], f"search.space.{dimension.name}")
+    for d in DIMENSIONS:
+        if d.fits is None:
+            continue
+        other = d.fits[0]
+        for value in space[other]:
+            if not d.kept(space[d.name], {other: value}):
+                raise UserError(f"search.space.{other} {value} fits none of search.space."
+                                f"{d.name}: {d.problem(space[d.name][0], {other: value})}")
 
 
-def check_point(space: dict, point) -> None:
-    """A `search.start_with` entry: a value for every dimension, inside the space."""
-    if not isinstance(point, dict) or set(point) != set(NAMES):
-        raise UserError(f"search.start_with entries need exactly {', '.join(NAMES)}; "
-                        f"got {point}")
-    if not all(BY_NAME[name].contains(space[name], value) for name, value in point.items()):
-        raise UserError(f"search.start_with entry {point} lies outside the search space; "
-                        f"widen the space or change the entry")
+def condition_in(space: dict, d: Dimension) -> dict:
+    """{dimension: the values of the space (its default when the space has none)} under
+    which `d` applies."""
+    return {other: [v for v in space.get(other, BY_NAME[other].default)
+                    if d.applies({other: v})] for other in d.only_with if other in BY_NAME}
 
 
-def first_points(space: dict, start_with: list) -> list[dict]:
-    """The points tried first: `start_with`, else every combination of the dimensions'
-    `start` values (clamped into the space). Constant dimensions are left out: Tune sets
-    them."""
-    if start_with:
-        points = [dict(point) for point in start_with]
-    else:
-        points = [{}]
-        for d in DIMENSIONS:
-            values = space[d.name]
-            if d.kind == LOG_UNIFORM:
-                starts = [min(max(d.start, values[0]), values[1])]
-            elif d.start == EVERY:
-                starts = list(values)
-            else:
-                starts = [sorted(values)[len(values) // 2]]
-            points = [dict(p, **{d.name: value}) for p in points for value in starts]
-    fixed = {d.name for d in DIMENSIONS if d.fixed(space[d.name])}
-    return [{k: v for k, v in point.items() if k not in fixed} for point in points]
+def searched(space: dict) -> list[Dimension]:
+    """The dimensions of the space some point of it gives a value (its condition can hold)."""
+    return [d for d in DIMENSIONS if d.name in space and all(condition_in(space, d).values())]
 
 
 def space_params(space: dict) -> dict:
-    """The space as MLflow params: `<name>_choices` (a JSON list), `<name>_min`, `<name>_max`."""
+    """The space as MLflow params: `<name>_choices` (a JSON list), `<name>_min`, `<name>_max`,
+    and for a setting of some of the space's aggregators only `<name>_only_with`
+    ({"aggregator": [those]}); the dimensions the space never gives are left out."""
     params = {}
-    for d in DIMENSIONS:
+    for d in searched(space):
         values = space[d.name]
         if d.kind == CHOICE:
             params[f"{d.name}_choices"] = json.dumps(list(values))
         else:
             params[f"{d.name}_min"], params[f"{d.name}_max"] = values
+        condition = condition_in(space, d)
+        if any(len(values) < len(space.get(other, values)) for other, values in
+               condition.items()):
+            params[f"{d.name}_only_with"] = json.dumps(condition)
     return params
 
 
@@ -224,16 +287,29 @@ def values_of(params: dict) -> dict:
     return values
 
 
+def searched_values(config: dict) -> dict:
+    """The searched values of a trial's config (which holds those of the dimensions that apply
+    to it, and other keys)."""
+    return {name: config[name] for name in NAMES if name in config}
+
+
 def run_label(values: dict) -> str:
-    """'alexnet K=16 margin=0.1 lr=0.0001': the searched values of a trial, as every output
-    writes them (absent values left out)."""
+    """'resnet18 gem p=3 margin=0.1 lr=0.0001': the searched values of a trial, as every
+    output writes them (absent values, such as the settings of other aggregators, left out)."""
     return " ".join(d.format_label(values[d.name]) for d in DIMENSIONS
                     if values.get(d.name) is not None)
 
 
-def table_header() -> str:
-    return " ".join(d.header for d in DIMENSIONS)
+def table_dimensions(rows: list[dict]) -> list[Dimension]:
+    """The columns of a table of trials whose searched values are `rows`: every dimension
+    that applies always, and an aggregator's setting where some trial has it."""
+    return [d for d in DIMENSIONS if not d.only_with or any(d.name in row for row in rows)]
 
 
-def table_cells(values: dict) -> str:
-    return " ".join(d.format_cell(values.get(d.name)) for d in DIMENSIONS)
+def table_header(dimensions=DIMENSIONS) -> str:
+    return " ".join(d.header for d in dimensions)
+
+
+def table_cells(values: dict, dimensions=DIMENSIONS) -> str:
+    """The cells of one trial ('-' for a value it has not)."""
+    return " ".join(d.format_cell(values.get(d.name)) for d in dimensions)

@@ -99,6 +99,18 @@ class RunRecord:
         return self.params.get("arch") or self.tags.get(Tag.ARCH) or "?"
 
     @property
+    def aggregator(self) -> str:
+        """The model's aggregator (`pooling` in runs logged before the field's models;
+        NetVLAD in runs older still)."""
+        return self.params.get("aggregator") or self.params.get("pooling") or "netvlad"
+
+    @property
+    def model(self) -> str:
+        """'resnet18 gem', 'vgg16 netvlad K=64': the backbone, the aggregator and K."""
+        k = f" K={self.num_clusters}" if self.num_clusters is not None else ""
+        return f"{self.arch} {self.aggregator}{k}"
+
+    @property
     def num_clusters(self) -> int | None:
         value = self.params.get("num_clusters")
         return None if value in (None, "", "None") else int(float(value))

@@ -68,6 +68,16 @@ def cpu_only(checkpoint: dict) -> bool:
                for step in chain(checkpoint.get("compression")))
 
 
+def descriptor_bytes(model: torch.nn.Module, checkpoint: dict) -> float:
+    """Bytes one database image's descriptor takes: float32 values, or PQ codes."""
+    for step in reversed(chain(checkpoint.get("compression"))):
+        if step["method"] == "pq":
+            from .pq import code_bytes
+
+            return code_bytes(step["settings"], checkpoint["compression_extra"])
+    return 4.0 * model.output_dim
+
+
 def compressed_model(path: Path, checkpoint: dict, arch: str | None = None,
                      num_clusters: int | None = None) -> tuple[torch.nn.Module, ModelShape]:
     """The model of a compressed variant's checkpoint: the original architecture, reshaped by

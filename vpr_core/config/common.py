@@ -10,7 +10,7 @@ from pathlib import Path
 from ..data.image_feed import DECODE_CHOICES, DEFAULT_STORE_GB, decodes_on_gpu
 from ..errors import UserError
 from ..models.aggregators import defaults
-from ..models.catalog import AGGREGATORS, ARCHES
+from ..models.catalog import AGGREGATORS, ARCHES, backbone_problem
 from ..models.checkpoints import CKPT_CHOICES
 from ..runtime import PRECISIONS, default_workers, resolve_device, resolve_precision
 from ..settings import (
@@ -24,6 +24,8 @@ from ..settings import (
     Switch,
     check,
     declared,
+    default_text,
+    redeclared,
     setting,
     shown,
 )
@@ -95,6 +97,14 @@ def ckpt_setting():
                    choices=CKPT_CHOICES, roles=(PER_TRIAL,))
 
 
+def from_checkpoint(name: str, roles=(LOGGED,)):
+    """A model setting that a checkpoint decides; without one, CommonConfig's default (which
+    `validate` fills in)."""
+    shown_default = f"the checkpoint's, else {default_text(CommonConfig, name)}"
+    return redeclared(CommonConfig, name, default=None, shown_default=shown_default,
+                      roles=frozenset(roles))
+
+
 def centroids_setting(help: str):
     return setting(None, help, group=TRAINING, metavar="FILE", roles=(PER_TRIAL,),
                    shown_default="the cache's, clustered when missing")
@@ -121,13 +131,14 @@ class CommonConfig:
                               choices=AGGREGATORS, aliases=("--pooling",), formerly=("pooling",),
                               roles=(RESTORED, LOGGED, SPEC))
     num_clusters: int | None = setting(
-        None, "clusters of NetVLAD (and SALAD)", group=MODEL, aliases=("--num_clusters",),
+        None, "clusters of NetVLAD, SALAD and MegaLoc", group=MODEL, aliases=("--num_clusters",),
         metavar="K", parse=int, minimum=1, roles=(RESTORED, LOGGED, SPEC),
         only_with={"aggregator": CLUSTERING},
         shown_default=str(defaults("netvlad")["num_clusters"]))
     weights: str = setting(
-        "imagenet", "encoder initialisation (ImageNet weights from torchvision's cache, none, "
-        "or a weight file)", group=MODEL, metavar="imagenet|none|PATH",
+        "imagenet", "encoder initialisation: its authors' pretrained weights (torchvision's "
+        "ImageNet files, DINOv2's own) from torch's hub cache, none, or a weight file",
+        group=MODEL, metavar="imagenet|none|PATH",
         switches=(Switch("--fromscratch", "none", "same as --weights none"),),
         roles=(RESTORED, LOGGED, SPEC))
     cache_dir: Path = setting(Path("cache"), "centroid files and caches", metavar="DIR",
@@ -183,6 +194,9 @@ class CommonConfig:
         """`weights_loaded`: the encoder's weights are read from `weights` (not from a
         checkpoint), so a weight file must exist."""
         decodes_on_gpu(self.decode, resolve_device(self.device))  # --decode gpu needs CUDA
+        problem = self.arch and self.aggregator and backbone_problem(self.arch, self.aggregator)
+        if problem:
+            raise UserError(problem)
         if weights_loaded and self.weights not in (None, *WEIGHT_CHOICES) \
                 and not Path(self.weights).is_file():
             raise UserError(f"--weights {self.weights!r} is neither imagenet, none nor an "

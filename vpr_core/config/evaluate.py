@@ -13,9 +13,7 @@ from ..settings import (
     check,
     declared,
     default_of,
-    default_text,
     flag_name,
-    redeclared,
     setting,
 )
 from .aggregator import AggregatorSettings
@@ -25,6 +23,7 @@ from .common import (
     absolute,
     centroids_setting,
     ckpt_setting,
+    from_checkpoint,
     resume_setting,
     split_setting,
 )
@@ -33,29 +32,26 @@ from .common import (
 MODEL_BUILDING = tuple(name for name, _ in declared(AggregatorSettings))
 
 
-def _from_checkpoint(name: str, roles=(LOGGED,)):
-    """A model setting that a checkpoint decides; without one, CommonConfig's default."""
-    shown_default = f"the checkpoint's, else {default_text(CommonConfig, name)}"
-    return redeclared(CommonConfig, name, default=None, shown_default=shown_default,
-                      roles=frozenset(roles))
-
-
 @dataclass(frozen=True)
-class EvalConfig(CommonConfig, AggregatorSettings):
+class EvalConfig(AggregatorSettings, CommonConfig):
     split: str = split_setting("val")
     resume: Path | None = resume_setting("checkpoint file or run folder to evaluate",
                                          shown_default="the untrained model")
     ckpt: str = ckpt_setting()
     centroids: Path | None = centroids_setting("untrained model: NetVLAD's centroids")
     # a checkpoint holds its model: these are its, unless given (then they must agree)
-    arch: str | None = _from_checkpoint("arch")
-    aggregator: str | None = _from_checkpoint("aggregator", roles=(LOGGED, RESTORED))
-    num_clusters: int | None = _from_checkpoint("num_clusters")
-    weights: str | None = _from_checkpoint("weights")
+    arch: str | None = from_checkpoint("arch")
+    aggregator: str | None = from_checkpoint("aggregator", roles=(LOGGED, RESTORED))
+    num_clusters: int | None = from_checkpoint("num_clusters")
+    weights: str | None = from_checkpoint("weights")
     save_descriptors: Path | None = setting(
         None, "also write the database's and the queries' descriptors to DIR as "
         "database_descriptors.npy and queries_descriptors.npy (with images.json, their paths)",
         metavar="DIR", group=DATA)
+    positive_dist: float | None = setting(
+        None, "a database image within this many metres of a query is a positive for Recall@N",
+        metavar="METRES", parse=float, positive=True, group=DATA, roles=(LOGGED,),
+        shown_default="the dataset's posDistThr, 25 m")
 
     def validate(self) -> EvalConfig:
         """A resolved copy: without a checkpoint, the model settings' defaults; with one,

@@ -6,9 +6,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..settings import LOGGED, PER_TRIAL, RESTORED, SPEC, TRAINING, check, setting, shown
+from ..settings import (
+    LOGGED,
+    PER_TRIAL,
+    RESTORED,
+    SPEC,
+    TRAINING,
+    check,
+    declared,
+    default_of,
+    flag_name,
+    setting,
+    shown,
+)
 from .aggregator import AggregatorSettings
-from .common import CommonConfig, absolute, centroids_setting, ckpt_setting, resume_setting
+from .common import (
+    CommonConfig,
+    absolute,
+    centroids_setting,
+    ckpt_setting,
+    from_checkpoint,
+    resume_setting,
+)
 
 OPTIMIZERS = ("SGD", "ADAM")
 # SGD's settings (the reference's Adam takes none of them) and their defaults
@@ -23,13 +42,17 @@ def _sgd(name: str, help: str, aliases=(), **bounds):
 
 
 @dataclass(frozen=True)
-class TrainConfig(CommonConfig, AggregatorSettings):
+class TrainConfig(AggregatorSettings, CommonConfig):
     run_dir: Path | None = setting(None, "the run's folder", group=TRAINING, metavar="DIR",
                                    shown_default="./runs/<timestamp>_<arch>_<aggregator>",
                                    roles=(PER_TRIAL,))
     resume: Path | None = resume_setting("continue this run (a run folder or checkpoint file)")
     ckpt: str = ckpt_setting()
     centroids: Path | None = centroids_setting("NetVLAD's initial centroids, an .hdf5 file")
+    # with --resume, the checkpoint's model (a released file has no flags.json to restore them
+    # from); given, they must agree with it
+    arch: str | None = from_checkpoint("arch", roles=HYPER)
+    aggregator: str | None = from_checkpoint("aggregator", roles=HYPER)
     train_split: str = setting("train", "training split", group=TRAINING, roles=HYPER)
     val_split: str = setting("val", "validation split", group=TRAINING, roles=HYPER)
     epochs: int = setting(30, "epochs to train", group=TRAINING, aliases=("--nEpochs",),
@@ -79,8 +102,12 @@ class TrainConfig(CommonConfig, AggregatorSettings):
         sgd = self.optim_name == "SGD"
         filled = {name: default for name, default in SGD_DEFAULTS.items()
                   if sgd and getattr(self, name) is None}
+        if self.resume is None:
+            filled.update({name: default_of(CommonConfig, name) for name in ("arch", "aggregator")
+                           if getattr(self, name) is None})
+        resolved = dataclasses.replace(self, **filled)
         resolved = dataclasses.replace(
-            self, **self._resolved(), **filled, optim=self.optim_name,
+            resolved, **resolved._resolved(), optim=self.optim_name,
             run_dir=absolute(self.run_dir), resume=absolute(self.resume),
             centroids=absolute(self.centroids))
         check(resolved)
@@ -101,6 +128,11 @@ class TrainConfig(CommonConfig, AggregatorSettings):
             if self.centroids is not None:
                 raise UserError("--centroids does not apply with --resume: the checkpoint "
                                 "holds NetVLAD's parameters; leave --centroids out")
+            for name, meta in declared(AggregatorSettings):
+                if meta.only_with and getattr(self, name) is not None:
+                    flag = flag_name(type(self), name)
+                    raise UserError(f"{flag} does not apply with --resume: the checkpoint holds "
+                                    f"the aggregator as it was built; leave {flag} out")
         elif self.fresh_optimizer:
             raise UserError("--fresh-optimizer applies with --resume only; leave it out")
         if self.start_epoch >= self.epochs:

@@ -41,6 +41,7 @@ class EvalResult:
     distances: np.ndarray | None = field(default=None, repr=False)  # [M, k] squared L2
     precision: str = "fp32"  # of the forward passes that made the descriptors
     descriptors: np.ndarray | None = field(default=None, repr=False)  # [N + M, D], database first
+    extract_seconds: float = 0.0  # of `seconds`: reading the images and computing descriptors
 
     def to_dict(self) -> dict:
         out = named_recalls(self.recalls)
@@ -93,10 +94,11 @@ def evaluate(model: torch.nn.Module, feed: ImageFeed, *, batch_size: int,
                                       batch_size=batch_size, precision=precision,
                                       show_progress=show_progress,
                                       desc=f"eval {split.split}: descriptors")
+    extracted = time.perf_counter()
     database, queries = descriptors[:split.num_database], descriptors[split.num_database:]
     recalls, predictions, distances = evaluate_descriptors(database, queries,
                                                            split.eval_positives(),
                                                            device=feed.device, index=index)
     return EvalResult(recalls, split.dataset, split.split, split.num_queries, split.num_database,
                       time.perf_counter() - started, predictions, distances, precision,
-                      descriptors)
+                      descriptors, extracted - started)

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import UserError
 from .boq import BoQ
+from .catalog import MAP_SIZED
 from .gem import GeMHead
 from .megaloc import MegaLoc
 from .mixvpr import MixVPR
@@ -58,7 +59,6 @@ def _avg(in_channels: int) -> GlobalPool:
 # name -> constructor(in_channels, **settings); the settings are the constructor's keywords
 BUILDERS = {"netvlad": _netvlad, "gem": GeMHead, "mixvpr": MixVPR, "salad": SALAD, "boq": BoQ,
             "megaloc": MegaLoc, "max": _max, "avg": _avg}
-MAP_SIZED = ("mixvpr",)  # aggregators whose constructor also takes the map's size (in_h, in_w)
 
 
 def defaults(name: str) -> dict:

@@ -22,11 +22,26 @@ KEEPS_LAST_BLOCK = ("gem", "max", "avg")
 TAKES_CLASS_TOKEN = ("salad", "megaloc")
 # aggregators that take a ViT's tokens before its final norm (BoQ's authors drop the norm)
 UNNORMED_TOKENS = ("boq",)
+# aggregators over a map of one size: their constructor also takes the map's (in_h, in_w)
+MAP_SIZED = ("mixvpr",)
 PATCH = 14  # the DINOv2 patch size: images are multiples of it
 
 
 def is_vit(arch: str) -> bool:
     return arch in DINOV2S
+
+
+def backbone_problem(arch: str, aggregator: str) -> str | None:
+    """Why `aggregator` cannot pool the features of `arch` (None: it can)."""
+    if aggregator in TAKES_CLASS_TOKEN and not is_vit(arch):
+        return (f"the {aggregator} aggregator takes a ViT's class token, which {arch} does not "
+                f"give; pass a DINOv2 --arch ({', '.join(DINOV2S)}) or another --aggregator")
+    return None
+
+
+def fits(arch: str, aggregator: str) -> bool:
+    """Whether `aggregator` can pool the features of `arch`."""
+    return backbone_problem(arch, aggregator) is None
 
 
 def keeps_last_block(arch: str, aggregator: str) -> bool:

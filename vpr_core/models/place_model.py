@@ -6,7 +6,7 @@ from torch import nn
 
 from ..errors import UserError
 from .aggregators import build_aggregator, defaults
-from .catalog import AGGREGATORS, TAKES_CLASS_TOKEN, channels
+from .catalog import AGGREGATORS, TAKES_CLASS_TOKEN, backbone_problem, channels
 from .encoders import build_encoder, feature_map_size
 from .shape import ModelShape
 
@@ -92,6 +92,8 @@ def build_model(arch: str, aggregator: str = "netvlad", num_clusters: int | None
     encoder's last stages train (None: the authors' habit)."""
     if aggregator not in AGGREGATORS:
         raise UserError(f"unknown aggregator {aggregator!r}; use one of {', '.join(AGGREGATORS)}")
+    if backbone_problem(arch, aggregator):
+        raise UserError(backbone_problem(arch, aggregator))
     if num_clusters is not None and "num_clusters" in defaults(aggregator):
         settings["num_clusters"] = num_clusters  # (the positional K of NetVLAD's first days)
     encoder = build_encoder(arch, weights, aggregator, trainable)

@@ -44,6 +44,15 @@ def recognise(checkpoint: dict, path: Path, aggregator_hint: str | None = None) 
                     f"EigenPlaces, MixVPR, SALAD, BoQ or MegaLoc file")
 
 
+def family_of(checkpoint: dict, path: Path, aggregator: str) -> str:
+    """The format of a loaded checkpoint whose model is known to have `aggregator` (which only
+    pytorch-NetVlad's max/avg pooling needs): `Recognised.family`, or this project's
+    'vpr-sweeps compressed' for a compressed variant."""
+    if checkpoint.get("compression"):
+        return f"{PROJECT} compressed"
+    return recognise(checkpoint, path, aggregator).family
+
+
 def found(state: dict) -> str:
     """A few words on what a state dict holds: its key prefixes and their counts."""
     prefixes: dict[str, int] = {}

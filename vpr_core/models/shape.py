@@ -44,6 +44,12 @@ class ModelShape:
                             f"{aggregator}); use the version that wrote it")
         return cls.of(arch, aggregator, record.get("settings"))
 
+    @property
+    def label(self) -> str:
+        """'resnet50 mixvpr', 'vgg16 netvlad K=64': the backbone, the aggregator and K."""
+        k = f" K={self.num_clusters}" if self.num_clusters is not None else ""
+        return f"{self.arch} {self.aggregator}{k}"
+
     def describe(self) -> str:
         settings = " ".join(f"{k}={v}" for k, v in self.settings)
         return f"{self.arch} + {self.aggregator}" + (f" ({settings})" if settings else "")

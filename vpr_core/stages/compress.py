@@ -19,7 +19,7 @@ import torch
 from ..compression.context import CompressionContext
 from ..compression.measure import Figures, measure
 from ..compression.methods import label, method
-from ..compression.variants import compressed_checkpoint, search_index
+from ..compression.variants import compressed_checkpoint, descriptor_bytes, search_index
 from ..config import CompressConfig
 from ..data import open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
@@ -110,7 +110,7 @@ def _measure_both(config, original, checkpoint, variant, saved, split, image_siz
 
     before = measure("original", "none", {}, original, feed_on(device),
                      precision=config.precision, cuda=cuda,
-                     descriptor_bytes=_descriptor_bytes(original, checkpoint),
+                     descriptor_bytes=descriptor_bytes(original, checkpoint),
                      extra=checkpoint.get("compression_extra") or {},
                      index=search_index(checkpoint), **common)
     cpu_only = method(config.method).CPU_ONLY
@@ -118,21 +118,9 @@ def _measure_both(config, original, checkpoint, variant, saved, split, image_siz
     name = label(config.method, settings, config.finetune_epochs, config.finetune_lr)
     after = measure(name, config.method, settings, variant,
                     feed_on(on), precision="fp32" if cpu_only else config.precision,
-                    cuda=cuda and not cpu_only, descriptor_bytes=_descriptor_bytes(variant, saved),
+                    cuda=cuda and not cpu_only, descriptor_bytes=descriptor_bytes(variant, saved),
                     extra=extra, index=search_index(saved), **common)
     return before, after
-
-
-def _descriptor_bytes(model, checkpoint: dict) -> float:
-    """Bytes one database image's descriptor takes: float32 values, or PQ codes."""
-    from ..compression.variants import chain
-
-    for step in reversed(chain(checkpoint.get("compression"))):
-        if step["method"] == "pq":
-            from ..compression.pq import code_bytes
-
-            return code_bytes(step["settings"], checkpoint["compression_extra"])
-    return 4.0 * model.output_dim
 
 
 def _default_run_dir(source: Path, config: CompressConfig) -> Path:

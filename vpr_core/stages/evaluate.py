@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compression.variants import cpu_only, search_index
+from ..compression.variants import cpu_only, descriptor_bytes, search_index
 from ..config import EvalConfig
 from ..config.aggregator import with_model
 from ..data import open_split, resolve_image_size
@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Evaluated:
     """An evaluation's result, the config as it ran (the checkpoint's model settings, the
-    device and precision it ran with) and the checkpoint file (None: the untrained model)."""
+    device and precision it ran with), the checkpoint file (None: the untrained model), the
+    (H, W) images were brought to and the bytes of one database descriptor."""
 
     result: EvalResult
     config: EvalConfig
     checkpoint: Path | None
+    image_size: tuple[int, int] | None = None
+    descriptor_bytes: float | None = None
 
 
 def run(config: EvalConfig) -> Evaluated:
@@ -41,12 +44,14 @@ def run(config: EvalConfig) -> Evaluated:
     built from `config.weights` and NetVLAD initialised from the train split's centroids.
     """
     config = config.validate()
-    split = open_split(config.data_root, config.split, config.dataset)
+    split = open_test_split(config)
     seed_everything(config.seed)
-    path, index = None, None
+    path, index, checkpoint = None, None, {}
     if config.resume is not None:
         path = checkpoint_file(config.resume, config.ckpt)
-        model, config, index = _from_checkpoint(config, path)
+        loaded = model_from_checkpoint(path, config.arch, config.num_clusters, config.aggregator)
+        model, checkpoint = loaded.model, loaded.checkpoint
+        config, index = _as_checkpoint_says(config, loaded, path)
         image_size = _image_size(config, split)
     else:
         image_size = _image_size(config, split)
@@ -61,7 +66,26 @@ def run(config: EvalConfig) -> Evaluated:
                       show_progress=config.show_progress, index=index)
     if config.save_descriptors is not None:
         save_descriptors(config.save_descriptors, result, split)
-    return Evaluated(result, config, path)
+    return Evaluated(result, config, path, image_size, descriptor_bytes(model, checkpoint))
+
+
+def open_test_split(config: EvalConfig):
+    """The split a validated config evaluates on, its positives within `positive_dist` metres
+    when that is given (else the dataset's own threshold)."""
+    split = open_split(config.data_root, config.split, config.dataset)
+    if config.positive_dist is None:
+        return split
+    return dataclasses.replace(split, pos_dist_thr=float(config.positive_dist))
+
+
+def checkpoint_image_size(config: EvalConfig, loaded, split) -> tuple[int, int]:
+    """The (H, W) `run` brings the images of `split` to for a loaded checkpoint (see
+    `model_from_checkpoint`); a `UserError` when its model cannot take them. For checking
+    many models and splits before evaluating any."""
+    config, _ = _as_checkpoint_says(config, loaded, None)
+    size = _image_size(config, split)
+    feature_map_size(loaded.shape.arch, size, loaded.shape.aggregator)
+    return size
 
 
 def _image_size(config: EvalConfig, split) -> tuple[int, int]:
@@ -89,20 +113,18 @@ def save_descriptors(folder: Path, result: EvalResult, split) -> None:
                                                "queries": list(map(str, split.query_paths))})
 
 
-def _from_checkpoint(config: EvalConfig, path: Path):
-    """(model, the config with the checkpoint's model settings and where it runs, the faiss
-    index of a compressed database or None)."""
-    model, checkpoint, shape, image_size = model_from_checkpoint(
-        path, config.arch, config.num_clusters, config.aggregator)
-    config = dataclasses.replace(with_model(config, shape),
-                                 image_size=config.image_size or image_size)
-    if cpu_only(checkpoint):  # int8: its arithmetic runs on the CPU
+def _as_checkpoint_says(config: EvalConfig, loaded, path: Path | None):
+    """(the config with the checkpoint's model settings, its authors' image size unless one
+    is given, and where it runs; the faiss index of a compressed database or None)."""
+    config = dataclasses.replace(with_model(config, loaded.shape),
+                                 image_size=config.image_size or loaded.image_size)
+    if cpu_only(loaded.checkpoint):  # int8: its arithmetic runs on the CPU
         device = resolve_device(config.device)
-        if device.type != "cpu":
+        if device.type != "cpu" and path is not None:
             log.warning("%s is an int8 model, which runs on the CPU: evaluating it there, not "
                         "on %s", path, device)
         config = dataclasses.replace(config, device="cpu", precision="fp32")
-    return model, config, search_index(checkpoint)  # PQ: a compressed database
+    return config, search_index(loaded.checkpoint)  # PQ: a compressed database
 
 
 def _save(path: Path, rows: np.ndarray) -> None:
