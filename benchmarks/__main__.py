@@ -1,4 +1,5 @@
-"""`python -m benchmarks extract|train|mine|sweep|epoch|compress|table [options]`."""
+"""`python -m benchmarks extract|models|train|aggregators|mine|sweep|epoch|compress|table
+[options]`."""
 from __future__ import annotations
 
 import importlib
@@ -6,7 +7,10 @@ import sys
 
 VERBS = {
     "extract": "eval path (images on disk -> descriptors) vs a bare forward pass",
+    "models": "the same for every backbone x aggregator pair (CPU by default, small images)",
     "train": "triplet training steps vs bare forward+backward; epoch vs a reference-style loop",
+    "aggregators": "each aggregator trained 2 epochs on the synthetic street: loss, recall "
+                   "before/after",
     "mine": "batched hard-negative mining vs the reference's per-query kNN fits",
     "sweep": "Ray Tune + MLflow overhead per trial, as a share of the trial's compute",
     "epoch": "one training epoch timed per stage (add --pitts30k-size for the scale test)",

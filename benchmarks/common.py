@@ -13,12 +13,20 @@ from pathlib import Path
 import torch
 
 
-def frozen_weights_file(arch: str, folder: Path) -> Path:
+def frozen_weights_file(arch: str, folder: Path, aggregator: str = "netvlad") -> Path:
     """Random encoder weights saved as a weight file. Loading one freezes the layers that
-    ImageNet weights freeze (the reference's default), without a download."""
+    ImageNet weights freeze (the reference's default; a ResNet's up to layer2, a DINOv2's
+    blocks but the last 4), without a download."""
     from vpr_core.models.backbones import save_fresh_weights
+    from vpr_core.models.catalog import CNNS
+    from vpr_core.models.encoders import encoder
 
-    return save_fresh_weights(arch, folder / f"{arch}_random.pth")
+    path = folder / f"{arch}_{aggregator}_random.pth"
+    if arch in CNNS:
+        return save_fresh_weights(arch, path)
+    fresh = encoder(arch, aggregator).state_dict()
+    torch.save({f"encoder.{key}": value for key, value in fresh.items()}, path)
+    return path
 
 
 def emit(record: dict) -> dict:
@@ -76,11 +84,18 @@ def alternate(functions: dict[str, Callable[[], float]], repeats: int) -> dict[s
 
     Alternating means a slow moment of the machine hits every side alike.
     """
+    return {name: statistics.median(values)
+            for name, values in alternate_runs(functions, repeats).items()}
+
+
+def alternate_runs(functions: dict[str, Callable[[], float]], repeats: int
+                   ) -> dict[str, list[float]]:
+    """What each function returns, run `repeats` times in turn (see `alternate`)."""
     results: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
             results[name].append(function())
-    return {name: statistics.median(values) for name, values in results.items()}
+    return results
 
 
 def peak_host_memory_gb() -> float:

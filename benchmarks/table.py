@@ -1,7 +1,9 @@
-"""`python -m benchmarks table [FILE ...]`: the JSON lines of the other verbs as one table.
+"""`python -m benchmarks table [--markdown] [FILE ...]`: the JSON lines of the other verbs as
+one table.
 
 Reads files (or standard input), keeps the lines that are JSON objects with a "benchmark"
-key, and prints one row per measurement with the figures that matter for it.
+key, and prints one row per measurement with the figures that matter for it; `--markdown`:
+one Markdown table per kind of measurement instead (as README.md shows them).
 """
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from pathlib import Path
 
 # per benchmark (and side), the fields shown, in order
 COLUMNS = {
-    "extract": ("arch", "image_size", "precision", "decode", "image_store",
+    "extract": ("arch", "aggregator", "descriptor_dim", "image_size", "precision", "decode",
+                "image_store",
                 "eval_path_images_per_s", "bare_forward_images_per_s", "ratio_eval_to_bare",
                 "image_path_images_per_s", "eval_path_without_store_images_per_s",
                 "eval_path_cpu_decode_images_per_s", "eval_path_store_images_per_s"),
     "extract_variant": ("precision", "memory_format", "batch_size", "compiled",
                         "bare_forward_images_per_s", "compile_seconds"),
-    "train/this_project": ("arch", "precision", "frozen_features", "cluster_seconds",
+    "train/this_project": ("arch", "aggregator", "precision", "frozen_features",
+                           "cluster_seconds",
                            "startup_seconds", "train_steps_per_s", "bare_steps_per_s",
                            "train_step_ratio_to_bare", "bare_steps_after_frozen_per_s",
                            "train_step_ratio_to_bare_after_frozen"),
@@ -32,16 +36,38 @@ COLUMNS = {
               "training_steps_seconds", "validation_seconds", "epoch_seconds",
               "end_to_end_seconds", "peak_host_memory_gb", "peak_gpu_memory_gb",
               "mining_service_gb_per_trial"),
+    "aggregators": ("arch", "aggregator", "descriptor_dim", "image_size", "optim", "lr",
+                    "loss_first_epoch", "loss_last_epoch", "recall@1_untrained",
+                    "recall@1_untrained_bn", "recall@1_trained", "recall@5_untrained",
+                    "recall@5_untrained_bn", "recall@5_trained", "seconds"),
     "compress": ("arch", "image_size", "batch_size", "method", "float32_forward_ms",
                  "variant_forward_ms", "speedup", "checkpoint_shrink"),
 }
 
+# --markdown: the columns of a kind where they differ from the above
+MARKDOWN_COLUMNS = {
+    "extract": ("arch", "aggregator", "descriptor_dim", "image_size", "precision",
+                "bare_forward_images_per_s", "eval_path_images_per_s", "ratio_eval_to_bare",
+                "ratio_best_eval_to_best_bare"),
+}
 
-def row(record: dict) -> str:
+
+def kind(record: dict) -> str:
+    """The benchmark's name, with its side or record where it has one ("train/summary")."""
     name = record["benchmark"]
     key = f"{name}/{record['side']}" if "side" in record else name
-    key = f"{name}/{record['record']}" if "record" in record else key
-    fields = COLUMNS.get(key) or COLUMNS.get(name) or _numbers(record)
+    return f"{name}/{record['record']}" if "record" in record else key
+
+
+def fields_of(record: dict, chosen: dict = COLUMNS) -> tuple:
+    key = kind(record)
+    return chosen.get(key) or chosen.get(record["benchmark"]) or \
+        COLUMNS.get(key) or COLUMNS.get(record["benchmark"]) or _numbers(record)
+
+
+def row(record: dict) -> str:
+    key = kind(record)
+    fields = fields_of(record)
     shown = [f"{field}={record[field]}" for field in fields if record.get(field) is not None]
     device = record.get("gpu") or record.get("device", "")
     return f"{key:<22} {device:<22} " + "  ".join(shown)
@@ -50,6 +76,32 @@ def row(record: dict) -> str:
 def _numbers(record: dict) -> tuple:
     return tuple(k for k, v in record.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def markdown(found: list[dict]) -> str:
+    """One Markdown table per kind of record, in the order the kinds first come, with the
+    columns any of its records has."""
+    kinds: dict[str, list[dict]] = {}
+    for record in found:
+        kinds.setdefault(kind(record), []).append(record)
+    tables = []
+    for group in kinds.values():
+        columns = [f for f in fields_of(group[0], MARKDOWN_COLUMNS)
+                   if any(r.get(f) is not None for r in group)]
+        lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["| " + " | ".join(_cell(r.get(f)) for f in columns) + " |" for r in group]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value >= 1000:
+        return f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10000:
+        return f"{value:,}"
+    return str(value)
 
 
 def records(lines) -> list[dict]:
@@ -67,10 +119,16 @@ def records(lines) -> list[dict]:
 
 
 def main(argv: list[str]) -> None:
+    as_markdown = "--markdown" in argv
+    names = [name for name in argv if name != "--markdown"]
     lines = []
-    for name in argv:
+    for name in names:
         lines.extend(Path(name).read_text().splitlines())
-    if not argv:
+    if not names:
         lines = sys.stdin.read().splitlines()
-    for record in records(lines):
+    found = records(lines)
+    if as_markdown:
+        print(markdown(found))
+        return
+    for record in found:
         print(row(record))

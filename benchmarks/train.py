@@ -12,6 +12,7 @@ images of 128x256 with 358 + 358 for validation, AlexNet, K=16):
   the mean batch size the epoch had.
 
     python -m benchmarks train --device cuda
+    python -m benchmarks train --arch resnet50 --aggregator mixvpr --size 320x320 --device cuda
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 
 from vpr_core.config import ClusterConfig, TrainConfig, parse_image_size
 from vpr_core.evaluation import named_recalls
+from vpr_core.models.catalog import AGGREGATORS, ARCHES
 from vpr_core.runtime import default_workers
 from vpr_core.stages import cluster
 from vpr_core.stages.train import training_run
@@ -45,8 +47,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=1072)
     parser.add_argument("--val", type=int, default=358, help="generated: val images of each kind")
     parser.add_argument("--size", default="128x256", help="generated dataset: HxW")
-    parser.add_argument("--arch", default="alexnet")
-    parser.add_argument("--num-clusters", type=int, default=16)
+    parser.add_argument("--arch", default="alexnet", choices=ARCHES)
+    parser.add_argument("--aggregator", default="netvlad", choices=AGGREGATORS,
+                        help="with its default settings; the reference-style loop is "
+                             "NetVLAD's alone (other aggregators: --skip-reference implied)")
+    parser.add_argument("--num-clusters", type=int,
+                        help="NetVLAD's and SALAD's clusters (default: NetVLAD 16, SALAD its "
+                             "authors' 64)")
     parser.add_argument("--epochs", type=int, default=2,
                         help="epochs of each side (the cluster + 2 epochs comparison: 2)")
     parser.add_argument("--weights", default="frozen",
@@ -63,12 +70,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--image-store-gb", type=float,
                         help="decoded-image store budget (default: the product's; 0: off)")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--skip-cli", action="store_true",
+                        help="leave out the time `orchestrator train` spends outside its epoch "
+                             "(it trains one more epoch to measure it)")
     parser.add_argument("--loss", default="triplet",
                         choices=("triplet", "multi-similarity", "triplet-margin", "contrastive"),
                         help="a place-batched loss measures place batches (place_train.py)")
     parser.add_argument("--places", type=int, default=256, help="place batches: places")
     parser.add_argument("--places-per-batch", type=int, default=32)
-    parser.add_argument("--aggregator", default="gem", help="place batches: aggregator")
     return parser.parse_args(argv)
 
 
@@ -83,8 +92,10 @@ def main(argv: list[str]) -> None:
                           splits=("train", "val"),
                           split_sizes={"val": (args.val, args.val)})
         if args.weights == "frozen":
-            args.weights = str(common.frozen_weights_file(args.arch, scratch))
-        settings = dict(data_root=root, arch=args.arch, num_clusters=args.num_clusters,
+            args.weights = str(common.frozen_weights_file(args.arch, scratch, args.aggregator))
+        clusters = args.num_clusters or (16 if args.aggregator == "netvlad" else None)
+        settings = dict(data_root=root, arch=args.arch, aggregator=args.aggregator,
+                        num_clusters=clusters,
                         weights=args.weights, workers=args.workers, device=args.device,
                         precision=precision, decode=args.decode,
                         image_store_gb=args.image_store_gb, show_progress=False)
@@ -95,14 +106,15 @@ def main(argv: list[str]) -> None:
                          **common.machine(device), **place_run(args, settings, scratch)})
             return
         ours = ours_run(settings, args.epochs, scratch, args.frozen_cache_gb)
-        ours["cli_seconds_outside_epochs"] = cli_overhead(settings, scratch)
+        if not args.skip_cli:
+            ours["cli_seconds_outside_epochs"] = cli_overhead(settings, scratch)
         common.emit({"benchmark": "train", "side": "this_project", **common.machine(device),
                      **ours})
-        if args.skip_reference:
+        if args.skip_reference or args.aggregator != "netvlad":
             return
         from .reference_loop import reference_run
 
-        reference = reference_run(root, arch=args.arch, num_clusters=args.num_clusters,
+        reference = reference_run(root, arch=args.arch, num_clusters=clusters,
                                   epochs=args.epochs, device=device, weights=args.weights,
                                   threads=args.workers, workdir=scratch / "reference")
         common.emit({"benchmark": "train", "side": "reference_loop", **common.machine(device),
@@ -125,14 +137,14 @@ def main(argv: list[str]) -> None:
               "train_step_ratio_to_bare_after_frozen":
                   ours["train_step_ratio_to_bare_after_frozen"],
               "startup_seconds": ours["startup_seconds"],
-              "cli_seconds_outside_epochs": ours["cli_seconds_outside_epochs"]})
+              "cli_seconds_outside_epochs": ours.get("cli_seconds_outside_epochs")})
 
 
 def cli_overhead(settings: dict, scratch: Path) -> float:
     """Seconds `python -m orchestrator train --epochs 1` spends outside its epoch (imports,
     device start, dataset checks, model building; the centroids are already clustered)."""
     flags = ["train", "--data-root", settings["data_root"], "--arch", settings["arch"],
-             "--num-clusters", settings["num_clusters"], "--weights", settings["weights"],
+             "--aggregator", settings["aggregator"], "--weights", settings["weights"],
              "--workers", settings["workers"], "--device", settings["device"],
              "--precision", settings["precision"], "--decode", settings["decode"],
              "--cache-dir", scratch / "cache",
@@ -140,6 +152,8 @@ def cli_overhead(settings: dict, scratch: Path) -> float:
              "--quiet"]
     if settings["image_store_gb"] is not None:
         flags += ["--image-store-gb", settings["image_store_gb"]]
+    if settings["num_clusters"] is not None:
+        flags += ["--num-clusters", settings["num_clusters"]]
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "orchestrator", *map(str, flags)], check=True,
                    stdout=subprocess.DEVNULL)
@@ -151,8 +165,10 @@ def cli_overhead(settings: dict, scratch: Path) -> float:
 def ours_run(settings: dict, epochs: int, scratch: Path, frozen_cache_gb: float | None) -> dict:
     """Clustering, start-up and epochs of a `TrainingRun`; then bare steps on its model."""
     cache = scratch / "cache"
-    cluster_seconds = common.timed(
-        lambda: cluster.run(ClusterConfig(**settings, cache_dir=cache)), torch.device("cpu"))
+    cluster_seconds = 0.0  # only NetVLAD starts from clustered centroids
+    if settings["aggregator"] == "netvlad":
+        cluster_seconds = common.timed(
+            lambda: cluster.run(ClusterConfig(**settings, cache_dir=cache)), torch.device("cpu"))
     started = time.perf_counter()
     run = training_run(TrainConfig(**settings, cache_dir=cache, run_dir=scratch / "run",
                                    epochs=epochs, frozen_cache_gb=frozen_cache_gb))
@@ -163,7 +179,8 @@ def ours_run(settings: dict, epochs: int, scratch: Path, frozen_cache_gb: float 
     images_per_batch = (2 * last.triplets + last.negatives) / max(1, last.batches)
     bare_per_s, bare_rest_per_s = bare_steps_per_s(
         run, last.triplets / max(1, last.batches), images_per_batch, last.batches)
-    return {"arch": run.config.arch, "precision": run.config.precision,
+    return {"arch": run.config.arch, "aggregator": run.config.aggregator,
+            "descriptor_dim": run.model.output_dim, "precision": run.config.precision,
             "decode": "gpu" if run.data.train_feed.gpu_decode else "cpu",
             "image_store": run.data.train_feed.store() is not None,
             "frozen_features": list(run.frozen_splits),

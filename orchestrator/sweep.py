@@ -337,6 +337,7 @@ def _log_service_stats(tracker: Tracker, parent: str, service) -> None:
         return
     tracker.store.log_metrics(parent, {"miner_requests": stats["requests"],
                                        "miner_trials_served": stats["owners_served"]}, 0)
+    tracker.store.set_tags(parent, {Tag.MINER_DEVICE: stats["device"]})
 
 
 def _unfinished(experiment_path: str) -> bool:

@@ -107,6 +107,7 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     # one service served every trial
     assert parent.data.metrics["miner_trials_served"] == 3
     assert parent.data.metrics["miner_requests"] >= 3
+    assert parent.data.tags["miner_device"] == "cpu"
     assert result.best is not None and 0 < result.best.recalls[5] <= 1
     report = artifact_paths(client, parent.info.run_id)
     assert "report/index.html" in report and "sweep/trials.json" in report

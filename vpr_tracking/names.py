@@ -48,6 +48,7 @@ class Tag:
     STUDY = "study"
     VARIANT = "variant"
     GIT_COMMIT = "git_commit"
+    MINER_DEVICE = "miner_device"  # where the sweep's mining service searched (cpu, cuda)
     BENCHMARK = "benchmark"  # the benchmark's name, on its parent and its results
     MODEL = "model"  # a benchmark result's row: the model's label
     TEST_SET = "test_set"  # a benchmark result's column: the test set's label
