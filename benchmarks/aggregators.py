@@ -11,8 +11,14 @@ see `recall_with_batch_statistics`), then `--epochs` epochs of the product's tra
 each epoch's mean loss and validation recall. One JSON line per pair, then the table.
 Nothing is asserted: it is a measurement.
 
+`--recipe places`: the field's recipe instead: the same street written as GSV-Cities
+(`synth --layout gsv-cities`, 4 views of each place), batches of `--places-per-batch` places x
+4 images, the multi-similarity loss and miner (`--loss`), AdamW with a short warm-up, validated
+on the street in the Pittsburgh layout (`--val-root`).
+
     python -m benchmarks aggregators
     python -m benchmarks aggregators --pairs resnet18:gem --lr 0.01 --epochs 3
+    python -m benchmarks aggregators --recipe places --lr 1e-3
 """
 from __future__ import annotations
 
@@ -57,6 +63,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--margin", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="the model's and mining's seed")
+    parser.add_argument("--recipe", default="triplet", choices=("triplet", "places"),
+                        help="triplets mined from a descriptor cache, or place batches")
+    parser.add_argument("--loss", default="multi-similarity",
+                        choices=("multi-similarity", "triplet-margin", "contrastive"),
+                        help="--recipe places: the loss (and its miner)")
+    parser.add_argument("--places-per-batch", type=int, default=16, help="--recipe places: P")
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
     return parser.parse_args(argv)
@@ -65,11 +77,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def train_and_validate(data_root: Path, arch: str, aggregator: str, size: tuple[int, int],
                        args, scratch: Path) -> dict:
     """Recall of the untrained model, then each epoch's loss and recall."""
-    config = TrainConfig(data_root=data_root, arch=arch, aggregator=aggregator,
-                         weights="none", image_size=size, epochs=args.epochs,
-                         optim=args.optim, lr=args.lr, margin=args.margin, seed=args.seed,
-                         workers=args.workers, device=args.device, show_progress=False,
-                         cache_dir=scratch / "cache", run_dir=scratch / f"{arch}_{aggregator}")
+    recipe = dict(optim=args.optim, margin=args.margin) if args.recipe == "triplet" else dict(
+        data_root=data_root / "gsv", val_root=data_root / "pitts", loss=args.loss,
+        places_per_batch=args.places_per_batch, optim="ADAMW", warmup_steps=4)
+    config = TrainConfig(**{"data_root": data_root, **recipe}, arch=arch, aggregator=aggregator,
+                         weights="none", image_size=size, epochs=args.epochs, lr=args.lr,
+                         seed=args.seed, workers=args.workers, device=args.device,
+                         show_progress=False, cache_dir=scratch / "cache",
+                         run_dir=scratch / f"{arch}_{aggregator}")
     started = time.perf_counter()
     run = training_run(config)
     before = named_recalls(run.validate())
@@ -79,7 +94,8 @@ def train_and_validate(data_root: Path, arch: str, aggregator: str, size: tuple[
     last = epochs[-1]
     return {"benchmark": "aggregators", **machine(run.device), "arch": arch,
             "aggregator": aggregator, "descriptor_dim": run.model.output_dim,
-            "image_size": f"{size[0]}x{size[1]}", "optim": args.optim, "lr": args.lr,
+            "image_size": f"{size[0]}x{size[1]}", "recipe": args.recipe,
+            "loss": run.config.loss, "optim": run.config.optim, "lr": args.lr,
             "margin": args.margin, "seed": args.seed, "places": args.places,
             "epochs": epochs, "loss_first_epoch": epochs[0]["loss"],
             "loss_last_epoch": last["loss"],
@@ -117,6 +133,20 @@ def recall_with_batch_statistics(run: TrainingRun, batch_size: int = 48) -> dict
     return named_recalls(result.recalls)
 
 
+def write_street(root: Path, size: tuple[int, int], args) -> Path:
+    """The synthetic street at `size`: in the Pittsburgh layout (triplets), or as GSV-Cities
+    under root/gsv with the Pittsburgh layout under root/pitts for validation (places)."""
+    if args.recipe == "triplet":
+        write_synthetic(SynthConfig(out=root, places=args.places, image_size=size,
+                                    show_progress=False))
+        return root
+    write_synthetic(SynthConfig(out=root / "gsv", layout="gsv-cities", places=args.places // 2,
+                                image_size=size, show_progress=False))
+    write_synthetic(SynthConfig(out=root / "pitts", places=args.places, image_size=size,
+                                show_progress=False))
+    return root
+
+
 def _rose(before: tuple, after: tuple) -> bool:
     """No recall lower, and one higher."""
     return all(a >= b for a, b in zip(after, before)) and after != before
@@ -132,9 +162,7 @@ def main(argv: list[str]) -> None:
             arch, aggregator = pair.split(":")
             size = parse_image_size(args.vit_size if is_vit(arch) else args.cnn_size)
             if size not in roots:  # one synthetic street per image size
-                roots[size] = scratch / f"synth_{size[0]}x{size[1]}"
-                write_synthetic(SynthConfig(out=roots[size], places=args.places,
-                                            image_size=size, show_progress=False))
+                roots[size] = write_street(scratch / f"synth_{size[0]}x{size[1]}", size, args)
             found.append(emit(train_and_validate(roots[size], arch, aggregator, size, args,
                                                  scratch)))
     print()

@@ -1,4 +1,4 @@
-"""Synthetic datasets in the GSV-Cities and MSLS layouts, from the street of `synthetic`.
+"""Synthetic datasets in the GSV-Cities and MSLS layouts, from the street of `street`.
 
 Each city is a street of its own with `places` places; a place is seen `images_per_place`
 times from slightly different spots and zooms: the first half in daylight, the others under
@@ -18,14 +18,14 @@ import numpy as np
 from PIL import Image
 
 from . import gsv_cities
-from .synthetic import SynthConfig, _daylight, _noise, _query_conditions, _Street
+from .street import Street, daylight, noise, query_conditions
 
 GSV_CITIES = ("London", "Boston")  # the authors' GSVCitiesDataset default
 MSLS_CITIES = {"train": ("london", "boston"), "val": ("cph", "sf")}
 MSLS_STEP_M = 20.0
 
 
-def place_views(street: _Street, config: SynthConfig, place: int, rng) -> list[Image.Image]:
+def place_views(street: Street, config, place: int, rng) -> list[Image.Image]:
     """`config.images_per_place` views of `place`: the first half daylight, then others."""
     height, width = config.image_size
     views = []
@@ -33,20 +33,20 @@ def place_views(street: _Street, config: SynthConfig, place: int, rng) -> list[I
         along = place * config.spacing + rng.uniform(-1.5, 1.5)
         if k < (config.images_per_place + 1) // 2:
             image = street.view(along, rng.uniform(0.9, 1.1), rng.uniform(-0.04, 0.04), 0.0)
-            views.append(_daylight(image, rng).resize((width, height), Image.LANCZOS))
+            views.append(daylight(image, rng).resize((width, height), Image.LANCZOS))
         else:
             image = street.view(along, rng.uniform(0.8, 1.2), rng.uniform(-0.08, 0.08),
                                 rng.uniform(-6, 6))
-            image = _query_conditions(image, rng).resize((width, height), Image.LANCZOS)
-            views.append(_noise(image, rng))
+            image = query_conditions(image, rng).resize((width, height), Image.LANCZOS)
+            views.append(noise(image, rng))
     return views
 
 
-def write_gsv_cities(root: Path, config: SynthConfig, bar) -> dict:
+def write_gsv_cities(root: Path, config, bar) -> dict:
     counts = {}
     for index, city in enumerate(GSV_CITIES):
         rng = np.random.default_rng([config.seed, 100 + index])
-        street = _Street(rng, config)
+        street = Street(rng, config)
         rows = ["place_id,year,month,northdeg,city_id,lat,lon,panoid"]
         for place in range(config.places):
             for k, image in enumerate(place_views(street, config, place, rng)):
@@ -68,12 +68,12 @@ def write_gsv_cities(root: Path, config: SynthConfig, bar) -> dict:
     return counts
 
 
-def write_msls(root: Path, config: SynthConfig, bar) -> dict:
+def write_msls(root: Path, config, bar) -> dict:
     counts = {}
     cities = [(split, city) for split, names in MSLS_CITIES.items() for city in names]
     for index, (split, city) in enumerate(cities):
         rng = np.random.default_rng([config.seed, 200 + index])
-        street = _Street(rng, config)
+        street = Street(rng, config)
         origin = np.array([500000.0, 5000000.0 + 10000.0 * index])
         folders = {"database": [], "query": []}
         for place in range(config.places):
