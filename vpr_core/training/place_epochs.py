@@ -28,6 +28,33 @@ class PlaceEpochs:
         self.loss = PlaceLoss(config)
         self.device = clock.device
 
+    @classmethod
+    def for_run(cls, config, model: torch.nn.Module, optimizer, place_of, clock: StageClock,
+                after_step: Callable[[], None] | None = None) -> PlaceEpochs:
+        """The epochs of a run over places `place_of` ([N] place index per image), starting
+        after `config.start_epoch` epochs."""
+        sampler = PlaceSampler(place_of, config.places_per_batch, config.images_per_place,
+                               config.seed)
+        sampler.start_epoch(config.start_epoch + 1)
+        schedule = Schedule(config, sampler.batches_per_epoch)
+        schedule.step = config.start_epoch * sampler.batches_per_epoch
+        return cls(config, model, optimizer, sampler, schedule, clock, after_step)
+
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate of `epoch`'s first step."""
+        return self.schedule.lr_at((epoch - 1) * self.sampler.batches_per_epoch)
+
+    def state(self) -> dict:
+        """Checkpoint fields: where the sampler and the schedule stand (a resume continues
+        both)."""
+        return {"place_sampler": self.sampler.state_dict(),
+                "schedule": self.schedule.state_dict()}
+
+    def restore(self, checkpoint: dict) -> None:
+        if "place_sampler" in checkpoint:
+            self.sampler.load_state_dict(checkpoint["place_sampler"])
+            self.schedule.load_state_dict(checkpoint["schedule"])
+
     def run(self, epoch: int, train: SplitInput) -> EpochStats:
         """Train on the batches of `epoch` the sampler has left (all, unless resumed inside
         the epoch). Returns the mean loss, steps, and the mined pairs or triplets."""

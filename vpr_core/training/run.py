@@ -23,11 +23,9 @@ from .inputs import SplitInput, TrainingData, frozen_inputs
 from .mining import CandidateSampler, InProcessMiner, Miner
 from .optimizer import build_optimizer, learning_rate
 from .place_epochs import PlaceEpochs
-from .place_sampler import PlaceSampler
 from .results import EpochResult, TrainResult
 from .resume import Standing
 from .run_folder import RunFolder
-from .schedule import Schedule
 from .triplets import TripletEpochs
 
 log = logging.getLogger(__name__)
@@ -64,7 +62,8 @@ class TrainingRun:
                                         config.num_negative_samples)
         self.standing = Standing(epoch=config.start_epoch)
         self.clock = StageClock(self.device)
-        self.places = self._place_epochs(after_step) if data.places is not None else None
+        self.places = None if data.places is None else PlaceEpochs.for_run(
+            config, self.model, self.optimizer, data.places.place_of, self.clock, after_step)
         if start.checkpoint is not None:
             self._restore(start.checkpoint, start.path)
         self.checkpoint_extra = dict(checkpoint_extra or {})
@@ -142,19 +141,8 @@ class TrainingRun:
     def learning_rate(self, epoch: int) -> float:
         """The learning rate of `epoch` (place batches: of its first step)."""
         if self.places is not None:
-            return self.places.schedule.lr_at(
-                (epoch - 1) * self.places.sampler.batches_per_epoch)
+            return self.places.learning_rate(epoch)
         return learning_rate(self.config, epoch)
-
-    def _place_epochs(self, after_step) -> PlaceEpochs:
-        config = self.config
-        sampler = PlaceSampler(self.data.places.place_of, config.places_per_batch,
-                               config.images_per_place, config.seed)
-        sampler.start_epoch(config.start_epoch + 1)
-        schedule = Schedule(config, sampler.batches_per_epoch)
-        schedule.step = config.start_epoch * sampler.batches_per_epoch
-        return PlaceEpochs(config, self.model, self.optimizer, sampler, schedule, self.clock,
-                           after_step)
 
     def validate(self) -> dict:
         """Recall@N of the model as it is on the validation split."""
@@ -210,9 +198,8 @@ class TrainingRun:
                         "not the continuation of %s", path)
         if isinstance(checkpoint.get("negative_cache"), torch.Tensor):
             self.sampler.load_cache_state(checkpoint["negative_cache"])
-        if self.places is not None and "place_sampler" in checkpoint:
-            self.places.sampler.load_state_dict(checkpoint["place_sampler"])
-            self.places.schedule.load_state_dict(checkpoint["schedule"])
+        if self.places is not None:
+            self.places.restore(checkpoint)
 
     def _choose_run_dir(self) -> Path:
         if self.config.run_dir is not None:
@@ -231,14 +218,7 @@ class TrainingRun:
                 "negative_cache": self.sampler.cache_state(self.config.num_negatives),
                 "model": self.model.shape.record(),
                 "arch": self.model.arch, "pooling": self.model.aggregator,  # as first written
-                **self._place_state(), **self.checkpoint_extra}
-
-    def _place_state(self) -> dict:
-        """Place batches: where the sampler and the schedule stand (a resume continues both)."""
-        if self.places is None:
-            return {}
-        return {"place_sampler": self.places.sampler.state_dict(),
-                "schedule": self.places.schedule.state_dict()}
+                **(self.places.state() if self.places else {}), **self.checkpoint_extra}
 
     def flags(self) -> dict:
         """flags.json: the config's settings as the run used them (the image size and
