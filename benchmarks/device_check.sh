@@ -31,11 +31,12 @@ fi
 if [ "${SCALE:-full}" = small ]; then
     extract=(--images 96 --size 120x160) train=(--database 200 --queries 200 --val 60)
     epoch=(--database 300 --queries 200)
-    field=(--images 48) field_train=(--database 60 --queries 40 --val 20)
+    field=(--images 48) field_train=(--database 60 --queries 40 --val 20) places=(--places 16)
     mixvpr_size=128x128 salad_size=126x126 salad_train_size=126x126  # SALAD: > 64 patches
 else
     extract=(--images 2148 --size 480x640) train=() epoch=(--pitts30k-size)
     field=(--images 512) field_train=(--database 400 --queries 400 --val 100)
+    places=(--places 480)  # 16 batches of P=30 x K=4 (a quarter of the authors' 120 places)
     mixvpr_size=320x320 salad_size=322x322 salad_train_size=224x224
 fi
 results="$OUT/results.jsonl"
@@ -66,6 +67,11 @@ for model in "resnet50 mixvpr $mixvpr_size $mixvpr_size" \
     step 120 train "${field_train[@]}" --size "$train_size" --arch "$arch" \
         --aggregator "$aggregator" --epochs 1 --device "$DEVICE" --workers 8 --skip-cli
 done
+# the field's recipe: ResNet50 + MixVPR place batches (multi-similarity loss and miner), steps
+# against bare forward+backward steps of the same batches already on the GPU
+step 120 train --loss multi-similarity "${places[@]}" --places-per-batch 30 --size "$mixvpr_size" \
+    --arch resnet50 --aggregator mixvpr --epochs 1 --device "$DEVICE" --workers 8 \
+    --skip-reference --skip-cli
 step 330 epoch "${epoch[@]}" --device "$DEVICE" --workers 8 --progress
 echo "== $(date +%T) done"
 python3 -m benchmarks table "$results"

@@ -23,8 +23,10 @@ from .datagen import write_dataset
 
 
 def write_places(root: Path, places: int, per_place: int, size: tuple[int, int]) -> PlaceSet:
-    """Random images, `per_place` of each place (GSV-Cities-like: Dataframes/ marks it)."""
+    """Random images, `per_place` of each place (GSV-Cities-like: a Dataframes/*.csv marks
+    it; the images are handed over as this `PlaceSet`, not read from it)."""
     (root / "Dataframes").mkdir(parents=True)
+    (root / "Dataframes" / "Bench.csv").touch()
     (root / "Images").mkdir()
     rng = np.random.default_rng(0)
     paths = []
@@ -42,7 +44,7 @@ def run(args, settings: dict, scratch: Path) -> dict:
     write_dataset(scratch / "val", 64, 64, size, splits=("val",))
     clusters = settings["num_clusters"] if args.aggregator == "netvlad" else None
     config = TrainConfig(**{**settings, "num_clusters": clusters, "data_root": places.root},
-                         aggregator=args.aggregator, val_root=scratch / "val", loss=args.loss,
+                         val_root=scratch / "val", loss=args.loss,
                          places_per_batch=args.places_per_batch, epochs=args.epochs,
                          run_dir=scratch / "run", cache_dir=scratch / "cache",
                          warmup_steps=0).validate()

@@ -36,6 +36,8 @@ COLUMNS = {
               "training_steps_seconds", "validation_seconds", "epoch_seconds",
               "end_to_end_seconds", "peak_host_memory_gb", "peak_gpu_memory_gb",
               "mining_service_gb_per_trial"),
+    "train/place_batches": ("loss", "arch", "aggregator", "batch_images", "steps",
+                            "train_steps_per_s", "bare_steps_per_s", "train_step_ratio_to_bare"),
     "aggregators": ("arch", "aggregator", "descriptor_dim", "image_size", "optim", "lr",
                     "loss_first_epoch", "loss_last_epoch", "recall@1_untrained",
                     "recall@1_untrained_bn", "recall@1_trained", "recall@5_untrained",
