@@ -388,10 +388,14 @@ def run_label(values: dict) -> str:
 
 def table_dimensions(rows: list[dict]) -> list[Dimension]:
     """The columns of a table of trials whose searched values are `rows`: every dimension
-    that applies always, and an aggregator's (or a loss's, or the recipe's) setting where
-    some trial has it."""
-    return [d for d in DIMENSIONS if (d.listed and not d.only_with)
-            or any(d.name in row for row in rows)]
+    of every space that applies to some trial (the triplet margin, unless every trial trains a
+    place loss), and an aggregator's, a loss's or the recipe's setting where some trial has
+    it."""
+    def always(d: Dimension) -> bool:
+        return d.listed and not setting_of(TrainConfig, d.name).only_with and (
+            not rows or any(d.applies(row) for row in rows))
+
+    return [d for d in DIMENSIONS if always(d) or any(d.name in row for row in rows)]
 
 
 def table_header(dimensions=DIMENSIONS) -> str:
