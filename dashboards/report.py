@@ -22,6 +22,7 @@ from vpr_tracking.trials import (
     best_row,
     epochs_of,
     latest_sweep_experiment,
+    searched_names,
     sweep_parent,
     trial_row,
     trials_of,
@@ -102,7 +103,8 @@ def _draw_everything(folder: Path, experiment: str, experiment_id: str, parent: 
                      trials: list, metric: str, mlflow_url: str | None) -> ReportContent:
     from .plots import learning_curves, save
 
-    rows = [trial_row(run, metric) for run in trials]
+    searched = searched_names(parent)
+    rows = [trial_row(run, metric, searched) for run in trials]
     best = best_row(rows, metric)
     names: set[str] = set()
     for row, run in zip(rows, trials):

@@ -14,6 +14,7 @@ from pathlib import Path
 from vpr_tracking.names import FAILED, Tag, recall_n
 from vpr_tracking.search_space import CHOICE, DIMENSIONS, space_from_params, values_of
 from vpr_tracking.store import RunRecord
+from vpr_tracking.trials import searched_names
 
 from .style import arch_colour
 
@@ -30,9 +31,10 @@ class View:
     note: str | None = None
 
 
-def trial_params(run: RunRecord) -> dict:
-    """The searched values of a trial run, typed (log-uniform ones only when positive)."""
-    return {name: value for name, value in values_of(run.params).items()
+def trial_params(run: RunRecord, searched=None) -> dict:
+    """The searched values of a trial run, typed (log-uniform ones only when positive);
+    `searched`: the sweep's dimensions (`vpr_tracking.trials.searched_names`)."""
+    return {name: value for name, value in values_of(run.params, searched).items()
             if isinstance(value, str) or value > 0}
 
 
@@ -42,7 +44,7 @@ def distributions(parent: RunRecord, trials: list[RunRecord]) -> dict:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     declared = space_from_params(parent.params)
-    observed = [trial_params(run) for run in trials]
+    observed = [trial_params(run, searched_names(parent)) for run in trials]
     found = {}
     for d in DIMENSIONS:
         seen = [p[d.name] for p in observed if d.name in p]
@@ -66,7 +68,8 @@ def rebuild_study(parent: RunRecord, trials: list[RunRecord], metric: str):
     spaces = distributions(parent, trials)
     study = optuna.create_study(direction="maximize", study_name=parent.name or "sweep")
     for run in trials:
-        params = {k: v for k, v in trial_params(run).items() if k in spaces}
+        params = {k: v for k, v in trial_params(run, searched_names(parent)).items()
+                  if k in spaces}
         value = run.best_step(metric).get(metric)
         complete = run.status != FAILED and value is not None
         study.add_trial(create_trial(

@@ -120,14 +120,15 @@ def unlogged(events: list[_Event]) -> list[str]:
 
 class MlflowTrialLogger(tune.Callback):
     """`fixed_params`: what every trial's run logs besides its searched values;
-    `aggregator_params`: {aggregator: what its trials' runs log besides those}."""
+    `point_params`: {deciding key (`search_space.deciding_key`): what the runs of trials with
+    those values (aggregator, loss, ...) log besides those}."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, sweep_name: str,
-                 fixed_params: dict, epochs: int, aggregator_params: dict | None = None):
+                 fixed_params: dict, epochs: int, point_params: dict | None = None):
         self.uri, self.experiment = uri, experiment
         self.parent_run_id, self.sweep_name = parent_run_id, sweep_name
         self.fixed_params, self.epochs = fixed_params, epochs
-        self.aggregator_params = aggregator_params or {}
+        self.point_params = point_params or {}
         self._reset()
 
     def _reset(self) -> None:
@@ -144,10 +145,13 @@ class MlflowTrialLogger(tune.Callback):
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("uri", "experiment", "parent_run_id",
                                               "sweep_name", "fixed_params", "epochs",
-                                              "aggregator_params")}
+                                              "point_params")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"aggregator_params": {}, **state})  # (older sweeps had none)
+        # older sweeps kept {aggregator: params}, or nothing
+        older = {search_space.deciding_key({"aggregator": aggregator}): params
+                 for aggregator, params in state.pop("aggregator_params", {}).items()}
+        self.__dict__.update({"point_params": older, **state})
         self._reset()
 
     @property
@@ -241,7 +245,7 @@ class MlflowTrialLogger(tune.Callback):
         tracker, store = self.tracker, self.tracker.store
         searched = search_space.searched_values(trial.config)
         params = dict(self.fixed_params,
-                      **self.aggregator_params.get(trial.config.get("aggregator"), {}),
+                      **self.point_params.get(search_space.deciding_key(searched), {}),
                       **searched)
         run_id = tracker.find_run(**{Tag.PARENT: self.parent_run_id,
                                      Tag.TRIAL_ID: trial.trial_id})

@@ -1,11 +1,12 @@
 """The search space as Optuna samples it: a define-by-run function for `OptunaSearch`.
 
-Each trial's point is sampled dimension by dimension in `SAMPLING_ORDER`: the aggregator
-first, then only the dimensions that apply to it (`num_clusters` for NetVLAD and SALAD,
-`gem_p` for GeM, ...), each choice among the values that fit the values before it (SALAD's
-backbones are the space's ViTs). A constant (a range with low == high) is returned, not
-sampled. Ray merges the returned point into the trial's config, so a trial's config holds
-the values of its own dimensions and no other.
+Each trial's point is sampled dimension by dimension in `SAMPLING_ORDER` (those the space
+lists): the aggregator and the loss first, then only the dimensions that apply to them
+(`num_clusters` for NetVLAD and SALAD, `gem_p` for GeM, `ms_epsilon` for multi-similarity,
+the triplet `margin` for triplets, ...), each choice among the values that fit the values
+before it (SALAD's backbones are the space's ViTs). A constant (a range with low == high)
+is returned, not sampled. Ray merges the returned point into the trial's config, so a
+trial's config holds the values of its own dimensions and no other.
 
 Optuna refuses a parameter whose choices change from trial to trial, so a choice narrowed by
 another value is sampled under a name of its own (`arch_for_salad`): the trial's config holds
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vpr_tracking.search_space import CHOICE, SAMPLING_ORDER, Dimension
+from vpr_tracking.search_space import CHOICE, Dimension, listed_in
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class SpaceSampler:
 
     def __call__(self, trial) -> dict:
         point = {}
-        for d in SAMPLING_ORDER:
+        for d in listed_in(self.space):
             if not d.applies(point):
                 continue
             values = self.space[d.name]
@@ -59,5 +60,5 @@ def optuna_points(space: dict, points: list[dict]) -> list[dict]:
     named = []
     for point in points:
         named.append({optuna_name(d, space[d.name], point): point[d.name]
-                      for d in SAMPLING_ORDER if d.name in point})
+                      for d in listed_in(space) if d.name in point})
     return named

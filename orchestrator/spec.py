@@ -24,6 +24,7 @@ from vpr_core.config import (
     TrainConfig,
     parse_image_size,
 )
+from vpr_core.config.recipe import is_place_data
 from vpr_core.data.synthetic import SynthConfig
 from vpr_core.errors import UserError
 from vpr_core.settings import (
@@ -151,9 +152,16 @@ class SweepSpec:
                 raise UserError(f"the spec's {key} section needs a checkpoint path")
             return self  # a compression's variants are checked with the data (compress_sweep)
         self._check_search()
-        for point in self.model_points().values():
-            self.trial_config(point, data_root=Path("/"), run_dir=Path("/")).validate()
+        place = self.place_data
+        for point in self.deciding_points().values():  # every model and recipe of the space
+            self.trial_config(point, data_root=self.data_root if place else Path("/"),
+                              run_dir=Path("/")).validate()
         return self
+
+    @property
+    def place_data(self) -> bool:
+        """Whether the data is place data (GSV-Cities, MSLS): trained with place losses."""
+        return self.data_root is not None and is_place_data(self.data_root)
 
     def _check_resources(self) -> None:
         for name, least in (("gpus_per_trial", 0), ("max_concurrent", 1),
@@ -167,22 +175,25 @@ class SweepSpec:
 
     def _check_search(self) -> None:
         search_space.check_space(self.space)
+        _check_losses(self.space.get("loss"), self.data_root, self.place_data)
         first = search_points.first_points(self.space, self.start_with)  # checks start_with
         if self.num_samples < len(first):
             raise UserError(f"--num-samples {self.num_samples} is fewer than the {len(first)} "
                             f"first trials (every architecture and every aggregator is tried "
                             f"once, or search.start_with); raise it")
         for name in sorted(self.train):
-            if not any(_applies_to(name, point) for point in self.model_points().values()):
+            if not any(_applies_to(name, point) for point in self.deciding_points().values()):
                 other, wanted = next(iter(setting_of(TrainConfig, name).only_with.items()))
                 wanted = " or ".join(wanted) if isinstance(wanted, tuple) else wanted
                 raise UserError(f"train.{name} applies to {other} {wanted} only, which "
                                 f"search.space.{other} does not list; leave it out")
 
-    def model_points(self) -> dict:
-        """{aggregator: a point of the space with it}: one trial config of each model."""
-        return {aggregator: search_points.point_with(self.space, aggregator=aggregator)
-                for aggregator in self.space["aggregator"]}
+    def deciding_points(self) -> dict:
+        """{deciding key: a point of the space with those values}: a trial config of each
+        combination of the values that decide which settings apply (each aggregator, loss,
+        optimiser and schedule listed; `search_space.DECIDING`)."""
+        return {search_space.deciding_key(values): search_points.point_with(self.space, **values)
+                for values in search_space.deciding_points(self.space)}
 
     def trial_config(self, sampled: dict, **per_trial) -> TrainConfig:
         """The TrainConfig of one trial: the fixed settings that apply to its sampled values
@@ -205,7 +216,29 @@ def _applies_to(name: str, sampled: dict) -> bool:
                  for other, wanted in (setting_of(TrainConfig, name).only_with or {}).items()
                  if other in search_space.NAMES}
     return applies(dataclasses.replace(setting_of(TrainConfig, name), only_with=condition),
-                   sampled, TrainConfig)
+                   search_space.with_unlisted(sampled), TrainConfig)
+
+
+def _check_losses(losses: list | None, data_root: Path | None, place: bool) -> None:
+    """The losses the space lists train on the data: triplets on database and query splits,
+    the place losses on place data (which lists them, having no default loss in a sweep)."""
+    where = f"data.root {data_root}"
+    if losses is None:
+        if place:
+            raise UserError(f"{where} holds place data (GSV-Cities or MSLS): list the losses "
+                            f"to search under search.space.loss (--loss): multi-similarity, "
+                            f"triplet-margin or contrastive")
+        return
+    wrong = [loss for loss in losses if (loss == "triplet") == place]
+    if wrong and place:
+        raise UserError(f"search.space.loss triplet needs database images and queries, and "
+                        f"{where} holds place data (GSV-Cities or MSLS); list multi-similarity, "
+                        f"triplet-margin or contrastive")
+    if wrong:
+        raise UserError(f"search.space.loss {wrong[0]} needs place data (GSV-Cities or MSLS) "
+                        f"under data.root (--data-root), not "
+                        f"{data_root or 'the synthetic dataset'}; pass such a root or list "
+                        f"triplet only")
 
 
 def train_keys() -> set[str]:

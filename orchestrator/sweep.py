@@ -58,7 +58,9 @@ class SweepPlan:
 
     @property
     def service_name(self) -> str:
-        return f"miner-{self.name}"
+        """The mining service's name; "" when no trial mines triplets (place losses mine in
+        their batches)."""
+        return f"miner-{self.name}" if search_space.uses_triplets(self.spec.space) else ""
 
 
 @dataclass
@@ -109,7 +111,8 @@ def run_sweep(spec: SweepSpec, *, restore: bool = False, ray_address: str | None
     started = time.perf_counter()
     plan = prepare(spec, restore, ray_address, storage, name)
     per_trial, concurrency, service_gpu = plan_resources(
-        spec, ray_cluster.connect(ray_address, num_cpus=num_cpus))
+        spec, ray_cluster.connect(ray_address, num_cpus=num_cpus),
+        service=search_space.uses_triplets(spec.space))
     tracker = Tracker(plan.uri, plan.experiment)
     fixed = fixed_params(plan, on_gpu=per_trial["gpu"] > 0)
     parent = open_parent_run(tracker, plan, fixed)
@@ -133,7 +136,10 @@ def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: st
     from . import ray_cluster
 
     cache_dir = Path(spec.train.get("cache_dir") or default_of(TrainConfig, "cache_dir"))
-    spec = dataclasses.replace(spec, train=dict(spec.train, cache_dir=cache_dir.absolute()))
+    train = dict(spec.train, cache_dir=cache_dir.absolute())
+    if train.get("val_root") is not None:  # trials run in folders of their own
+        train["val_root"] = Path(train["val_root"]).expanduser().absolute()
+    spec = dataclasses.replace(spec, train=train)
     spec.validate()
     uri = check_tracking_uri(spec.tracking_uri)
     if ray_address:
@@ -143,13 +149,10 @@ def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: st
         name = name or latest_name(storage_path, spec)
     name = name or default_name(spec)
     data_root = prepare_data(spec)
-    splits = [open_split(data_root, spec.train.get(split, default_of(TrainConfig, split)),
-                         spec.dataset)  # a bad dataset fails here
-              for split in ("train_split", "val_split")]
-    plan = SweepPlan(spec, name, uri, spec.experiment_name, storage_path,
-                     data_root, splits[0].dataset,
-                     spec.train.get("image_size") or splits[0].native_size,
-                     spec.train["cache_dir"], restore)
+    dataset, native_size = open_data(spec, data_root)  # a bad dataset fails here
+    plan = SweepPlan(spec, name, uri, spec.experiment_name, storage_path, data_root, dataset,
+                     spec.train.get("image_size") or native_size, spec.train["cache_dir"],
+                     restore)
     search_points.check_images(spec.space, plan.image_size)
     if restore:
         from ray import tune
@@ -179,6 +182,25 @@ def prepare_data(spec: SweepSpec) -> Path:
         log.info(f"writing the synthetic dataset to {root} (first use)")
         write_synthetic(SynthConfig(out=root, **settings))
     return root
+
+
+def open_data(spec: SweepSpec, data_root: Path) -> tuple[str, tuple | None]:
+    """(dataset name, native image size) of the training data, opened so that a bad dataset
+    fails before Ray: the training and validation splits, or the places (GSV-Cities, MSLS)
+    and the validation split of `train.val_root`."""
+    def split(root, name):
+        return open_split(root, spec.train.get(name, default_of(TrainConfig, name)),
+                          spec.dataset)
+
+    if not spec.place_data:
+        train = split(data_root, "train_split")
+        split(data_root, "val_split")
+        return train.dataset, train.native_size
+    from vpr_core.data.datasets import open_places
+
+    places = open_places(data_root, min_images_per_place=1)
+    split(spec.train["val_root"], "val_split")
+    return places.dataset, places.native_size
 
 
 def plan_resources(spec: SweepSpec, resources: dict, service: bool = True
@@ -251,18 +273,20 @@ def open_parent_run(tracker: Tracker, plan: SweepPlan, fixed: FixedParams) -> st
 
 def fit(plan: SweepPlan, tracker: Tracker, parent: str, fixed: FixedParams, per_trial: dict,
         concurrency: int, service_gpu: float, callbacks: list) -> bool:
-    """Tune runs the trials beside the mining service; True when the sweep was interrupted."""
+    """Tune runs the trials beside the mining service (when some trial trains triplets); True
+    when the sweep was interrupted."""
     from .mining_service import start_service
 
     # the driver owns the service: keep the handle, or Ray ends the actor
     service = start_service(miner_budget_bytes(plan.spec), num_gpus=service_gpu,
-                            name=plan.service_name)
+                            name=plan.service_name) if plan.service_name else None
     tuner = _tuner(plan, tracker, parent, fixed, per_trial, concurrency, callbacks)
     try:
         tuner.fit()
     except KeyboardInterrupt:
         return True
-    _log_service_stats(tracker, parent, service)
+    if service is not None:
+        _log_service_stats(tracker, parent, service)
     return _unfinished(plan.experiment_path)
 
 
@@ -313,10 +337,11 @@ def _run_config(plan: SweepPlan, tracker: Tracker, parent: str, fixed: FixedPara
     from .mlflow_callback import MlflowTrialLogger
 
     logger = MlflowTrialLogger(plan.uri, plan.experiment, parent, plan.name, fixed.shared,
-                               plan.spec.epochs, aggregator_params=fixed.by_aggregator)
+                               plan.spec.epochs, point_params=fixed.by_point)
+    release = [ReleaseOnTrialEnd(plan.service_name)] if plan.service_name else []
     return tune.RunConfig(
         name=plan.name, storage_path=str(plan.storage),
-        callbacks=[logger, ReleaseOnTrialEnd(plan.service_name), *callbacks],
+        callbacks=[logger, *release, *callbacks],
         failure_config=tune.FailureConfig(max_failures=plan.spec.max_failures),
         # a trial resumes from its latest epoch; the one before is kept too, because Tune
         # deletes an old checkpoint before its (throttled) state file records the new one: a

@@ -132,8 +132,9 @@ def absolute_paths(train: dict) -> dict:
     train = dict(train)
     if train.get("weights") not in (None, "imagenet", "none"):
         train["weights"] = str(Path(train["weights"]).expanduser().absolute())
-    if train.get("cache_dir") is not None:
-        train["cache_dir"] = str(Path(train["cache_dir"]).expanduser().absolute())
+    for name in ("cache_dir", "val_root"):
+        if train.get(name) is not None:
+            train[name] = str(Path(train[name]).expanduser().absolute())
     return train
 
 

@@ -31,7 +31,8 @@ FAILURE_NOTE = "deterministic_failure.txt"
 
 def train_trial(config: dict, *, spec: SweepSpec, data_root: str, service: str) -> None:
     """Tune function trainable: `config` holds the sampled values of the search space (the
-    dimensions that apply to the trial's aggregator only).
+    dimensions that apply to the trial's aggregator and loss only). `service`: the mining
+    service's name, "" when no trial of the sweep trains triplets.
 
     A failure that would repeat (a NaN loss, an impossible setting) is noted in the trial's
     folder, so that Tune's retries (meant for killed processes) end at once instead of
@@ -57,7 +58,8 @@ def _train(config: dict, spec: SweepSpec, data_root: str, service: str, context)
     train_config = spec.trial_config(
         search_space.searched_values(config), data_root=Path(data_root),
         run_dir=run_dir, resume=resume, workers=max(0, int(spec.cpus_per_trial) - 1))
-    run = training_run(_share_frozen_budget(train_config, context), RayMiner(service),
+    miner = RayMiner(service) if service else None  # none: no trial of the sweep mines
+    run = training_run(_share_frozen_budget(train_config, context), miner,
                        context.get_trial_id())
     centroids = str(run.centroids_path or "")
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from vpr_core.errors import UserError
 from vpr_core.models.catalog import MAP_SIZED, PATCH, TAKES_CLASS_TOKEN, is_vit
 
-from .search_space import BY_NAME, CHOICE, EVERY, LOG_UNIFORM, NAMES, SAMPLING_ORDER, Dimension
+from .search_space import BY_NAME, CHOICE, EVERY, LOG_UNIFORM, NAMES, Dimension, listed_in
 
 
 def choices_under(d: Dimension, space: dict, point: dict) -> list | tuple:
@@ -24,16 +24,16 @@ def single(d: Dimension, values) -> bool:
     return len(values) == 1 if d.kind == CHOICE else d.fixed(values)
 
 
-def applicable(point: dict) -> list[str]:
-    """The dimensions a point with these values gives, in sampling order."""
-    return [d.name for d in SAMPLING_ORDER if d.applies(point)]
+def applicable(space: dict, point: dict) -> list[str]:
+    """The dimensions of the space a point with these values gives, in sampling order."""
+    return [d.name for d in listed_in(space) if d.applies(point)]
 
 
 def completed(space: dict, point: dict) -> dict:
     """`point` with the dimensions it leaves out filled in where the space leaves them one
     value (a spec written before the aggregator was searched names none)."""
     out = dict(point)
-    for d in SAMPLING_ORDER:
+    for d in listed_in(space):
         values = choices_under(d, space, out)
         if d.name not in out and d.applies(out) and single(d, values):
             out[d.name] = values[0]
@@ -47,13 +47,16 @@ def check_point(space: dict, point) -> dict:
         raise UserError(f"search.start_with entries give values of {', '.join(NAMES)}; got "
                         f"{point}")
     given, point = point, completed(space, point)
-    wanted = applicable(point)
+    wanted = applicable(space, point)
     missing = [name for name in wanted if name not in point]
     if missing:
         raise UserError(f"search.start_with entry {given} lacks {', '.join(missing)}; give "
                         f"a value for each")
     for name, value in point.items():
         d = BY_NAME[name]
+        if name not in space:
+            raise UserError(f"search.start_with entry {given}: {name} is not searched; list "
+                            f"it under search.space or leave it out")
         if name not in wanted:
             other = next(iter(d.only_with))
             raise UserError(f"search.start_with entry {given}: {name} does not apply to "
@@ -70,7 +73,7 @@ def point_with(space: dict, **given) -> dict:
     """A point of the space with the `given` values, each other dimension that applies at
     its first fitting choice or its lower bound."""
     point = dict(given)
-    for d in SAMPLING_ORDER:
+    for d in listed_in(space):
         if d.name not in point and d.applies(point):
             point[d.name] = choices_under(d, space, point)[0]
     return point
@@ -85,14 +88,14 @@ def first_points(space: dict, start_with) -> list[dict]:
         points = [check_point(space, point) for point in start_with]
     else:
         points = [_with_starts(space, point) for point in _every_value_once(space)]
-    constant = {d.name for d in SAMPLING_ORDER if d.kind == LOG_UNIFORM
+    constant = {d.name for d in listed_in(space) if d.kind == LOG_UNIFORM
                 and d.fixed(space[d.name])}
     return [{k: v for k, v in point.items() if k not in constant} for point in points]
 
 
 def _every_value_once(space: dict) -> list[dict]:
     """Points of the `EVERY` dimensions, each giving one of them a value not tried before."""
-    dimensions = [d for d in SAMPLING_ORDER if d.kind == CHOICE and d.start == EVERY]
+    dimensions = [d for d in listed_in(space) if d.kind == CHOICE and d.start == EVERY]
     tried = {d.name: set() for d in dimensions}
     points = []
     while (point := _untried(space, dimensions, tried, {})) is not None:
@@ -120,7 +123,7 @@ def _untried(space: dict, dimensions: list, tried: dict, point: dict) -> dict | 
 def _with_starts(space: dict, point: dict) -> dict:
     """`point` with every other dimension that applies at its `start` value."""
     point = dict(point)
-    for d in SAMPLING_ORDER:
+    for d in listed_in(space):
         if d.name in point or not d.applies(point):
             continue
         values = choices_under(d, space, point)

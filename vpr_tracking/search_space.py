@@ -9,9 +9,17 @@ the sampling of the space (`SAMPLING_ORDER`, `orchestrator.space_sampler`), the 
 (`search_points`), the sweep's MLflow params (numbers: `margin_min`, `margin_max`; choices as
 a JSON list; a condition as `<name>_only_with`), the trial labels and the columns of every
 trials table. To search one more setting, add its `Dimension` here.
+
+The training recipe's dimensions (the loss and its settings, P and K, the optimiser, the
+schedule) are not `listed` by default: a space searches them only when a spec lists them, so a
+spec that does not is the sweep it was (same points, labels and params). Such a dimension's
+`default` is what a trial takes when its space does not list it, where others' conditions read
+it (no loss listed: triplets, so the triplet `margin` is searched).
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import re
@@ -19,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vpr_core.config import TrainConfig
+from vpr_core.config.train import LOSSES, OPTIMIZERS, SCHEDULERS
 from vpr_core.errors import UserError
 from vpr_core.models.catalog import AGGREGATORS, ARCHES, CNNS, backbone_problem
-from vpr_core.settings import applies, default_of, setting_of
+from vpr_core.settings import applies, declared, default_of, setting_of
 
 CHOICE, LOG_UNIFORM = "choice", "log_uniform"
 # a choice's `start`: each choice gets a first point of its own, or the middle choice
@@ -37,7 +46,10 @@ class Dimension:
     in fixed-width tables, under the column title `title`. A choice's values are `element`s:
     one of `allowed` when given, else positive numbers. `fits`: (another dimension, a function
     of (value, its value) saying why they do not fit, None when they do): the choices kept
-    under the other's value."""
+    under the other's value. `condition`: {dimension: value or values} under which alone it
+    is searched, where its setting applies more widely (the triplet margin). `listed`: in a
+    spec's space unless it leaves it out; a dimension not listed is searched only where a spec
+    lists it. `names`: shorter names of values, in labels and cells."""
 
     name: str
     kind: str
@@ -49,6 +61,9 @@ class Dimension:
     element: type = float
     allowed: tuple | None = None
     fits: tuple[str, Callable] | None = None
+    condition: dict | None = None
+    listed: bool = True
+    names: dict | None = None
 
     def parse(self, raw, where: str):
         """The spec's value: a list of choices, or a number / {log_uniform: [low, high]}."""
@@ -94,8 +109,9 @@ class Dimension:
     # ---- conditions -----------------------------------------------------------------------
     @property
     def only_with(self) -> dict:
-        """{dimension: value or values} under which alone it applies: its setting's."""
-        return setting_of(TrainConfig, self.name).only_with or {}
+        """{dimension: value or values} under which alone it applies: its `condition`, else
+        its setting's."""
+        return self.condition or setting_of(TrainConfig, self.name).only_with or {}
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -103,8 +119,10 @@ class Dimension:
         return (*self.only_with, *([self.fits[0]] if self.fits else []))
 
     def applies(self, point: dict) -> bool:
-        """Whether it applies under the values of `point` (an absent one: its default)."""
-        return applies(setting_of(TrainConfig, self.name), point, TrainConfig)
+        """Whether it applies under the values of `point` (an absent one: its default, a
+        dimension not listed the value trials take then, `UNLISTED`)."""
+        meta = dataclasses.replace(setting_of(TrainConfig, self.name), only_with=self.only_with)
+        return applies(meta, with_unlisted(point), TrainConfig)
 
     def problem(self, value, point: dict) -> str | None:
         """Why `value` does not fit the values of `point` (None: it fits)."""
@@ -118,8 +136,11 @@ class Dimension:
         return [value for value in values if self.problem(value, point) is None]
 
     # ---- writing values -------------------------------------------------------------------
+    def short(self, value):
+        return self.names.get(value, value) if self.names else value
+
     def format_label(self, value) -> str:
-        return self.label.format(value)
+        return self.label.format(self.short(value))
 
     @property
     def width(self) -> int:
@@ -133,7 +154,14 @@ class Dimension:
     def format_cell(self, value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return f"{'-':>{self.width}}"
-        return format(value, self.cell)
+        return format(self.short(value), self.cell)
+
+
+def _recipe(name: str, kind: str, default: tuple, start, label: str, title: str, cell: str,
+            element: type = float, **declared_as) -> Dimension:
+    """A dimension of the training recipe: searched only where a spec lists it."""
+    return Dimension(name, kind, default, start, label, title, cell, element, listed=False,
+                     **declared_as)
 
 
 # in the order labels and tables write them
@@ -146,11 +174,64 @@ DIMENSIONS = (
     Dimension("gem_p", LOG_UNIFORM, (1.0, 6.0), 3.0, "p={:.3g}", "p", "5.2f"),
     Dimension("mixvpr_out_rows", CHOICE, (2, 4, 8), MIDDLE, "rows={}", "rows", ">4", int),
     Dimension("boq_num_queries", CHOICE, (32, 64, 128), MIDDLE, "queries={}", "Q", ">3", int),
-    Dimension("margin", LOG_UNIFORM, (0.03, 0.3), 0.1, "margin={:.3g}", "margin", "7.3f"),
+    _recipe("loss", CHOICE, ("triplet",), EVERY, "{}", "loss", "<7", str, allowed=LOSSES,
+            names={"multi-similarity": "ms", "triplet-margin": "tm", "contrastive": "contr"}),
+    _recipe("ms_epsilon", LOG_UNIFORM, (0.1, 0.1), 0.1, "eps={:.3g}", "eps", "5.3f"),
+    _recipe("ms_beta", LOG_UNIFORM, (50.0, 50.0), 50.0, "beta={:.3g}", "beta", "5.1f"),
+    _recipe("tm_margin", LOG_UNIFORM, (0.1, 0.1), 0.1, "m={:.3g}", "m", "5.3f"),
+    _recipe("contrastive_neg_margin", LOG_UNIFORM, (1.0, 1.0), 1.0, "neg={:.3g}", "neg",
+            "5.2f"),
+    # the setting applies to every loss (its default 0.1 is any config's); the triplet loss
+    # alone reads it, so it is searched for triplet trials only
+    Dimension("margin", LOG_UNIFORM, (0.03, 0.3), 0.1, "margin={:.3g}", "margin", "7.3f",
+              condition={"loss": "triplet"}),
+    _recipe("places_per_batch", CHOICE, (120,), MIDDLE, "P={}", "P", ">4", int),
+    _recipe("images_per_place", CHOICE, (4,), MIDDLE, "imgs={}", "imgs", ">4", int),
+    _recipe("optim", CHOICE, (default_of(TrainConfig, "optim"),), MIDDLE, "{}", "optim", "<5",
+            str, allowed=OPTIMIZERS),
+    _recipe("scheduler", CHOICE, ("step",), MIDDLE, "{}", "schedule", "<9", str,
+            allowed=SCHEDULERS),
     Dimension("lr", LOG_UNIFORM, (1e-5, 1e-3), 1e-4, "lr={:.2g}", "lr", "8.2e"),
 )
 NAMES = tuple(d.name for d in DIMENSIONS)
 BY_NAME = {d.name: d for d in DIMENSIONS}
+LISTED = tuple(d.name for d in DIMENSIONS if d.listed)
+# what a trial takes for a dimension its space does not list, where a condition reads it (the
+# schedule resolves by these two; a spec on place data must list its losses)
+UNLISTED = {"loss": "triplet", "optim": default_of(TrainConfig, "optim")}
+# the dimensions whose values decide which other settings apply, or their defaults: a trial
+# config of every combination of their listed values is checked, and logs its own params
+DECIDING = tuple(name for name in NAMES if any(
+    name in (meta.only_with or {}) for _, meta in declared(TrainConfig)))
+
+
+def with_unlisted(point: dict) -> dict:
+    """`point` with the values trials take for the dimensions it lacks (`UNLISTED`)."""
+    return {**UNLISTED, **point}
+
+
+def listed_in(space: dict) -> tuple[Dimension, ...]:
+    """The dimensions a space lists, in sampling order."""
+    return tuple(d for d in SAMPLING_ORDER if d.name in space)
+
+
+def deciding_points(space: dict) -> list[dict]:
+    """{deciding dimension: value} of every combination of the values the space lists for
+    them (`DECIDING`)."""
+    names = [name for name in DECIDING if name in space]
+    return [dict(zip(names, values))
+            for values in itertools.product(*(space[name] for name in names))]
+
+
+def deciding_key(values: dict) -> str:
+    """The values of the deciding dimensions a trial has, as one key (JSON)."""
+    return json.dumps({name: values[name] for name in DECIDING if name in values},
+                      sort_keys=True)
+
+
+def uses_triplets(space: dict) -> bool:
+    """Whether some point of the space trains triplets (mined in the shared service)."""
+    return "triplet" in space.get("loss", [UNLISTED["loss"]])
 
 
 def _sampling_order(dimensions) -> tuple[Dimension, ...]:
@@ -169,9 +250,10 @@ SAMPLING_ORDER = _sampling_order(DIMENSIONS)
 
 
 def default_space() -> dict:
-    """{name: choices list or (low, high)} of every dimension, as a spec leaves it."""
+    """{name: choices list or (low, high)} of every `listed` dimension, as a spec leaves
+    it."""
     return {d.name: list(d.default) if d.kind == CHOICE else tuple(d.default)
-            for d in DIMENSIONS}
+            for d in DIMENSIONS if d.listed}
 
 
 def parse_space(raw: dict, where: str) -> dict:
@@ -196,9 +278,9 @@ def parse_space(raw: dict, where: str) -> dict:
 def check_space(space: dict) -> None:
     """Each dimension's values, and every choice that another must fit (an aggregator that
     takes a ViT's class token needs a ViT among the backbones)."""
-    for dimension in DIMENSIONS:
+    for dimension in listed_in(space):
         dimension.check(space[dimension.name], f"search.space.{dimension.name}")
-    for d in DIMENSIONS:
+    for d in listed_in(space):
         if d.fits is None:
             continue
         other = d.fits[0]
@@ -273,18 +355,22 @@ def _legacy_values(d: Dimension, text: str):
     return None
 
 
-def values_of(params: dict) -> dict:
-    """The searched values a run's params hold, typed ({} entries for absent ones)."""
-    values = {}
+def values_of(params: dict, names=None) -> dict:
+    """The searched values a run's params hold, typed (no entries for absent ones): those of
+    the dimensions `names` (default: the `listed` ones; a sweep's: its space's) that apply
+    under the run's values (a multi-similarity run's margin is not searched)."""
+    names = set(names if names is not None else LISTED)
+    typed = {}
     for d in DIMENSIONS:
         raw = params.get(d.name)
         if raw in (None, "", "None"):
             continue
         try:
-            values[d.name] = d.element(float(raw)) if d.element is int else d.element(raw)
+            typed[d.name] = d.element(float(raw)) if d.element is int else d.element(raw)
         except ValueError:
             continue
-    return values
+    return {name: value for name, value in typed.items()
+            if name in names and BY_NAME[name].applies(typed)}
 
 
 def searched_values(config: dict) -> dict:
@@ -302,8 +388,14 @@ def run_label(values: dict) -> str:
 
 def table_dimensions(rows: list[dict]) -> list[Dimension]:
     """The columns of a table of trials whose searched values are `rows`: every dimension
-    that applies always, and an aggregator's setting where some trial has it."""
-    return [d for d in DIMENSIONS if not d.only_with or any(d.name in row for row in rows)]
+    of every space that applies to some trial (the triplet margin, unless every trial trains a
+    place loss), and an aggregator's, a loss's or the recipe's setting where some trial has
+    it."""
+    def always(d: Dimension) -> bool:
+        return d.listed and not setting_of(TrainConfig, d.name).only_with and (
+            not rows or any(d.applies(row) for row in rows))
+
+    return [d for d in DIMENSIONS if always(d) or any(d.name in row for row in rows)]
 
 
 def table_header(dimensions=DIMENSIONS) -> str:

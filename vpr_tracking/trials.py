@@ -13,7 +13,7 @@ from vpr_core.errors import UserError
 from vpr_core.evaluation import named_recalls
 
 from .names import DEFAULT_METRIC, RECALL_NAMES, RECALL_NS, Kind, Tag, recall_n
-from .search_space import run_label, values_of
+from .search_space import LISTED, run_label, space_from_params, values_of
 from .store import RunRecord, Store, children_filter
 
 
@@ -59,12 +59,15 @@ def epochs_of(run: RunRecord) -> list[dict]:
     return [h for h in run.history if "loss" in h or any(k in h for k in RECALL_NAMES)]
 
 
-def trial_row(run: RunRecord, metric: str = DEFAULT_METRIC) -> TrialRow:
+def trial_row(run: RunRecord, metric: str = DEFAULT_METRIC, searched=None) -> TrialRow:
+    """`searched`: the names of the dimensions the sweep searched (default: the `listed`
+    ones)."""
     end_ms = run.end_ms or int(time.time() * 1000)  # a running trial: so far
     history = epochs_of(run)
     return TrialRow(
         trial_id=run.tags.get(Tag.TRIAL_ID) or run.name or run.run_id[:8], run_id=run.run_id,
-        values=values_of(run.params), recalls=run.best_recalls(metric), epochs=len(history),
+        values=values_of(run.params, searched), recalls=run.best_recalls(metric),
+        epochs=len(history),
         status=run.status, reason=run.tags.get(Tag.STOP_REASON, ""),
         seconds=(end_ms - run.start_ms) / 1000.0,
         training_seconds=sum(h.get("epoch_seconds", 0.0) for h in history))
@@ -121,5 +124,12 @@ def trials_of(store: Store, parent: RunRecord) -> list[RunRecord]:
 
 def trial_rows(store: Store, parent: RunRecord, metric: str = DEFAULT_METRIC
                ) -> list[TrialRow]:
-    return [trial_row(run, metric) for run in trials_of(store, parent)]
+    searched = searched_names(parent)
+    return [trial_row(run, metric, searched) for run in trials_of(store, parent)]
+
+
+def searched_names(parent: RunRecord) -> set:
+    """The dimensions a sweep searched: those its parent's params record, and the `listed`
+    ones (older sweeps did not record them all)."""
+    return set(space_from_params(parent.params)) | set(LISTED)
 

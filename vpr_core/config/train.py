@@ -159,7 +159,8 @@ class TrainConfig(AggregatorSettings, CommonConfig):
         "contrastive", parse=float, shown_default="0.3")
     val_root: Path | None = setting(
         None, "place data: the validation dataset (a layout --data-root reads; its split "
-        "--val-split)", group=TRAINING, metavar="DIR", roles=(RESTORED, LOGGED, PER_TRIAL))
+        "--val-split)", group=TRAINING, metavar="DIR",
+        roles=(RESTORED, LOGGED, PER_TRIAL, SPEC))
     margin: float = setting(0.1, "triplet margin, used as sqrt(margin) on L2 distances, as in "
                             "the reference", group=TRAINING, parse=float, positive=True,
                             roles=HYPER)
