@@ -300,6 +300,7 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     values = spec_values(copy.deepcopy(raw), SweepSpec, source)
     values["synthetic"] = section(values.get("synthetic"), set(names_with(SynthConfig, SPEC)),
                                    f"{source}: data.synthetic")
+    _recipe_constants(values, source)
     values["space"] = search_space.parse_space(section(values.get("space"), None,
                                                         f"{source}: search.space"),
                                                f"{source}: search.space")
@@ -312,6 +313,20 @@ def spec_from_dict(raw: dict, source: str) -> SweepSpec:
     if values.get("compress") is not None:
         section(values["compress"], COMPRESS_KEYS, f"{source}: compress")
     return SweepSpec(**values)
+
+
+def _recipe_constants(values: dict, source: str) -> None:
+    """A recipe setting searched only where a space lists it (optim, loss, ...), given as one
+    value in `train` (as specs did before it was searched: `optim: SGD`), is that one choice
+    of the space."""
+    train, space = values.get("train"), values.setdefault("space", {})
+    if not isinstance(train, dict) or not isinstance(space, dict):
+        return  # `section` says what is wrong with them
+    for name in sorted(set(train) & (set(search_space.NAMES) - set(search_space.LISTED))):
+        if name in space:
+            raise UserError(f"{source}: {name} is given as train.{name} and as "
+                            f"search.space.{name}; keep one")
+        space[name] = train.pop(name)
 
 
 def _train_section(train, source: str) -> dict:

@@ -63,6 +63,15 @@ def test_a_spec_that_lists_no_recipe_is_the_sweep_it_was():
                    space_params(spec.space))
 
 
+def test_a_recipe_setting_given_once_in_train_is_its_one_choice():
+    """Specs written before the optimiser was searched (`train.optim: SGD`) still load."""
+    spec = load_spec(EXPERIMENTS_DIR / "pitts30k.yaml")
+    assert spec.space["optim"] == ["SGD"] and "optim" not in spec.train
+    raw = {"search": {"space": {"optim": ["ADAM"]}}, "train": {"optim": "SGD"}}
+    with pytest.raises(UserError, match="optim is given as train.optim and as search.space"):
+        spec_from_dict(raw, "both.yaml")
+
+
 def test_each_trial_samples_its_own_losss_settings_only(place_root):
     spec = place_spec(place_root)
     sample = SpaceSampler(spec.space)
@@ -137,7 +146,7 @@ def test_each_losss_trials_log_its_own_settings(place_root):
     ({"space": {**RECIPE, "scheduler": ["warm"]}}, "search.space.scheduler must list some of"),
     ({"train": {"weights": "none"}}, "place data has no validation split"),
     ({"train": {"weights": "none", "val_root": "/v", "optim": "SGD"}},
-     "train.optim is searched: give it under search.space.optim"),
+     "optim is given as train.optim and as search.space.optim; keep one"),
     ({"search": {"start_with": [{"arch": "resnet18", "aggregator": "gem", "gem_p": 3.0,
                                  "loss": "contrastive", "ms_epsilon": 0.1,
                                  "contrastive_neg_margin": 0.7,
