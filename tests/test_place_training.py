@@ -1,10 +1,16 @@
 """Place-batched training (the GSV-Cities recipe): the P x K sampler, the losses with their
 miners, the schedules, training and resuming a run, and the refusals."""
+import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import cli_env, run_cli
 from PIL import Image
 
 from vpr_core.config import TrainConfig
@@ -245,3 +251,48 @@ def test_a_place_loss_needs_place_data(synth_root, tmp_path):
         TrainConfig(data_root=synth_root, loss="contrastive", weights="none").validate()
     with pytest.raises(UserError, match="--scheduler cosine applies to place batches only"):
         TrainConfig(data_root=synth_root, scheduler="cosine", weights="none").validate()
+
+
+# ---- (e) a killed run, resumed from the command line ----------------------------------------
+def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
+    """`train` on generated GSV-Cities data, killed (SIGKILL) once epoch 1 is written, then
+    `train --resume`: epoch 2 trains on the same batches at the same learning rates as in a
+    run never interrupted (its loss and recalls equal), and the run holds each epoch once."""
+    gsv, pitts = tmp_path / "gsv", tmp_path / "pitts"
+    assert run_cli("synth", "--out", gsv, "--layout", "gsv-cities", "--places", 12,
+                   "--quiet", cwd=tmp_path).returncode == 0
+    assert run_cli("synth", "--out", pitts, "--places", 16, "--quiet",
+                   cwd=tmp_path).returncode == 0
+    flags = ["--data-root", gsv, "--val-root", pitts, "--arch", "alexnet", "--aggregator",
+             "gem", "--weights", "none", "--places-per-batch", 4, "--epochs", 2, "--optim",
+             "adamw", "--lr", "1e-3", "--scheduler", "linear", "--warmup-steps", 3,
+             "--workers", 0, "--cache-dir", tmp_path / "cache", "--quiet"]
+    whole = run_cli("train", *flags, "--run-dir", tmp_path / "whole", "--json", "whole.json",
+                    cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    killed = tmp_path / "killed"
+    log_path = tmp_path / "killed.log"
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "train", *map(str, flags), "--run-dir",
+             str(killed)], cwd=tmp_path, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and driver.poll() is None \
+            and "epoch 1/2" not in log_path.read_text():
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert "epoch 1/2" in log_path.read_text(), log_path.read_text()[-2000:]
+    resumed = run_cli("train", "--resume", killed, "--epochs", 2, "--json", "resumed.json",
+                      "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    whole_epochs = json.loads((tmp_path / "whole.json").read_text())["epochs"]
+    resumed_epochs = json.loads((tmp_path / "resumed.json").read_text())["epochs"]
+    assert [e["epoch"] for e in resumed_epochs] == [2]
+    for key in ("loss", "lr", "recall@1", "recall@5", "batches"):
+        assert resumed_epochs[0][key] == pytest.approx(whole_epochs[1][key], rel=1e-4), key
+    checkpoint = load_checkpoint(killed / "checkpoints" / "checkpoint.pth.tar")
+    assert checkpoint["epoch"] == 2
+    assert checkpoint["schedule"]["step"] == 2 * resumed_epochs[0]["batches"]

@@ -196,7 +196,8 @@ class TrainConfig(AggregatorSettings, CommonConfig):
                            if getattr(self, name) is None})
         resolved = dataclasses.replace(self, **filled)
         resolved = dataclasses.replace(
-            resolved, **resolved._resolved(), optim=self.optim_name,
+            resolved, **resolved._resolved(model_defaults=self.resume is None),
+            optim=self.optim_name,
             run_dir=absolute(self.run_dir), resume=absolute(self.resume),
             centroids=absolute(self.centroids), val_root=absolute(self.val_root),
             milestones=None if resolved.milestones is None else tuple(resolved.milestones))

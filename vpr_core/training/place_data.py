@@ -25,7 +25,9 @@ def place_training_data(config, places: PlaceSet, device: torch.device) -> Train
     """`places` checked against the batch (P places x K images) and the validation split
     opened beside them."""
     check_batches(places, config.places_per_batch, config.images_per_place)
-    val = open_split(config.val_root, config.val_split, config.dataset)
+    # --dataset names the training data's dataset (flags.json records the places'): the
+    # validation set's is found under --val-root (the only .mat; MSLS's official queries)
+    val = open_split(config.val_root, config.val_split)
     size = tuple(config.image_size) if config.image_size is not None else places.native_size
     if size is None:
         raise UserError(f"the images of {places.dataset} differ in size; pass --image-size HxW")
