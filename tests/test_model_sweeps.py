@@ -3,9 +3,10 @@ settings searched only when it is chosen (Optuna define-by-run), and everything 
 trial's values (labels, tables, params, the report) without the values a trial has not."""
 import optuna
 import pytest
+from sampling_helpers import sampled_points
 
 from dashboards.search_views import draw_views, rebuild_study
-from orchestrator.space_sampler import SpaceSampler, optuna_points
+from orchestrator.space_sampler import SpaceSampler
 from orchestrator.spec import spec_from_dict
 from orchestrator.sweep import first_points
 from vpr_core.config import TrainConfig
@@ -30,17 +31,8 @@ def models_spec(**search):
 
 def test_each_trial_samples_its_aggregators_settings_and_a_backbone_it_fits():
     spec = models_spec()
-    sample = SpaceSampler(spec.space)
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=0))
-    for point in optuna_points(spec.space, first_points(spec)):
-        study.enqueue_trial(point)
-    points = []
-    for i in range(30):
-        trial = study.ask()
-        point = sample(trial)
-        study.tell(trial, 0.1 * (i % 7))
-        points.append(point)
+    points, study = sampled_points(spec, 30, period=7)
+    for point in points:
         assert set(point) == COMMON | OWN[point["aggregator"]], point
         assert check_point(spec.space, point) == point  # inside the space, the values fit
         assert point["margin"] == 0.1  # a constant: returned, not sampled

@@ -6,10 +6,9 @@ import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
-import optuna
 import pytest
+from sampling_helpers import sampled_points
 
-from orchestrator.space_sampler import SpaceSampler, optuna_points
 from orchestrator.spec import EXPERIMENTS_DIR, load_spec, spec_from_dict
 from orchestrator.sweep import first_points
 from orchestrator.sweep_params import fixed_params
@@ -74,16 +73,7 @@ def test_a_recipe_setting_given_once_in_train_is_its_one_choice():
 
 def test_each_trial_samples_its_own_losss_settings_only(place_root):
     spec = place_spec(place_root)
-    sample = SpaceSampler(spec.space)
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=0))
-    for point in optuna_points(spec.space, first_points(spec)):
-        study.enqueue_trial(point)
-    points = []
-    for i in range(24):
-        trial = study.ask()
-        points.append(sample(trial))
-        study.tell(trial, 0.1 * (i % 5))
+    points, study = sampled_points(spec, 24, period=5)
     for point in points:
         assert set(point) == COMMON | OWN[point["loss"]], point  # no triplet margin either
     assert {p["loss"] for p in points[:3]} == set(OWN)  # each loss is tried first
