@@ -1,6 +1,7 @@
 """GSV-Cities and MSLS: reading the layouts as released, the official MSLS-val query rule,
 the generated datasets of `synth`, and every data mistake as one line."""
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -66,7 +67,19 @@ def test_generated_gsv_cities(gsv_root):
     assert open_places(gsv_root, cities=["Boston"]).num_places == 12
 
 
-def test_gsv_cities_places_below_the_minimum_are_left_out(tmp_path, gsv_root, capsys):
+@pytest.fixture
+def information_shown():
+    """vpr_core's information lines on, whatever an earlier `--quiet` command left."""
+    from vpr_core.log import log
+
+    previous = log.level
+    log.setLevel(logging.INFO)
+    yield
+    log.setLevel(previous)
+
+
+def test_gsv_cities_places_below_the_minimum_are_left_out(tmp_path, gsv_root, capsys,
+                                                         information_shown):
     root = copy(gsv_root, tmp_path)
     csv = root / "Dataframes" / "London.csv"
     lines = csv.read_text().splitlines()
