@@ -101,10 +101,16 @@ def run_synth(args) -> None:
     from vpr_core.data.synthetic import write_synthetic
 
     result = write_synthetic(make_config(SynthConfig, args))
-    counts = ", ".join(f"{split}: " + " + ".join(f"{n} {kind}" for kind, n in c.items())
-                       for split, c in result["splits"].items())
+    counts = ", ".join(f"{split}: " + _counted(c) for split, c in result["splits"].items())
     emit(args, result, [f"wrote a synthetic {result['layout']} dataset to {result['out']} "
                         f"({counts}; {result['image_size']} images)"])
+
+
+def _counted(counts: dict) -> str:
+    """'120 database + 120 queries'; places and their images: '12 places (48 images)'."""
+    if set(counts) == {"places", "images"}:
+        return f"{counts['places']} places ({counts['images']} images)"
+    return " + ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
 def run_cluster(args) -> None:
