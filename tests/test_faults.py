@@ -118,10 +118,10 @@ def most_at_once(intervals) -> int:
 
 def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root, tmp_path,
                                                   monkeypatch):
-    """4 trials through 2 slots, on a dataset in the @UTM@ folder layout."""
+    """3 trials through 2 slots, on a dataset in the @UTM@ folder layout."""
     monkeypatch.chdir(tmp_path)
     raw = copy.deepcopy(TINY_SPEC)
-    raw["search"].update(num_samples=4)
+    raw["search"].update(num_samples=3)
     raw["search"]["space"]["arch"] = ["alexnet"]
     raw["train"]["epochs"] = 1
     raw["resources"] = {"max_concurrent": 2}
@@ -130,7 +130,7 @@ def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root
     spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert result.concurrency == 2
-    assert len(result.rows) == 4 and len({r.trial_id for r in result.rows}) == 4
+    assert len(result.rows) == 3 and len({r.trial_id for r in result.rows}) == 3
     assert all(r.status == "FINISHED" and r.epochs == 1 and r.recalls for r in result.rows)
     assert not (tmp_path / "synthetic").exists()  # the folder dataset was used, not the spec's
     client = MlflowClient(spec.tracking_uri)

@@ -1,4 +1,5 @@
 """Sweeps end to end: real Ray, real Optuna, real MLflow sqlite, real faiss."""
+import contextlib
 import copy
 import dataclasses
 import json
@@ -149,8 +150,9 @@ def wait_for_an_epoch(driver: subprocess.Popen, log_path: Path) -> None:
 
 def test_a_killed_then_interrupted_sweep_resumes_without_duplicate_runs(tmp_path):
     """SIGKILL of the driver (and the local Ray it started), then Ctrl-C of the resumed
-    driver, then a second resume: each trial run once, each epoch logged once. A resumed
-    sweep takes its define-by-run sampler back from the searcher's state."""
+    driver, then a second resume on a separate Ray head (`--ray-address`): each trial run
+    once, each epoch logged once. A resumed sweep takes its define-by-run sampler back from
+    the searcher's state."""
     space = {**TINY_SPEC["search"]["space"], **TWO_AGGREGATORS}
     spec = write_tiny_spec(tmp_path, train__epochs=2, search__num_samples=3,
                            search__space=space)
@@ -176,9 +178,14 @@ def test_a_killed_then_interrupted_sweep_resumes_without_duplicate_runs(tmp_path
     assert any(r.info.status == "KILLED" for r in runs if r.data.tags.get("kind") == "trial")
     assert [r.info.status for r in runs if r.data.tags.get("kind") == "sweep"] == ["KILLED"]
 
-    done = run_cli(*match.group(1).split()[3:], "--json", "resumed.json", cwd=tmp_path,
-                   timeout=600)
+    # the printed command, run on a Ray head of its own (as on a cluster), quietly
+    with separate_ray_head(tmp_path) as address:
+        done = run_cli(*match.group(1).split()[3:], "--ray-address", address, "--json",
+                       "resumed.json", "--quiet", cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # --quiet: the table and the best line, no line per trial epoch or trial start
+    assert "best: " in done.stdout and "epoch 2/2" not in done.stdout, done.stdout
+    assert "sweep tiny-" not in done.stdout
     summary = json.loads((tmp_path / "resumed.json").read_text())
     assert summary["name"].startswith("tiny-") and not summary["interrupted"]
     parent = summary["parent_run_id"]
@@ -212,7 +219,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_sweep_joins_a_separate_ray_head(tmp_path):
+@contextlib.contextmanager
+def separate_ray_head(folder: Path):
+    """A Ray head started with `ray start --head` (as on a cluster), its address yielded."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_AUTH_MODE="disabled")
     # the `ray` script where pip put it: on the PATH, else beside this interpreter
@@ -221,8 +230,8 @@ def test_a_sweep_joins_a_separate_ray_head(tmp_path):
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-         f"--temp-dir={tmp_path / 'ray'}" if len(str(tmp_path)) < 60 else "--disable-usage-stats"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         f"--temp-dir={folder / 'ray'}" if len(str(folder)) < 60 else "--disable-usage-stats"],
+        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
         deadline = time.time() + 60
@@ -232,17 +241,7 @@ def test_a_sweep_joins_a_separate_ray_head(tmp_path):
                 break
             except OSError:
                 time.sleep(1)
-        spec = write_tiny_spec(tmp_path, train__epochs=1, search__num_samples=2)
-        done = run_cli("sweep", "--config", spec, "--ray-address", f"127.0.0.1:{port}",
-                       "--json", "s.json", "--quiet", cwd=tmp_path, timeout=600)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        # --quiet: the table and the best line, no line per trial epoch or trial start
-        assert "best: " in done.stdout and "epoch 1/1" not in done.stdout, done.stdout
-        assert "sweep tiny-" not in done.stdout
-        summary = json.loads((tmp_path / "s.json").read_text())
-        assert len(summary["trials"]) == 2
-        assert {t["arch"] for t in summary["trials"]} == {"alexnet", "vgg16"}
-        assert all(t["status"] == "FINISHED" for t in summary["trials"])
+        yield f"127.0.0.1:{port}"
     finally:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
