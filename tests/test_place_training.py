@@ -21,6 +21,7 @@ from vpr_core.stages.train import training_run
 from vpr_core.training.losses import PlaceLoss
 from vpr_core.training.place_sampler import PlaceSampler
 from vpr_core.training.schedule import Schedule
+from vpr_core.training.triplets import TrainingDiverged
 
 SIZE = (48, 64)  # H, W
 
@@ -195,6 +196,13 @@ def test_training_lowers_the_loss_and_raises_recall(opened, tmp_path):
     assert results[-1].loss < results[0].loss, [r.loss for r in results]
     assert results[-1].recalls[5] > before, (before, [r.recalls for r in results])
     assert (run.run_dir / "checkpoints" / "model_best.pth.tar").is_file()
+
+
+def test_a_diverging_place_run_names_the_batch(opened, tmp_path):
+    run = training_run(place_config(opened, tmp_path, optim="SGD", lr=1e12, epochs=1))
+    with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf) at epoch 1, batch "
+                                               r"\d+; lower --lr \(now 1e\+12\)"):
+        list(run.epochs())
 
 
 # ---- (e) resume ---------------------------------------------------------------------------------

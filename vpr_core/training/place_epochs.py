@@ -13,7 +13,7 @@ from .losses import PlaceLoss
 from .place_sampler import PlaceSampler
 from .results import EpochStats
 from .schedule import Schedule
-from .triplets import TrainingDiverged
+from .triplets import check_losses
 
 
 class PlaceEpochs:
@@ -92,9 +92,7 @@ class PlaceEpochs:
 
     def _stats(self, losses: list, kept: int, candidates: int, epoch: int) -> EpochStats:
         values = torch.stack(losses).float().cpu() if losses else torch.zeros(0)
-        if not bool(torch.isfinite(values).all()):
-            raise TrainingDiverged(f"the loss became {values.tolist()} in epoch {epoch}; "
-                                   f"lower --lr (now {self.config.lr:g})")
+        check_losses(values, epoch, 0, f"lower --lr (now {self.config.lr:g})")
         loss = float(values.mean()) if len(values) else 0.0
         return EpochStats(loss, triplets=kept, negatives=0, batches=len(losses),
                           skipped_batches=0, mined_fraction=kept / max(1, candidates))

@@ -173,6 +173,15 @@ class TripletEpochs:
         return loss.detach()
 
 
+def check_losses(values: torch.Tensor, epoch: int, batches_before: int, advice: str) -> None:
+    """`TrainingDiverged` naming the first of the batch losses `values` (after
+    `batches_before` batches of `epoch`) that is NaN or infinite, with `advice`."""
+    if not bool(torch.isfinite(values).all()):
+        first = int((~torch.isfinite(values)).nonzero()[0])
+        raise TrainingDiverged(f"the loss became {float(values[first])} at epoch {epoch}, "
+                               f"batch {batches_before + first + 1}; {advice}")
+
+
 class _Totals:
     """Sums over an epoch's batches."""
 
@@ -181,11 +190,7 @@ class _Totals:
         self.triplets = self.negatives = self.skipped = 0
 
     def add_losses(self, values: torch.Tensor, epoch: int, config) -> None:
-        if not bool(torch.isfinite(values).all()):
-            first = int((~torch.isfinite(values)).nonzero()[0])
-            raise TrainingDiverged(
-                f"the loss became {float(values[first])} at epoch {epoch}, batch "
-                f"{self.batches + first + 1}; lower --lr (now {config.lr:g}) or --margin")
+        check_losses(values, epoch, self.batches, f"lower --lr (now {config.lr:g}) or --margin")
         self.loss_sum += float(values.sum())
         self.batches += len(values)
 
