@@ -58,8 +58,7 @@ def open_split(root, split: str, dataset: str | None = None, check: bool = True)
         raise UserError(f"split '{where}' has no queries; fix the dataset or --split")
     sizes = check_images(result.database_paths, f"{where} database")
     sizes |= check_images(result.query_paths, f"{where} query")
-    native = next(iter(sizes)) if len(sizes) == 1 else None
-    return dataclasses.replace(result, native_size=native)
+    return dataclasses.replace(result, native_size=_the_one(sizes))
 
 
 def open_places(root, *, cities=None, min_images_per_place: int = 4,
@@ -82,8 +81,12 @@ def open_places(root, *, cities=None, min_images_per_place: int = 4,
     if not check:
         return places
     sizes = check_images(places.paths, f"{places.dataset} training")
-    native = next(iter(sizes)) if len(sizes) == 1 else None
-    return dataclasses.replace(places, native_size=native)
+    return dataclasses.replace(places, native_size=_the_one(sizes))
+
+
+def _the_one(sizes: set) -> tuple[int, int] | None:
+    """The images' (H, W) when they all share it, else None."""
+    return next(iter(sizes)) if len(sizes) == 1 else None
 
 
 def resolve_image_size(split: Split, requested: tuple[int, int] | None) -> tuple[int, int]:
