@@ -247,6 +247,7 @@ def record_steps(run) -> list:
     (dict(images_per_place=5), "has 4 images, fewer than --images-per-place 5"),
     (dict(loss="triplet"), "--loss triplet needs database images and queries"),
     (dict(val_root=None), "place data has no validation split; pass --val-root"),
+    (dict(val_root="/nowhere/val"), "data root /nowhere/val does not exist; fix --val-root"),
 ])
 def test_place_training_refuses_bad_settings(opened, tmp_path, overrides, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):

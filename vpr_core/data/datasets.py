@@ -12,32 +12,36 @@ from .places import PlaceSet, place_layout
 from .split import Split
 
 
-def detect_layout(root: Path) -> str:
+def detect_layout(root: Path, flag: str = "--data-root") -> str:
     """'pittsburgh' when ROOT/datasets/*.mat exist, 'folder' when ROOT/images/ exists,
-    'gsv-cities' when ROOT/Dataframes/*.csv exist, 'msls' when ROOT/train_val/ exists."""
+    'gsv-cities' when ROOT/Dataframes/*.csv exist, 'msls' when ROOT/train_val/ exists.
+    `flag`: the option that named `root`, which a mistake's message names."""
     if not root.is_dir():
-        raise UserError(f"data root {root} does not exist; fix --data-root")
+        raise UserError(f"data root {root} does not exist; fix {flag}")
     if any(pittsburgh.struct_dir(root).glob("*.mat")):
         return "pittsburgh"
     if (root / "images").is_dir():
         return "folder"
-    if place_layout(root) is not None:
-        return place_layout(root)
+    places = place_layout(root)
+    if places is not None:
+        return places
     raise UserError(
         f"no dataset under {root}: expected ROOT/datasets/<name>_<split>.mat (Pittsburgh layout), "
         f"ROOT/images/<split>/{{database,queries}}/ (@UTM@ folder layout), "
         f"ROOT/Dataframes/<city>.csv (GSV-Cities) or ROOT/train_val/<city>/ (MSLS); "
-        f"fix --data-root")
+        f"fix {flag}")
 
 
-def open_split(root, split: str, dataset: str | None = None, check: bool = True) -> Split:
+def open_split(root, split: str, dataset: str | None = None, check: bool = True,
+               flag: str = "--data-root") -> Split:
     """Read one split of the dataset under `root`, in either layout.
 
     With `check`, every listed image must exist and have a readable header, and the split must
-    have both database images and queries; a problem raises `UserError`.
+    have both database images and queries; a problem raises `UserError`. `flag`: the option
+    that named `root` (`--val-root` for a place-batched run's validation set).
     """
     root = Path(root).expanduser().absolute()
-    layout = detect_layout(root)
+    layout = detect_layout(root, flag)
     if layout == "pittsburgh":
         result = pittsburgh.read_split(root, split, dataset)
     elif layout == "msls":
@@ -46,7 +50,7 @@ def open_split(root, split: str, dataset: str | None = None, check: bool = True)
         raise UserError(
             f"{root} holds GSV-Cities, training data grouped by place with no database or "
             f"queries to evaluate; train on it with a place-batched recipe and evaluate on "
-            f"Pittsburgh, @UTM@ folder or MSLS data (e.g. --data-root MSLS_ROOT --split val)")
+            f"Pittsburgh, @UTM@ folder or MSLS data (e.g. {flag} MSLS_ROOT --split val)")
     else:
         result = utm_folder.read_split(root, split)
     if not check:

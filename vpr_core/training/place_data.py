@@ -27,7 +27,7 @@ def place_training_data(config, places: PlaceSet, device: torch.device) -> Train
     check_batches(places, config.places_per_batch, config.images_per_place)
     # --dataset names the training data's dataset (flags.json records the places'): the
     # validation set's is found under --val-root (the only .mat; MSLS's official queries)
-    val = open_split(config.val_root, config.val_split)
+    val = open_split(config.val_root, config.val_split, flag="--val-root")
     size = tuple(config.image_size) if config.image_size is not None else places.native_size
     if size is None:
         raise UserError(f"the images of {places.dataset} differ in size; pass --image-size HxW")
