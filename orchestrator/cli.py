@@ -1,5 +1,5 @@
-"""`python -m orchestrator <verb>`: synth, cluster, train, eval, compress, sweep, benchmark,
-ui.
+"""`python -m orchestrator <verb>`: synth, cluster, train, eval, compress, export, sweep,
+benchmark, ui.
 
 Each verb's flags come from its config's settings; the verb builds the config (defaults, then
 what `--resume` restores, then the flags), runs the stage of `vpr_core.stages`, prints a
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vpr_core import arguments, settings
 from vpr_core.arguments import emit
-from vpr_core.config import ClusterConfig, CompressConfig, EvalConfig, TrainConfig
+from vpr_core.config import ClusterConfig, CompressConfig, EvalConfig, ExportConfig, TrainConfig
 from vpr_core.data.synthetic import SynthConfig
 from vpr_core.errors import UserError, exit_status
 from vpr_core.log import log
@@ -36,10 +36,13 @@ def build_parser() -> arguments.OneLineParser:
         ("train", TrainConfig, "train NetVLAD with triplet loss"),
         ("eval", EvalConfig, "Recall@1/5/10/20 of a checkpoint on a split"),
         ("compress", CompressConfig, "a compressed variant of a checkpoint, measured against it"),
+        ("export", ExportConfig, "an ONNX or TorchScript file of a model, checked against "
+                                 "PyTorch"),
     )
     for verb, config, help_text in stages:
         sub = verbs.add_parser(verb, help=help_text)
-        required = {"synth": ("out",), "compress": ("resume", "method")}.get(verb, ())
+        required = {"synth": ("out",), "compress": ("resume", "method"),
+                    "export": ("resume", "out")}.get(verb, ())
         arguments.add_settings(sub, config, required=required)
         if verb in ("train", "eval", "compress"):
             add_tracking(sub)
@@ -190,12 +193,33 @@ def run_compress(args) -> None:
                          *figures_table([result.original, result.variant])])
 
 
-def _run_flags(args) -> dict:
-    """flags.json of the run `--resume` names ({} when it has none)."""
+def run_export(args) -> None:
+    from vpr_core.stages import export
+
+    source = local_model(args.resume)
+    config = make_config(ExportConfig, args, _run_flags(args, source), resume=source)
+    result = export.run(config)
+    emit(args, result.to_dict(), result.lines())
+
+
+def local_model(given: str) -> Path:
+    """The local checkpoint file or run folder a model argument (`--resume`) names: the one
+    place where a reference to a model elsewhere (an MLflow registry's models:/NAME/VERSION
+    or models:/NAME@ALIAS) is to become a local path."""
+    if str(given).startswith("models:/"):
+        raise UserError(f"--resume {given}: models:/ references need the MLflow Model "
+                        f"Registry, which this version does not read; pass the run folder or "
+                        f"the checkpoint file")
+    return Path(given).expanduser().absolute()
+
+
+def _run_flags(args, resume: Path | None = None) -> dict:
+    """flags.json of the run `--resume` (or `resume`, its local path) names ({} when it has
+    none)."""
     from vpr_core.models.checkpoints import checkpoint_file, read_flags
 
     ckpt = getattr(args, "ckpt", None) or settings.default_of(TrainConfig, "ckpt")
-    return read_flags(checkpoint_file(Path(args.resume).absolute(), ckpt))
+    return read_flags(checkpoint_file(resume or Path(args.resume).absolute(), ckpt))
 
 
 def _tracking_uri(args) -> str | None:
@@ -229,7 +253,7 @@ def run_ui(args) -> None:
 
 
 VERBS = {"synth": run_synth, "cluster": run_cluster, "train": run_train, "eval": run_eval,
-         "compress": run_compress, "ui": run_ui}
+         "compress": run_compress, "export": run_export, "ui": run_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

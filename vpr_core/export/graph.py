@@ -1,0 +1,71 @@
+"""The exported computation: RGB pixels in [0, 1] -> descriptors, the whole model in one graph.
+
+Today the image feed normalises on the device, outside the model (`vpr_core.data.image_feed`);
+a file that runs elsewhere must carry that step, so the graph starts with it, in the feed's
+order of operations ((x - mean) / std), and descriptors come out as float32 whatever the
+weights' type.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import UserError
+from ..models.catalog import CNNS, RESNETS
+
+INPUT, OUTPUT = "images", "descriptors"
+INPUT_CONVENTION = "float32 [N, 3, H, W], RGB in [0, 1]; ImageNet mean/std inside the graph"
+# the aggregators whose computation does not depend on the map's size, over a CNN's map: the
+# file takes any image size. The others are fixed at the export's size: MixVPR's layers are
+# built for one map size, SALAD's optimal transport takes the number of patches as a
+# constant, GeM pools with a kernel of the map's size, and a DINOv2 resamples its positional
+# embedding by factors computed in Python from the size.
+ANY_SIZE_AGGREGATORS = ("netvlad", "max", "avg", "boq")
+
+
+class DescriptorGraph(nn.Module):
+    """images [N, 3, H, W] float32, RGB in [0, 1] -> descriptors [N, D] float32: ImageNet
+    normalisation, the encoder, the aggregator (with its L2 normalisation) and a compressed
+    variant's PCA-whitening, which `model` (a `PlaceModel`) holds."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std).float()
+
+
+def takes_any_size(arch: str, aggregator: str) -> bool:
+    """Whether the file of `arch` + `aggregator` takes images of any height and width."""
+    return arch in CNNS + RESNETS and aggregator in ANY_SIZE_AGGREGATORS
+
+
+def weight_precision(model: nn.Module) -> str:
+    """'fp32', 'fp16' or 'bf16': the type of the encoder's weights (a `half` variant's)."""
+    dtype = next(model.encoder.parameters()).dtype
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
+def refusal(steps: list[dict], precision: str, file_format: str) -> str | None:
+    """Why a model that went through compression `steps` (first first) in `precision` cannot
+    be written as `file_format` (None: it can)."""
+    if any(step["method"] == "quantize" for step in steps):
+        return ("an int8 (quantize) variant runs PyTorch's own x86 quantized kernels, which "
+                "the ONNX and TorchScript exports do not carry over; export the float "
+                "checkpoint it was made from (onnxruntime's quantize_static can make an int8 "
+                "ONNX of that file)")
+    if precision == "bf16" and file_format == "onnx":
+        return ("a bf16 (half --dtype bf16) variant has no ONNX file onnxruntime's CPU "
+                "provider runs (no bfloat16 convolution); export the float checkpoint it was "
+                "made from, a --dtype fp16 variant, or pass --format torchscript")
+    return None
+
+
+def check_exportable(steps: list[dict], precision: str, file_format: str) -> None:
+    problem = refusal(steps, precision, file_format)
+    if problem:
+        raise UserError(problem)
