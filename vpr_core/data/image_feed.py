@@ -90,14 +90,16 @@ class ImageFeed:
 
     An index is a position in `split.all_paths`: database image i is i, query q is
     `split.num_database + q`. Batches come in `memory_format` (default: channels-last on
-    CUDA, NCHW elsewhere; see `runtime.memory_format`).
+    CUDA, NCHW elsewhere; see `runtime.memory_format`), ImageNet-normalised, or with
+    `normalise` False as pixels in [0, 1] (for an exported file, which normalises itself).
     """
 
     def __init__(self, split: Split, size: tuple[int, int], device: torch.device, *,
                  workers: int = 0, gpu_decode: bool = False, store_budget: int = 0,
                  cache_dir: Path | None = None, show_progress: bool = False,
-                 memory_format: torch.memory_format | None = None):
+                 memory_format: torch.memory_format | None = None, normalise: bool = True):
         self.split, self.size, self.device = split, tuple(size), device
+        self.normalise = normalise
         self.paths = split.all_paths
         self.workers = workers
         self.gpu_decode = gpu_decode
@@ -113,14 +115,15 @@ class ImageFeed:
 
     @classmethod
     def for_config(cls, config, split: Split, size: tuple[int, int],
-                   device: torch.device) -> ImageFeed:
+                   device: torch.device, normalise: bool = True) -> ImageFeed:
         """The feed a stage's config asks for (`workers`, `decode`, `image_store_gb`,
         `precision`)."""
         gpu = decodes_on_gpu(config.decode, device)
         return cls(split, size, device, workers=config.workers, gpu_decode=gpu,
                    store_budget=store_budget_bytes(config.image_store_gb, gpu),
                    cache_dir=config.cache_dir, show_progress=config.show_progress,
-                   memory_format=runtime.memory_format(device, config.precision))
+                   memory_format=runtime.memory_format(device, config.precision),
+                   normalise=normalise)
 
     def query_index(self, query: int) -> int:
         return self.split.num_database + int(query)
@@ -162,6 +165,8 @@ class ImageFeed:
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [G, 3, H, W] -> float32, ToTensor's /255 then (x - mean) / std."""
         pixels = pixels.contiguous(memory_format=self.memory_format)
+        if not self.normalise:
+            return pixels.float().div_(255)
         return pixels.float().div_(255).sub_(self.mean).div_(self.std)
 
     # ---- loading (on loader threads) -------------------------------------------------------

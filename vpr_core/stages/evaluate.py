@@ -2,22 +2,27 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..compression.variants import cpu_only, descriptor_bytes, search_index
 from ..config import EvalConfig
 from ..config.aggregator import with_model
 from ..data import open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
+from ..errors import UserError
 from ..evaluation.recall import EvalResult, evaluate
 from ..fileio import write_atomic, write_json_atomic
 from ..models.catalog import PATCH, is_vit
 from ..models.checkpoints import checkpoint_file
 from ..models.encoders import feature_map_size, fitting_size
+from ..models.onnx_model import is_onnx
+from ..models.shape import ModelShape
 from ..runtime import prepare_model, resolve_device, seed_everything
 from .starting_model import fresh_model, model_from_checkpoint
 
@@ -46,6 +51,8 @@ def run(config: EvalConfig) -> Evaluated:
     config = config.validate()
     split = open_test_split(config)
     seed_everything(config.seed)
+    if is_onnx(config.resume):
+        return _run_exported(config, split)
     path, index, checkpoint = None, None, {}
     if config.resume is not None:
         path = checkpoint_file(config.resume, config.ckpt)
@@ -67,6 +74,45 @@ def run(config: EvalConfig) -> Evaluated:
     if config.save_descriptors is not None:
         save_descriptors(config.save_descriptors, result, split)
     return Evaluated(result, config, path, image_size, descriptor_bytes(model, checkpoint))
+
+
+def _run_exported(config: EvalConfig, split) -> Evaluated:
+    """Recall@N of an ONNX file run by onnxruntime (on CUDA when `--device` is and its
+    provider is installed, else on the CPU), through the same image feed (decoded on the CPU;
+    pixels in [0, 1] for this project's files, which normalise inside) and the same search."""
+    from ..models.onnx_model import OnnxModel
+
+    model = OnnxModel(config.resume, resolve_device(config.device))
+    size = exported_image_size(config, model)
+    if model.metadata is not None:
+        shape = ModelShape.from_record(json.loads(model.metadata.model), config.resume)
+        config = with_model(config, shape)
+    config = dataclasses.replace(config, precision="fp32", decode="cpu", image_store_gb=0.0)
+    if resolve_device(config.device).type == "cuda" and model.provider != "CUDAExecutionProvider":
+        log.warning("onnxruntime has no CUDA provider here (it comes with onnxruntime-gpu): "
+                    "running %s on the CPU", config.resume.name)
+    feed = ImageFeed.for_config(config, split, size, torch.device("cpu"),
+                                normalise=model.takes_normalised)
+    result = evaluate(model, feed, batch_size=config.cache_batch_size,
+                      show_progress=config.show_progress)
+    if config.save_descriptors is not None:
+        save_descriptors(config.save_descriptors, result, split)
+    return Evaluated(result, config, config.resume, size, 4.0 * result.descriptors.shape[1])
+
+
+def exported_image_size(config: EvalConfig, model) -> tuple[int, int]:
+    """`--image-size`, else the size an ONNX file says it was made at (or its input's fixed
+    one); a `UserError` when neither says, or when the file takes no other size."""
+    size = config.image_size or model.image_size
+    if size is None:
+        raise UserError(f"{config.resume} does not say the image size it takes; pass "
+                        f"--image-size HxW")
+    meta = model.metadata
+    if meta is not None and "height" not in meta.dynamic_axes.split(",") and \
+            tuple(size) != model.image_size:
+        raise UserError(f"{config.resume} takes images of {meta.image_size} only (its height "
+                        f"and width are fixed); leave --image-size out or export at that size")
+    return tuple(size)
 
 
 def open_test_split(config: EvalConfig):
