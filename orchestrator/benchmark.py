@@ -92,18 +92,37 @@ def _checked_model(entry: ModelEntry, source: str, path: Path, run_name: str | N
                    base: EvalConfig, test_sets: list, labels: set) -> BenchmarkModel:
     """Load the checkpoint `path` as `eval` does and check its image size on every test set;
     the model itself is let go (each cell loads it again)."""
+    from vpr_core.models.onnx_model import is_onnx
     from vpr_core.models.recognise import family_of
     from vpr_core.stages.evaluate import checkpoint_image_size
     from vpr_core.stages.starting_model import model_from_checkpoint
 
-    loaded = model_from_checkpoint(path)
+    label = _unique(entry.label or run_name or _file_label(path), labels)
     config = dataclasses.replace(base, resume=path).validate()
+    if is_onnx(path):
+        return _checked_export(label, source, path, config)
+    loaded = model_from_checkpoint(path)
     for test_set in test_sets:
         checkpoint_image_size(config, loaded, test_set.split)
-    label = entry.label or run_name or _file_label(path)
-    return BenchmarkModel(_unique(label, labels), source, path,
+    return BenchmarkModel(label, source, path,
                           family_of(loaded.checkpoint, path, loaded.shape.aggregator),
                           loaded.shape.label)
+
+
+def _checked_export(label: str, source: str, path: Path, config: EvalConfig
+                    ) -> BenchmarkModel:
+    """An exported ONNX file, opened by onnxruntime as `eval` opens it, its image size
+    checked; a row beside the checkpoints, of family 'ONNX'."""
+    from vpr_core.models.onnx_model import OnnxModel
+    from vpr_core.stages.evaluate import exported_image_size
+
+    model = OnnxModel(path)
+    exported_image_size(config, model)
+    meta = model.metadata
+    architecture = f"{meta.arch} {meta.aggregator}" if meta else path.name
+    if meta and meta.precision != "fp32":
+        architecture += f" {meta.precision}"
+    return BenchmarkModel(label, source, path, "ONNX", architecture)
 
 
 def _locate(given: str, ckpt: str, runs_store: Callable, scratch: Path
@@ -130,6 +149,8 @@ def _file_label(path: Path) -> str:
     """A checkpoint's row label: its file name without suffixes, or its run folder's name
     for a run's checkpoint.pth.tar / model_best.pth.tar."""
     stem = path.name.split(".")[0]
+    if path.suffix == ".onnx":
+        return f"{stem} (ONNX)"  # beside the checkpoint it was exported from
     if stem not in GENERIC_FILES:
         return stem
     run = path.parent.parent if path.parent.name == "checkpoints" else path.parent

@@ -79,12 +79,20 @@ def _lines(plan, parent: str, results: list, uri: str, experiment: str) -> list[
     return [f"benchmark {plan.name}: {_count(plan.models, 'model')} x "
             f"{_count(plan.test_sets, 'test set')}, split {split}, a positive within "
             f"{metres:g} m, every query counted", "",
-            *text_lines(BenchmarkTable.of(results)), "",
+            *text_lines(BenchmarkTable.of(results)), *_speeds(results), "",
             f"logged to MLflow experiment {experiment} as run {parent} (a child per model and "
             f"test set); open: {ui_command(uri)}",
             f"the table as a page: the run's artifacts {TABLE_FOLDER}/, or python -m "
             f"dashboards benchmark --tracking-uri {uri} --parent {parent} "
             f"--out benchmark/"]
+
+
+def _speeds(results: list) -> list[str]:
+    """ms per image (reading it and computing its descriptor) of each model on each test
+    set: checkpoints, compressed variants and exported files side by side."""
+    cells = [f"{r.model} on {r.test_set} {r.ms_per_image:.1f}" for r in results
+             if r.ms_per_image is not None]
+    return ["ms per image: " + ", ".join(cells)] if cells else []
 
 
 def _count(items, word: str) -> str:
