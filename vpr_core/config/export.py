@@ -25,8 +25,9 @@ class ExportConfig:
     format: str = setting("onnx", "the file's format", group=EXPORT, choices=FORMATS)
     out: Path | None = setting(None, "the file to write (.onnx; TorchScript: .pt)",
                                group=EXPORT, metavar="FILE")
-    opset: int = setting(OPSETS[0], f"ONNX opset ({OPSETS[0]} to {OPSETS[-1]})", group=EXPORT,
-                         parse=int, only_with={"format": "onnx"})
+    opset: int | None = setting(None, f"ONNX opset ({OPSETS[0]} to {OPSETS[-1]})", group=EXPORT,
+                                parse=int, only_with={"format": "onnx"},
+                                shown_default=str(OPSETS[0]))
     tolerance: float | None = setting(
         None, "the largest absolute difference allowed between the file's descriptors and "
         "PyTorch's", group=EXPORT, parse=float, positive=True,
@@ -52,6 +53,8 @@ class ExportConfig:
             self, resume=absolute(self.resume), out=absolute(self.out),
             data_root=absolute(self.data_root), image_size=parse_image_size(self.image_size))
         check(resolved)
+        if resolved.format == "onnx" and resolved.opset is None:
+            resolved = dataclasses.replace(resolved, opset=OPSETS[0])
         if resolved.format == "onnx" and resolved.opset not in OPSETS:
             raise UserError(f"--opset {resolved.opset} is not supported: the exporter writes "
                             f"opsets {OPSETS[0]} to {OPSETS[-1]}; pass one of those")

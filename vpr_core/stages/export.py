@@ -7,6 +7,7 @@ export leaves nothing behind (and an older `--out` as it was).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..export.graph import (
 from ..export.metadata import ExportMetadata
 from ..fileio import atomic_path
 from ..models.catalog import is_vit
-from ..models.checkpoints import checkpoint_file
+from ..models.checkpoints import checkpoint_file, load_checkpoint
 from ..models.encoders import feature_map_size, fitting_size
 from .starting_model import model_from_checkpoint
 
@@ -79,11 +80,12 @@ def run(config: ExportConfig) -> Exported:
     cannot be exported, `CommandFailed` (nothing written) when the check fails."""
     config = config.validate()
     path = checkpoint_file(config.resume, config.ckpt)
-    loaded = model_from_checkpoint(path)
+    steps = _refuse_unexportable(path, config.format)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notes on storages it reads
+        loaded = model_from_checkpoint(path)
     model = loaded.model.cpu().eval()
-    steps = chain(loaded.checkpoint.get("compression"))
-    precision = weight_precision(model)
-    check_exportable(steps, precision, config.format)
+    precision = weight_precision(model, steps)
     images, checked_on, size = _check_images(config, loaded)
     feature_map_size(model.arch, size, model.aggregator)  # a UserError when it does not fit
     graph = DescriptorGraph(model).eval()
@@ -107,6 +109,17 @@ def run(config: ExportConfig) -> Exported:
                                 f"nothing was written to {config.out}")
     return Exported(config.out, path, config.format, metadata, checked_on, len(images),
                     difference, tolerance)
+
+
+def _refuse_unexportable(path: Path, file_format: str) -> list[dict]:
+    """The compression steps of checkpoint `path`, first first; a `UserError` before any
+    model is built when they make a model this format cannot hold (int8, bf16 in ONNX)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # int8 tensors: torch's notes on its own deprecations
+        steps = chain(load_checkpoint(path).get("compression"))
+    halves = [step.get("settings", {}).get("dtype") for step in steps if step["method"] == "half"]
+    check_exportable(steps, "bf16" if "bf16" in halves else "fp32", file_format)
+    return steps
 
 
 def _write(config: ExportConfig, graph: DescriptorGraph, example: torch.Tensor, tmp: Path,
