@@ -41,8 +41,7 @@ def build_parser() -> arguments.OneLineParser:
     )
     for verb, config, help_text in stages:
         sub = verbs.add_parser(verb, help=help_text)
-        required = {"synth": ("out",), "compress": ("resume", "method"),
-                    "export": ("resume", "out")}.get(verb, ())
+        required = {"synth": ("out",), "compress": ("resume", "method")}.get(verb, ())
         arguments.add_settings(sub, config, required=required)
         if verb in ("train", "eval", "compress"):
             add_tracking(sub)
@@ -196,6 +195,8 @@ def run_compress(args) -> None:
 def run_export(args) -> None:
     from vpr_core.stages import export
 
+    if getattr(args, "resume", None) is None:
+        raise UserError("export needs --resume RUN_DIR|FILE: the model to export; pass it")
     source = local_model(args.resume)
     config = make_config(ExportConfig, args, _run_flags(args, source), resume=source)
     result = export.run(config)
