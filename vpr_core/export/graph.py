@@ -18,10 +18,10 @@ INPUT, OUTPUT = "images", "descriptors"
 INPUT_CONVENTION = "float32 [N, 3, H, W], RGB in [0, 1]; ImageNet mean/std inside the graph"
 # the aggregators whose computation does not depend on the map's size, over a CNN's map: the
 # file takes any image size. The others are fixed at the export's size: MixVPR's layers are
-# built for one map size, SALAD's optimal transport takes the number of patches as a
-# constant, GeM pools with a kernel of the map's size, and a DINOv2 resamples its positional
-# embedding by factors computed in Python from the size.
-ANY_SIZE_AGGREGATORS = ("netvlad", "max", "avg", "boq")
+# built for one map size, and a DINOv2 (with SALAD, BoQ or any other) resamples its
+# positional embedding by factors computed in Python from the patch grid (SALAD's optimal
+# transport also takes the number of patches as a constant).
+ANY_SIZE_AGGREGATORS = ("netvlad", "gem", "max", "avg", "boq")
 
 
 class DescriptorGraph(nn.Module):

@@ -34,7 +34,9 @@ class GeM(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         features, p = features.float(), self.p.float()
         powered = features.clamp(min=self.eps).pow(p)
-        return F.avg_pool2d(powered, tuple(features.shape[-2:])).pow(1.0 / p)
+        # the mean over the map (what avg_pool2d with the map's size as kernel computes), with
+        # no size taken in Python: an exported graph takes images of any size
+        return powered.mean(dim=(-2, -1), keepdim=True).pow(1.0 / p)
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4f}, eps={self.eps}"
