@@ -26,7 +26,7 @@ def build_parser() -> arguments.OneLineParser:
     parser = arguments.OneLineParser(
         prog="python -m orchestrator",
         description="Visual place recognition: cluster, train, evaluate, compress, "
-                    "sweep, benchmark.")
+                    "export, sweep, benchmark.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=arguments.OneLineParser)
     verbs.required = True
     stages = (

@@ -146,6 +146,24 @@ def test_eval_of_the_onnx_gives_the_checkpoints_recalls(alexnet_onnx, models, sy
     assert 0 < recalls[0]["recall@20"]
 
 
+def test_an_onnx_of_another_project_is_evaluated_at_the_size_given(alexnet_onnx, synth_root,
+                                                                    tmp_path, capsys,
+                                                                    monkeypatch):
+    """A file without this project's metadata (one [N, 3, H, W] input, one [N, D] output)
+    takes ImageNet-normalised images and needs --image-size."""
+    model = onnx.load(str(alexnet_onnx[0]))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "theirs.onnx"))
+    theirs = OnnxModel(tmp_path / "theirs.onnx")
+    assert theirs.metadata is None and theirs.takes_normalised and theirs.image_size is None
+    flags = ["eval", "--resume", tmp_path / "theirs.onnx", "--data-root", synth_root, "--quiet",
+             "--workers", 0]
+    assert_user_error(run_main(flags, capsys, monkeypatch, tmp_path),
+                      "does not say the image size", "--image-size")
+    done = run_main([*flags, "--image-size", SIZE], capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0 and "Recall@5: " in done.stdout, done.stderr
+
+
 def test_an_fp16_variant_within_its_tolerance_and_a_failed_check_leaves_nothing(
         tmp_path, capsys, monkeypatch):
     """A `half --dtype fp16` variant's file differs from PyTorch's fp16 model by more than

@@ -30,7 +30,7 @@ class ExportConfig:
                                 shown_default=str(OPSETS[0]))
     tolerance: float | None = setting(
         None, "the largest absolute difference allowed between the file's descriptors and "
-        "PyTorch's", group=EXPORT, parse=float, positive=True,
+        "PyTorch's", group=EXPORT, parse=float, positive=True, metavar="T",
         shown_default="1e-4 for float32 weights, 5e-3 for float16 ones")
     image_size: tuple[int, int] | None = redeclared(
         CommonConfig, "image_size", help="the images' HxW the file is made and checked at",
@@ -39,7 +39,7 @@ class ExportConfig:
     data_root: Path | None = redeclared(
         CommonConfig, "data_root", default=None, roles=frozenset(),
         help="check on a few of this dataset's images (either layout)",
-        shown_default="generated pixels")
+        shown_default="generated images")
     dataset: str | None = redeclared(CommonConfig, "dataset", roles=frozenset())
     split: str = setting("val", "the split of --data-root whose images check", group=DATA)
 
