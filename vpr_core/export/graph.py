@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import UserError
 from ..models.catalog import CNNS, RESNETS
 
 INPUT, OUTPUT = "images", "descriptors"
@@ -42,33 +41,3 @@ class DescriptorGraph(nn.Module):
 def takes_any_size(arch: str, aggregator: str) -> bool:
     """Whether the file of `arch` + `aggregator` takes images of any height and width."""
     return arch in CNNS + RESNETS and aggregator in ANY_SIZE_AGGREGATORS
-
-
-def weight_precision(model: nn.Module, steps: list[dict]) -> str:
-    """'int8' for a model that went through compression `steps` with quantize, else 'fp32',
-    'fp16' or 'bf16': the type of the encoder's weights (a `half` variant's)."""
-    if any(step["method"] == "quantize" for step in steps):
-        return "int8"
-    dtype = next(model.encoder.parameters()).dtype
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
-
-
-def refusal(steps: list[dict], precision: str, file_format: str) -> str | None:
-    """Why a model that went through compression `steps` (first first) in `precision` cannot
-    be written as `file_format` (None: it can)."""
-    if file_format == "onnx" and any(step["method"] == "quantize" for step in steps):
-        return ("an int8 (quantize) variant holds PyTorch's own x86 quantized modules, which "
-                "torch's ONNX exporter cannot read; pass --format torchscript, or export the "
-                "float checkpoint it was made from (onnxruntime's quantize_static makes an "
-                "int8 ONNX of that file)")
-    if precision == "bf16" and file_format == "onnx":
-        return ("a bf16 (half --dtype bf16) variant has no ONNX file onnxruntime's CPU "
-                "provider runs (no bfloat16 convolution); export the float checkpoint it was "
-                "made from, a --dtype fp16 variant, or pass --format torchscript")
-    return None
-
-
-def check_exportable(steps: list[dict], precision: str, file_format: str) -> None:
-    problem = refusal(steps, precision, file_format)
-    if problem:
-        raise UserError(problem)

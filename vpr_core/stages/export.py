@@ -6,7 +6,8 @@ export leaves nothing behind (and an older `--out` as it was).
 """
 from __future__ import annotations
 
-import logging
+import dataclasses
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +20,15 @@ from ..config.common import format_image_size
 from ..data import open_split, resolve_image_size
 from ..errors import CommandFailed, UserError
 from ..export import check
-from ..export.graph import (
-    INPUT_CONVENTION,
-    DescriptorGraph,
-    check_exportable,
-    takes_any_size,
-    weight_precision,
-)
+from ..export.graph import INPUT_CONVENTION, DescriptorGraph, takes_any_size
 from ..export.metadata import ExportMetadata
+from ..export.variants import check_exportable, weight_precision
 from ..fileio import atomic_path
 from ..models.catalog import is_vit
 from ..models.checkpoints import checkpoint_file, load_checkpoint
 from ..models.encoders import feature_map_size, fitting_size
 from .starting_model import model_from_checkpoint
 
-log = logging.getLogger(__name__)
 PQ_NOTE = ("a PQ variant's codebook compresses the database, it is data, not a model: the "
            "file holds the encoder and aggregator and gives exact descriptors; encode the "
            "database with a faiss IndexPQ of them")
@@ -125,8 +120,6 @@ def _refuse_unexportable(path: Path, file_format: str) -> list[dict]:
 def _write(config: ExportConfig, graph: DescriptorGraph, example: torch.Tensor, tmp: Path,
            metadata: ExportMetadata) -> ExportMetadata:
     """Write the file at `tmp`; returns the metadata with the axes the file leaves free."""
-    import dataclasses
-
     if config.format == "onnx":
         from ..export.onnx_file import write_onnx
 
@@ -163,6 +156,4 @@ def _fitting(arch: str, size, derived: bool) -> tuple[int, int]:
 
 
 def _record(model) -> str:
-    import json
-
     return json.dumps(model.shape.record(), sort_keys=True)
