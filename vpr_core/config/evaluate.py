@@ -35,7 +35,8 @@ MODEL_BUILDING = tuple(name for name, _ in declared(AggregatorSettings))
 @dataclass(frozen=True)
 class EvalConfig(AggregatorSettings, CommonConfig):
     split: str = split_setting("val")
-    resume: Path | None = resume_setting("checkpoint file or run folder to evaluate",
+    resume: Path | None = resume_setting("checkpoint file, run folder or exported .onnx file "
+                                         "to evaluate",
                                          shown_default="the untrained model")
     ckpt: str = ckpt_setting()
     centroids: Path | None = centroids_setting("untrained model: NetVLAD's centroids")
