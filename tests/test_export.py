@@ -146,6 +146,21 @@ def test_eval_of_the_onnx_gives_the_checkpoints_recalls(alexnet_onnx, models, sy
     assert 0 < recalls[0]["recall@20"]
 
 
+def test_benchmark_takes_the_onnx_beside_its_checkpoint(alexnet_onnx, models, synth_root,
+                                                        tmp_path):
+    """The benchmark's checked plan (what it evaluates, before any MLflow run): the .onnx a
+    row of format ONNX beside the checkpoint it came from."""
+    from orchestrator.benchmark import prepare
+    from orchestrator.benchmark_spec import BenchmarkSpec
+
+    spec = BenchmarkSpec(models=(str(models["alexnet"]), str(alexnet_onnx[0])),
+                         test_sets=(str(synth_root),), eval={"image_size": SIZE, "workers": 0})
+    plan = prepare(spec, runs_store=None, scratch=tmp_path)
+    assert [(m.label, m.family, m.architecture) for m in plan.models] == [
+        ("alexnet_netvlad", "vpr-sweeps", "alexnet netvlad K=4"),
+        ("alexnet (ONNX)", "ONNX", "alexnet netvlad K=4")]
+
+
 def test_an_onnx_of_another_project_is_evaluated_at_the_size_given(alexnet_onnx, synth_root,
                                                                     tmp_path, capsys,
                                                                     monkeypatch):
