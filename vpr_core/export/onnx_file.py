@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CommandFailed
+from ..errors import CommandFailed, UserError
 from .graph import INPUT, OUTPUT
 from .metadata import ExportMetadata
 
@@ -22,6 +22,9 @@ from .metadata import ExportMetadata
 # folding ..."), nothing a user of this command acts on
 _CHATTY = ("onnxscript", "onnx_ir")
 MAX_SIDE = 8192  # the largest height or width a dynamic axis is declared for
+# protobuf's limit on one file; larger models need external data files (ViT-g: 4.5 GB), which
+# this command does not write, so that the file is one file, renamed into place whole
+MAX_BYTES = 2**31 - 2**24
 
 
 def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
@@ -30,6 +33,11 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, opset:
     the input's axes that are dynamic in the file written ('batch', 'height', 'width')."""
     from torch.export import Dim
 
+    weights = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
+    if weights > MAX_BYTES:
+        raise UserError(f"the {metadata.arch} + {metadata.aggregator} model's weights take "
+                        f"{weights / 1e9:.1f} GB, over the 2 GB an ONNX file holds without "
+                        f"external data files; pass --format torchscript")
     axes = {0: Dim("batch", min=1, max=65536)}
     if any_size:
         axes.update({2: Dim("height", min=1, max=MAX_SIDE), 3: Dim("width", min=1,
@@ -48,7 +56,7 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, opset:
     props = metadata.props()
     props["dynamic_axes"] = ",".join(dynamic)
     program.model.metadata_props.update(props)
-    program.save(str(path))
+    program.save(str(path), external_data=False)
     return dynamic
 
 
