@@ -135,12 +135,19 @@ class Tracker:
 
     @contextlib.contextmanager
     def train_run(self, run):
-        """A run for a `TrainingRun`: yields `log(epoch_result)`; ends FINISHED/FAILED/KILLED."""
+        """A run for a `TrainingRun`: yields `log(epoch_result)`; ends FINISHED/FAILED/KILLED.
+        A resumed run continues the MLflow run of its run folder when this experiment has one
+        (so each epoch is logged once, under one run), else it starts a new one."""
         config = run.config
         params = training_params(config, run.train_split.dataset, run.image_size)
-        run_id = self.create_run(run.run_dir.name, params,
-                                 {Tag.KIND: Kind.TRAINING, Tag.RUN_DIR: str(run.run_dir)})
+        tags = {Tag.KIND: Kind.TRAINING, Tag.RUN_DIR: str(run.run_dir)}
+        run_id = self._continued_training(run, tags)
         history: list[dict] = []
+        if run_id is None:
+            run_id = self.create_run(run.run_dir.name, params, tags)
+        else:
+            self.store.log_params(run_id, params)  # the settings the first part had not set
+            history = [h for h in self.store.history(run_id) if h["epoch"] <= run.standing.epoch]
 
         def log_epoch(epoch_result) -> None:
             metrics = epoch_result.metrics()
@@ -160,6 +167,17 @@ class Tracker:
                             f"training's own error follows")
             raise
         self._close_training(run_id, run, history, FINISHED)
+
+    def _continued_training(self, run, tags: dict) -> str | None:
+        """The run a resumed training run continues (the newest of its run folder), marked
+        RUNNING again; None for a new run or when its folder was never logged here."""
+        if run.resumed_from is None:
+            return None
+        run_id = self.find_run(**tags)
+        if run_id is not None:
+            self.store.start(run_id)
+            log.info(f"continuing MLflow run {run_id} of {run.run_dir}")
+        return run_id
 
     def _close_training(self, run_id: str, run, history: list[dict], status: str) -> None:
         """Log a training run's files and end it `status` (ended even when the files fail)."""
