@@ -14,6 +14,13 @@ ROOT = "/data/pitts"
 FILES = [f"{ROOT}/{i:03d}/{i:06d}_pitch1_yaw{i % 12}.jpg" for i in range(200)]
 
 
+def dataset_inputs(run) -> set:
+    """(name, context) of each dataset input of an MLflow `Run` (for the tests of the runs
+    that log them)."""
+    return {(logged.dataset.name, tag.value) for logged in run.inputs.dataset_inputs
+            for tag in logged.tags if tag.key == "mlflow.data.context"}
+
+
 def test_the_digest_is_of_the_file_list_not_its_order():
     groups = {"database": FILES[:150], "queries": FILES[150:]}
     digest = file_digest(ROOT, groups)
