@@ -152,10 +152,7 @@ class Tracker:
         params = training_params(config, run.train_split.dataset, run.image_size)
         run_id = self.create_run(run.run_dir.name, params,
                                  {Tag.KIND: Kind.TRAINING, Tag.RUN_DIR: str(run.run_dir)})
-        data = run.data
-        training = data.places if data.places is not None else data.train_split
-        self.store.log_datasets(run_id, training_inputs(training, data.val_split,
-                                                        data.train_split.split))
+        self._log_inputs(run_id, lambda: run_inputs(run.data))
         history: list[dict] = []
 
         def log_epoch(epoch_result) -> None:
@@ -177,6 +174,17 @@ class Tracker:
             raise
         self._close_training(run_id, run, history, FINISHED)
 
+    def _log_inputs(self, run_id: str, inputs) -> None:
+        """Log the dataset inputs `inputs()` describes; a description that fails is a warning,
+        as a refused input is (see `Store.log_datasets`): a dataset never costs a run."""
+        try:
+            described = inputs()
+        except Exception as error:  # noqa: BLE001 - the run's results come first
+            log.warning(f"the datasets of MLflow run {run_id} were not described "
+                        f"({type(error).__name__}: {error})")
+            return
+        self.store.log_datasets(run_id, described)
+
     def _close_training(self, run_id: str, run, history: list[dict], status: str) -> None:
         """Log a training run's files and end it `status` (ended even when the files fail)."""
         try:
@@ -184,6 +192,13 @@ class Tracker:
                           history, run.config.arch, run.run_dir.name)
         finally:
             self.store.end(run_id, status)
+
+
+def run_inputs(data) -> list:
+    """The inputs of a training run of `data` (a `TrainingData`): its places or its training
+    split, and its validation split."""
+    training = data.places if data.places is not None else data.train_split
+    return training_inputs(training, data.val_split, data.train_split.split)
 
 
 def evaluated_on(measured_on: DataDescription | None) -> list:
