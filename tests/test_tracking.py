@@ -184,7 +184,7 @@ def test_a_training_error_is_not_replaced_by_a_store_failure(tmp_path, capsys, m
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "diverged")
     run = SimpleNamespace(config=TrainConfig(data_root=tmp_path, arch="alexnet"),
                           train_split=SimpleNamespace(dataset="synth"), image_size=(48, 64),
-                          run_dir=tmp_path / "run", centroids_path=None,
+                          run_dir=tmp_path / "run", centroids_path=None, resumed_from=None,
                           folder=SimpleNamespace(checkpoints=tmp_path / "run" / "checkpoints"))
 
     def refused(*args, **kwargs):
