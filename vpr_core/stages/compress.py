@@ -22,6 +22,7 @@ from ..compression.methods import label, method
 from ..compression.variants import compressed_checkpoint, descriptor_bytes, search_index
 from ..config import CompressConfig
 from ..data import open_split, resolve_image_size
+from ..data.description import DataDescription, of_split
 from ..data.image_feed import ImageFeed
 from ..errors import UserError
 from ..fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
@@ -43,18 +44,22 @@ class CompressResult:
     seconds: float
     # per fine-tuning epoch (0: before it): loss, Recall@N on validation, whether it was kept
     finetune: list = field(default_factory=list)
+    measured_on: DataDescription | None = None  # the split both were measured on
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "run_dir": str(self.run_dir),
                 "checkpoint": str(self.checkpoint), "seconds": round(self.seconds, 1),
                 "original": self.original.to_dict(), "variant": self.variant.to_dict(),
-                "finetune": self.finetune}
+                "finetune": self.finetune,
+                "measured_on": self.measured_on.to_dict() if self.measured_on else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> CompressResult:
+        measured = data.get("measured_on")
         return cls(Path(data["source"]), Path(data["run_dir"]), Path(data["checkpoint"]),
                    Figures.from_dict(data["original"]), Figures.from_dict(data["variant"]),
-                   data["seconds"], data.get("finetune", []))
+                   data["seconds"], data.get("finetune", []),
+                   DataDescription.from_dict(measured) if measured else None)
 
 
 def run(config: CompressConfig) -> CompressResult:
@@ -97,7 +102,7 @@ def run(config: CompressConfig) -> CompressResult:
     figures = _measure_both(config, original, checkpoint, variant, saved, split, image_size,
                             device, settings, extra)
     return CompressResult(source, run_dir, path, *figures, time.perf_counter() - started,
-                          history)
+                          history, of_split(split))
 
 
 def _measure_both(config, original, checkpoint, variant, saved, split, image_size, device,
