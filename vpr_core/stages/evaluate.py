@@ -90,7 +90,7 @@ def _run_exported(config: EvalConfig, split) -> Evaluated:
     if model.metadata is not None:
         shape = ModelShape.from_record(json.loads(model.metadata.model), config.resume)
         config = with_model(config, shape)
-    config = dataclasses.replace(config, precision="fp32", decode="cpu", image_store_gb=0.0)
+    config = dataclasses.replace(config, precision="fp32", decode="cpu")  # images on the host
     if resolve_device(config.device).type == "cuda" and model.provider != "CUDAExecutionProvider":
         log.warning("onnxruntime has no CUDA provider here (it comes with onnxruntime-gpu): "
                     "running %s on the CPU", config.resume.name)
@@ -100,7 +100,8 @@ def _run_exported(config: EvalConfig, split) -> Evaluated:
                       show_progress=config.show_progress)
     if config.save_descriptors is not None:
         save_descriptors(config.save_descriptors, result, split)
-    return Evaluated(result, config, config.resume, size, 4.0 * result.descriptors.shape[1])
+    return Evaluated(result, config, config.resume, size, 4.0 * result.descriptors.shape[1],
+                     split)
 
 
 def exported_image_size(config: EvalConfig, model) -> tuple[int, int]:
