@@ -18,7 +18,7 @@ from orchestrator.spec import SweepSpec, load_spec, train_keys
 from orchestrator.sweep import default_name
 from orchestrator.sweep_cli import SweepRun, with_flags
 from vpr_core import arguments, settings
-from vpr_core.config import ClusterConfig, CompressConfig, EvalConfig, TrainConfig
+from vpr_core.config import ClusterConfig, CompressConfig, EvalConfig, ExportConfig, TrainConfig
 from vpr_core.data.synthetic import SynthConfig
 from vpr_core.errors import UserError
 from vpr_core.settings import LOGGED, RESTORED, SPEC, declared, names_with, setting
@@ -30,8 +30,8 @@ from vpr_tracking import search_space
 from vpr_tracking.params import logged_params
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = (ClusterConfig, TrainConfig, EvalConfig, CompressConfig, SynthConfig, SweepSpec,
-           SweepRun, RetrievalSettings)
+CONFIGS = (ClusterConfig, TrainConfig, EvalConfig, CompressConfig, ExportConfig, SynthConfig,
+           SweepSpec, SweepRun, RetrievalSettings)
 
 
 def test_configs_are_frozen_and_validate_returns_a_resolved_copy():
@@ -49,7 +49,8 @@ def test_configs_are_frozen_and_validate_returns_a_resolved_copy():
 def test_every_declared_setting_is_a_flag_of_its_verb():
     verbs = build_parser()._subparsers._group_actions[0].choices
     for verb, cls in (("train", TrainConfig), ("eval", EvalConfig), ("cluster", ClusterConfig),
-                      ("compress", CompressConfig), ("synth", SynthConfig)):
+                      ("compress", CompressConfig), ("export", ExportConfig),
+                      ("synth", SynthConfig)):
         flags = {option for action in verbs[verb]._actions for option in action.option_strings}
         for name, meta in declared(cls):
             own = meta.flag_of(name)
