@@ -49,7 +49,8 @@ class Exported:
     tolerance: float
 
     def to_dict(self) -> dict:
-        return {"out": str(self.out), "source": str(self.source), "format": self.format,
+        return {"out": str(self.out), "size_mb": round(self.out.stat().st_size / 1e6, 3),
+                "source": str(self.source), "format": self.format,
                 **self.metadata.props(), "checked_on": self.checked_on,
                 "check_batch": self.check_batch, "max_abs_difference": self.max_difference,
                 "tolerance": self.tolerance}
@@ -59,7 +60,9 @@ class Exported:
         axes = meta.dynamic_axes.replace(",", ", ") if meta.dynamic_axes else "batch"
         fixed = "" if "height" in meta.dynamic_axes or self.format != "onnx" else \
             f"; height and width fixed at {meta.image_size}"
-        lines = [f"wrote {self.out} ({self.format}, {meta.precision}): {meta.arch} + "
+        size = self.out.stat().st_size / 1e6
+        lines = [f"wrote {self.out} ({self.format}, {meta.precision}, {size:.1f} MB): "
+                 f"{meta.arch} + "
                  f"{meta.aggregator}{' ' + meta.compression if meta.compression else ''}, "
                  f"images [N, 3, H, W] RGB in [0, 1] -> descriptors [N, {meta.descriptor_dim}]",
                  f"dynamic axes: {axes}{fixed}; made at {meta.image_size}",
