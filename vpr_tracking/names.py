@@ -78,3 +78,26 @@ EPOCH_METRICS = RECALL_NAMES + ("loss", "triplets", "negatives", "batches", "ski
                                 "lr", "epoch_seconds", "caches_republished")
 # what the dashboards draw of a run's history
 CURVE_METRICS = RECALL_NAMES + ("loss", "epoch_seconds")
+
+
+# ---- the Model Registry ------------------------------------------------------------------
+MODELS_SCHEME = "models:/"  # models:/NAME/VERSION, models:/NAME@ALIAS
+CHAMPION = "champion"  # the alias of a registered model's best version (see `registry`)
+MODEL_ARTIFACTS = "artifacts"  # the pyfunc model's folder of its checkpoint and flags.json
+
+
+class VersionTag:
+    """Tags of a registered model version (its recalls are tagged `recall@N`)."""
+
+    METRIC = "metric"  # the recall the champion alias compares, e.g. recall@5
+    DATASET = "dataset"  # what the recalls were measured on
+    SPLIT = "split"
+    DATA_ROOT = "data_root"
+    ARCH = "arch"
+    AGGREGATOR = "aggregator"
+    DIM = "descriptor_dim"
+    IMAGE_SIZE = "image_size"  # HxW of the input example and the signature
+    GIT_COMMIT = "git_commit"
+    SOURCE_RUN = "source_run_id"
+    SWEEP_RUN = "sweep_run_id"
+    CHECKPOINT_SHA256 = "checkpoint_sha256"
