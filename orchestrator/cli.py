@@ -9,6 +9,7 @@ readable result and, with `--json FILE`, writes it as JSON. A user's mistake is 
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -134,6 +135,7 @@ def mined(result) -> str:
 def run_train(args) -> None:
     from vpr_core.stages.train import training_run
 
+    args = local_resume(args)
     resume = getattr(args, "resume", None)
     flags = _run_flags(args) if resume else {}
     fixed = {}
@@ -166,6 +168,7 @@ def run_train(args) -> None:
 def run_eval(args) -> None:
     from .evaluate import evaluate_and_track
 
+    args = local_resume(args)
     flags = _run_flags(args) if getattr(args, "resume", None) else {}
     payload, lines = evaluate_and_track(make_config(EvalConfig, args, flags),
                                         _tracking_uri(args), args.experiment)
@@ -176,6 +179,7 @@ def run_compress(args) -> None:
     from vpr_core.compression.measure import figures_table
     from vpr_core.stages import compress
 
+    args = local_resume(args)
     config = make_config(CompressConfig, args, _run_flags(args))
     uri = _tracking_uri(args)
     result = compress.run(config)
@@ -188,6 +192,22 @@ def run_compress(args) -> None:
     emit(args, payload, [f"{result.variant.label} of {result.source} on {config.split}: "
                          f"{result.run_dir}",
                          *figures_table([result.original, result.variant])])
+
+
+def local_resume(args):
+    """`args`, with a `--resume models:/NAME/VERSION` or `models:/NAME@ALIAS` replaced by the
+    registered checkpoint's local file (flags.json beside it: its run's settings are restored
+    as for a run folder), downloaded from the store of `--tracking-uri` into ./cache/models."""
+    from vpr_tracking.names import MODELS_SCHEME
+
+    resume = getattr(args, "resume", None)
+    if resume is None or not str(resume).startswith(MODELS_SCHEME):
+        return args
+    from vpr_tracking.model_refs import model_checkpoint
+
+    local = copy.copy(args)
+    local.resume = model_checkpoint(str(resume), getattr(args, "tracking_uri", None))
+    return local
 
 
 def _run_flags(args) -> dict:

@@ -91,9 +91,7 @@ def test_the_champion_moves_only_for_a_higher_recall_on_the_same_split(registry)
 def test_pyfunc_predict_gives_the_checkpoints_descriptors(registry, checkpoint, monkeypatch):
     if not registry["versions"]:
         register_run(registry["store"], NAME, registry["trained"](0.5))
-    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri",
-                        registry["uri"])
-    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", registry["uri"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])  # as a user points MLflow
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     inputs = model.metadata.get_input_schema().inputs[0]
     assert inputs.shape == (-1, 3, 64, 80) and inputs.type == np.dtype(np.float32)

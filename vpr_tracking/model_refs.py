@@ -42,15 +42,23 @@ def model_checkpoint(reference: str, tracking_uri: str | Store | None,
     the store of `tracking_uri` (which must exist), downloaded into `cache`/NAME/VERSION
     (default ./cache/models) unless already there; flags.json lies beside it."""
     store = as_store(tracking_uri)
-    name, version, alias = parse_reference(reference)
-    version = _version_of(store, name, version, alias)
-    found = store._call(f"version {version} of {name}", store.client.get_model_version, name,
-                        version)
+    found = registered_version(store, reference)
+    name, version = found.name, str(found.version)
     folder = Path(cache or MODELS_CACHE).absolute() / name / version
     path = folder / BEST_FILE
     if not (path.is_file() and sha256_file(path) == found.tags.get(VersionTag.CHECKPOINT_SHA256)):
-        _download(store, name, version, folder)
+        _download(store, found, folder)
     return path
+
+
+def registered_version(store: Store | str | None, reference: str):
+    """MLflow's `ModelVersion` that `reference` names (checked: a `UserError` naming what
+    there is when the model, the alias or the version does not exist); nothing downloaded."""
+    store = as_store(store)
+    name, version, alias = parse_reference(reference)
+    version = _version_of(store, name, version, alias)
+    return store._call(f"version {version} of {name}", store.client.get_model_version, name,
+                       version)
 
 
 def _version_of(store: Store, name: str, version: str | None, alias: str | None) -> str:
@@ -62,7 +70,7 @@ def _version_of(store: Store, name: str, version: str | None, alias: str | None)
         raise UserError(f"no registered model {name!r} in {store.uri}; registered models: "
                         f"{names} (check the name and --tracking-uri)")
     held = aliases(store, name)
-    versions = sorted((v.version for v in store._call(
+    versions = sorted((str(v.version) for v in store._call(
         f"registered model {name}", store.client.search_model_versions,
         filter_string=f"name = '{name}'")), key=int)
     if alias is not None and alias not in held:
@@ -76,15 +84,17 @@ def _version_of(store: Store, name: str, version: str | None, alias: str | None)
     return str(version)
 
 
-def _download(store: Store, name: str, version: str, folder: Path) -> None:
-    """The version's checkpoint and flags.json into `folder`, whole or not at all."""
+def _download(store: Store, found, folder: Path) -> None:
+    """The checkpoint and flags.json of the version `found` into `folder`, whole or not at
+    all (read from where its files are: MLflow's models:/ reader would take the global
+    tracking URI, not this store's)."""
     from mlflow.artifacts import download_artifacts
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{version}-") as scratch:
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as scratch:
         fetched = Path(store._call(
-            f"version {version} of {name}", download_artifacts,
-            artifact_uri=f"{MODELS_SCHEME}{name}/{version}/{MODEL_ARTIFACTS}", dst_path=scratch,
-            tracking_uri=store.uri, registry_uri=store.uri))
+            f"version {found.version} of {found.name}", download_artifacts,
+            artifact_uri=f"{found.source.rstrip('/')}/{MODEL_ARTIFACTS}", dst_path=scratch,
+            tracking_uri=store.uri))
         shutil.rmtree(folder, ignore_errors=True)
         fetched.rename(folder)
