@@ -52,6 +52,7 @@ class Tag:
     BENCHMARK = "benchmark"  # the benchmark's name, on its parent and its results
     MODEL = "model"  # a benchmark result's row: the model's label
     TEST_SET = "test_set"  # a benchmark result's column: the test set's label
+    REGISTERED_MODEL = "registered_model"  # a sweep's: models:/NAME/VERSION of its best trial
 
 
 # MLflow's words for an experiment of trained models (not GenAI traces)
