@@ -68,6 +68,10 @@ def _add_extras(parsers: dict) -> None:
     arguments.group_of(parsers["compress"], "tracking").add_argument(
         "--study", metavar="NAME",
         help="MLflow: the study (parent run) the variant joins (default compress-<source run>)")
+    arguments.group_of(parsers["compress"], "tracking").add_argument(
+        "--register", metavar="NAME",
+        help="MLflow: register the variant as a new version of this model in the Model "
+             "Registry (logs the variant to --tracking-uri)")
 
 
 def translate_mode(argv: list[str]) -> list[str]:
@@ -181,17 +185,29 @@ def run_compress(args) -> None:
 
     args = local_resume(args)
     config = make_config(CompressConfig, args, _run_flags(args))
-    uri = _tracking_uri(args)
+    uri = _tracking_uri(args, wanted=args.register is not None)
+    if args.register is not None:
+        from vpr_tracking.registry import check_name
+
+        check_name(args.register)
     result = compress.run(config)
     payload = result.to_dict()
     tracker = _tracker(args, uri)
+    lines = []
     if tracker:
         study = args.study or f"compress-{Path(result.source).parent.parent.name}"
         payload["mlflow_study"], payload["mlflow_run_id"] = \
             tracker.log_compression(study, result)
+    if args.register is not None:
+        from .registering import register_safely, registration_line
+
+        payload["registration"] = register_safely(
+            tracker, args.register, payload["mlflow_run_id"], f"the {result.variant.label} "
+            f"variant", checkpoint=result.checkpoint)
+        lines.append(registration_line(payload["registration"]))
     emit(args, payload, [f"{result.variant.label} of {result.source} on {config.split}: "
                          f"{result.run_dir}",
-                         *figures_table([result.original, result.variant])])
+                         *figures_table([result.original, result.variant]), *lines])
 
 
 def local_resume(args):
@@ -218,9 +234,11 @@ def _run_flags(args) -> dict:
     return read_flags(checkpoint_file(Path(args.resume).absolute(), ckpt))
 
 
-def _tracking_uri(args) -> str | None:
-    """The checked tracking URI when the user asked for tracking (nothing is created yet)."""
-    if getattr(args, "tracking_uri", None) is None and getattr(args, "experiment", None) is None:
+def _tracking_uri(args, wanted: bool = False) -> str | None:
+    """The checked tracking URI when the user asked for tracking, or when `wanted` (a
+    registration); nothing is created yet."""
+    if getattr(args, "tracking_uri", None) is None and \
+            getattr(args, "experiment", None) is None and not wanted:
         return None
     from vpr_tracking.uri import check_tracking_uri
 

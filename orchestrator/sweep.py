@@ -131,7 +131,7 @@ def run_sweep(spec: SweepSpec, *, restore: bool = False, ray_address: str | None
         result = finish(tracker, parent, plan, interrupted, concurrency,
                         time.perf_counter() - started)
     if register is not None:
-        from .sweep_registry import register_best
+        from .registering import register_best
 
         result.registration = register_best(tracker, result, register)
     return result

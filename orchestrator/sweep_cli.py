@@ -154,8 +154,8 @@ def run(args) -> None:
         return run_evaluation(spec, args)
     if spec.kind == COMPRESSION:
         return run_compression_study(spec, args)
+    from .registering import registration_line
     from .sweep import format_table, run_sweep, unlogged_message
-    from .sweep_registry import registration_line
 
     try:
         result = run_sweep(spec, restore=getattr(args, "resume", False),

@@ -81,11 +81,12 @@ class Tracker:
             self.create_run(study, source, {Tag.KIND: Kind.COMPRESSION_STUDY, Tag.STUDY: study})
         tags = {Tag.KIND: Kind.COMPRESSION_VARIANT, Tag.STUDY: study, Tag.PARENT: parent}
         original = dict(tags, **{Tag.VARIANT: ORIGINAL_VARIANT})
+        measured = dict(source, **result.measured_on)  # what a registered variant is tagged
         if self.find_run(**{k: v for k, v in original.items() if k != Tag.PARENT}) is None:
-            self._log_variant(result.original, original, source, None)
+            self._log_variant(result.original, original, measured, None)
         variant = self._log_variant(result.variant, dict(tags, **{Tag.VARIANT:
                                                                   result.variant.label}),
-                                    dict(source, run_dir=str(result.run_dir)),
+                                    dict(measured, run_dir=str(result.run_dir)),
                                     result.checkpoint.parent / FLAGS_FILE)
         self.store.end(parent, FINISHED)
         return parent, variant

@@ -142,3 +142,22 @@ def test_a_bad_model_reference_is_one_line(registry, reference, words, synth_roo
                      "--tracking-uri", registry["uri"], *QUICK], capsys, monkeypatch, tmp_path)
     assert_user_error(done, *words)
     assert not (tmp_path / "cache").exists()
+
+
+def test_compress_registers_its_variant_of_a_registered_model_on_request(
+        registry, synth_root, tmp_path, capsys, monkeypatch):
+    """`compress --resume models:/NAME@champion --register NAME-half`: the variant is a new
+    registered model's first version, measured on the split it was compressed on."""
+    if not registry["versions"]:
+        register_run(registry["store"], NAME, registry["trained"](0.5))
+    done = run_main(["compress", "--resume", f"models:/{NAME}@champion", "--method", "half",
+                     "--data-root", synth_root, "--split", "test", "--tracking-uri",
+                     registry["uri"], "--register", f"{NAME}-half", "--latency-batches", 1,
+                     "--json", tmp_path / "compress.json", *QUICK], capsys, monkeypatch,
+                    tmp_path)
+    assert done.returncode == 0, done.stderr
+    registration = json.loads((tmp_path / "compress.json").read_text())["registration"]
+    assert (registration["version"], registration["champion_moved"]) == ("1", True)
+    tags = registry["store"].client.get_model_version(f"{NAME}-half", "1").tags
+    assert (tags["dataset"], tags["split"], tags["image_size"]) == ("synth", "test", "64x80")
+    assert f"registered models:/{NAME}-half/1" in done.stdout

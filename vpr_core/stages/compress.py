@@ -20,7 +20,7 @@ from ..compression.context import CompressionContext
 from ..compression.measure import Figures, measure
 from ..compression.methods import label, method
 from ..compression.variants import compressed_checkpoint, descriptor_bytes, search_index
-from ..config import CompressConfig
+from ..config import CompressConfig, format_image_size
 from ..data import open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
 from ..errors import UserError
@@ -43,18 +43,20 @@ class CompressResult:
     seconds: float
     # per fine-tuning epoch (0: before it): loss, Recall@N on validation, whether it was kept
     finetune: list = field(default_factory=list)
+    # what both were measured on: data_root, dataset, split, image_size (HxW or native)
+    measured_on: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "run_dir": str(self.run_dir),
                 "checkpoint": str(self.checkpoint), "seconds": round(self.seconds, 1),
                 "original": self.original.to_dict(), "variant": self.variant.to_dict(),
-                "finetune": self.finetune}
+                "finetune": self.finetune, "measured_on": self.measured_on}
 
     @classmethod
     def from_dict(cls, data: dict) -> CompressResult:
         return cls(Path(data["source"]), Path(data["run_dir"]), Path(data["checkpoint"]),
                    Figures.from_dict(data["original"]), Figures.from_dict(data["variant"]),
-                   data["seconds"], data.get("finetune", []))
+                   data["seconds"], data.get("finetune", []), data.get("measured_on", {}))
 
 
 def run(config: CompressConfig) -> CompressResult:
@@ -96,8 +98,10 @@ def run(config: CompressConfig) -> CompressResult:
         raise
     figures = _measure_both(config, original, checkpoint, variant, saved, split, image_size,
                             device, settings, extra)
+    measured_on = {"data_root": str(config.data_root), "dataset": split.dataset,
+                   "split": config.split, "image_size": format_image_size(image_size)}
     return CompressResult(source, run_dir, path, *figures, time.perf_counter() - started,
-                          history)
+                          history, measured_on)
 
 
 def _measure_both(config, original, checkpoint, variant, saved, split, image_size, device,
