@@ -161,3 +161,17 @@ def test_compress_registers_its_variant_of_a_registered_model_on_request(
     tags = registry["store"].client.get_model_version(f"{NAME}-half", "1").tags
     assert (tags["dataset"], tags["split"], tags["image_size"]) == ("synth", "test", "64x80")
     assert f"registered models:/{NAME}-half/1" in done.stdout
+
+
+def test_retrievals_of_a_registered_model_take_its_data_from_the_version(
+        registry, tmp_path, capsys, monkeypatch):
+    from dashboards.cli import main as dashboards_main
+
+    if not registry["versions"]:
+        register_run(registry["store"], NAME, registry["trained"](0.5))
+    done = run_main(["retrievals", "--resume", f"models:/{NAME}/1", "--out",
+                     tmp_path / "grid.png", "--tracking-uri", registry["uri"], "--queries", 2,
+                     "--workers", 0], capsys, monkeypatch, tmp_path, main=dashboards_main)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert (tmp_path / "cache" / "models" / NAME / "1" / BEST_FILE).is_file()
