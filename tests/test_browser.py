@@ -214,27 +214,37 @@ def printed_link(lines: queue.Queue, experiment: str, seconds: float) -> str | N
     return None
 
 
-def test_the_mlflow_ui_opens_on_the_sweeps_runs(store, browser, tmp_path):
+@pytest.fixture(scope="module")
+def ui(store, tmp_path_factory):
+    """`orchestrator ui` on the fake sweep's store, started once for this module: yields
+    (its port, the lines it prints as a queue)."""
+    Tracker(store["uri"], EXPERIMENT)  # the project's next write tags the store's experiment
+    with running_ui(store["uri"], tmp_path_factory.mktemp("ui"),
+                    stdout=subprocess.PIPE) as (server, port):
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in server.stdout],
+                         daemon=True).start()
+        yield port, lines
+
+
+def test_the_mlflow_ui_opens_on_the_sweeps_runs(store, browser, ui):
     """A person runs `orchestrator ui` and opens the address it prints for the experiment:
     the runs table with the sweep comes first, and opening the sweep lists its trials by name.
     (MLflow 3.17's UI opens its GenAI pages, 'No data available', on any address that does
     not ask for the runs view, whatever the experiment's `mlflow.experimentKind` tag says.)"""
-    Tracker(store["uri"], EXPERIMENT)  # the project's next write tags the store's experiment
-    with running_ui(store["uri"], tmp_path, stdout=subprocess.PIPE) as (ui, port):
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in ui.stdout], daemon=True).start()
-        link = printed_link(lines, EXPERIMENT, seconds=20)
-        assert link, f"orchestrator ui printed no address for the runs of {EXPERIMENT}"
-        assert link.startswith(f"http://127.0.0.1:{port}/")
-        browser.open(link)
-        first = browser.wait_for(RUN_LINKS, 2)  # the sweep and the evaluation
-        where, page = browser.url, browser.text()[:1500]
-        assert first and [SWEEP, store["parent"]] in first, f"at {where} the page showed: {page}"
-        assert ["eval-vgg16-synth-val", store["evaluation"]] in first
-        expander = browser.run(EXPANDER, SWEEP)  # the [+] beside the sweep's name
-        assert expander, f"no button beside {SWEEP} to show its trials"
-        browser.click(expander)
-        listed = browser.wait_for(RUN_LINKS, 2 + len(TRIALS))
+    port, lines = ui
+    link = printed_link(lines, EXPERIMENT, seconds=20)
+    assert link, f"orchestrator ui printed no address for the runs of {EXPERIMENT}"
+    assert link.startswith(f"http://127.0.0.1:{port}/")
+    browser.open(link)
+    first = browser.wait_for(RUN_LINKS, 2)  # the sweep and the evaluation
+    where, page = browser.url, browser.text()[:1500]
+    assert first and [SWEEP, store["parent"]] in first, f"at {where} the page showed: {page}"
+    assert ["eval-vgg16-synth-val", store["evaluation"]] in first
+    expander = browser.run(EXPANDER, SWEEP)  # the [+] beside the sweep's name
+    assert expander, f"no button beside {SWEEP} to show its trials"
+    browser.click(expander)
+    listed = browser.wait_for(RUN_LINKS, 2 + len(TRIALS))
     trials = {run_id: name for name, run_id in listed or [] if run_id in store["trials"].values()}
     assert len(trials) == len(TRIALS), f"trials listed under the sweep: {listed}"
     for trial_id, run_id in store["trials"].items():
@@ -254,3 +264,30 @@ def test_experiments_are_tagged_as_model_training(tmp_path):
     kinds = {e.name: e.tags.get("mlflow.experimentKind") for e in client.search_experiments()}
     assert kinds == {"new": "custom_model_development", "old": "custom_model_development",
                      "chosen": "forecasting", "Default": None}
+
+
+
+REGISTERED_MODEL_AS_SEEN = """
+const text = document.body ? document.body.innerText : "";
+return text.includes("Version 1") && text.includes("champion") ? text : null;
+"""
+
+
+def test_the_mlflow_ui_shows_the_registered_model_its_version_and_alias(store, checkpoint,
+                                                                       browser, ui):
+    """The best trial of the fake sweep registered as a sweep registers it (its checkpoint:
+    the fake one): the registered model's page, on the UI already running, lists version 1
+    with the `champion` alias."""
+    from vpr_tracking.registry import register_run
+    from vpr_tracking.store import store_at
+
+    best = store["trials"][TRIALS[0].trial_id]
+    registration = register_run(store_at(store["uri"]), "places", best, checkpoint=checkpoint,
+                                sweep_run_id=store["parent"])
+    assert (registration.version, registration.moved) == ("1", True)
+    port, _ = ui
+    browser.open(f"http://127.0.0.1:{port}/#/models/places")
+    seen = browser.wait_for(REGISTERED_MODEL_AS_SEEN, seconds=60)
+    page = browser.text()[:1500]
+    assert seen, f"the registered model's page never showed version 1 and champion: {page}"
+    assert "places" in seen
