@@ -133,15 +133,19 @@ def test_eval_of_the_champion_gives_the_checkpoints_recalls(registry, checkpoint
     (f"models:/{NAME}@staging", ["no alias 'staging'", "champion (version"]),
     (f"models:/{NAME}/99", ["no version 99", "its versions: 1"]),
     (f"models:/{NAME}", ["models:/NAME/VERSION or models:/NAME@ALIAS"]),
+    ("no store", ["no MLflow database at", "--tracking-uri"]),
 ])
 def test_a_bad_model_reference_is_one_line(registry, reference, words, synth_root, tmp_path,
                                            capsys, monkeypatch):
     if not registry["versions"]:
         register_run(registry["store"], NAME, registry["trained"](0.5))
+    uri = registry["uri"]
+    if reference == "no store":
+        reference, uri = f"models:/{NAME}@champion", f"sqlite:///{tmp_path / 'none.db'}"
     done = run_main(["eval", "--resume", reference, "--data-root", synth_root,
-                     "--tracking-uri", registry["uri"], *QUICK], capsys, monkeypatch, tmp_path)
+                     "--tracking-uri", uri, *QUICK], capsys, monkeypatch, tmp_path)
     assert_user_error(done, *words)
-    assert not (tmp_path / "cache").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no cache, no store made
 
 
 def test_compress_registers_its_variant_of_a_registered_model_on_request(
