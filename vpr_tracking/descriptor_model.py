@@ -3,8 +3,9 @@
 Input: float32 [N, 3, H, W] RGB in [0, 1] (H x W: the size the model was measured at, as the
 signature says); the ImageNet normalisation is done inside. Output: float32 [N, D]. The
 checkpoint and its flags.json are the model's artifacts, side by side, and are loaded by the
-project's one loader (`model_from_checkpoint`, torch.load with weights_only=True); loading the
-model needs this project's code (vpr_core) installed, and the packages of `REQUIREMENTS`.
+project's one loader (`model_from_checkpoint`, torch.load with weights_only=True). The model is
+logged as code (`pyfunc_entry.py`), not as a pickle: loading it needs this project's code
+installed, and the packages of `REQUIREMENTS`.
 """
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # builds the model when MLflow loads it
 # what the model's environment needs: this project's runtime (its own code imports them)
 REQUIREMENTS = ("torch", "torchvision", "numpy", "faiss-cpu", "h5py", "scipy", "mlflow")
 
 
 class DescriptorModel(mlflow.pyfunc.PythonModel):
     """The pyfunc flavour of a checkpoint (artifacts `checkpoint` and `flags`)."""
+
+    # the signature checks the input; MLflow's type-hint checks would only warn of their absence
+    _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
         from vpr_core.models.deployed import ImagesToDescriptors
@@ -67,6 +72,6 @@ def save_descriptor_model(folder: Path, checkpoint: Path, flags: Path | None,
     if flags is not None and Path(flags).is_file():
         artifacts["flags"] = str(flags)
     example = np.full((1, 3, *image_size), 0.5, dtype=np.float32)  # a grey image
-    mlflow.pyfunc.save_model(str(folder), python_model=DescriptorModel(), artifacts=artifacts,
+    mlflow.pyfunc.save_model(str(folder), python_model=str(ENTRY), artifacts=artifacts,
                              signature=signature_of(image_size, dim), input_example=example,
                              pip_requirements=pinned_requirements(), mlflow_model=mlflow_model)
