@@ -212,6 +212,11 @@ def test_a_killed_then_interrupted_sweep_resumes_without_duplicate_runs(tmp_path
     assert "sweep tiny-" not in done.stdout
     summary = json.loads((tmp_path / "resumed.json").read_text())
     assert summary["name"].startswith("tiny-") and not summary["interrupted"]
+    # registered by default, as a version of the experiment's name, said in the summary
+    registration = summary["registration"]
+    assert registration["uri"] == "models:/netvlad-tiny/1" and registration["champion_moved"]
+    assert registration["tags"]["source_run_id"] == summary["best"]["mlflow_run_id"]
+    assert "registered models:/netvlad-tiny/1; champion -> version 1" in done.stdout
     parent = summary["parent_run_id"]
     children = children_of(client, experiment.experiment_id, parent)
     trial_ids = [c.data.tags["trial_id"] for c in children]
