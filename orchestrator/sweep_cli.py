@@ -199,9 +199,15 @@ def registered_name(spec: SweepSpec, args) -> str | None:
         if getattr(args, "register", None):
             raise UserError("--register and --no-register contradict each other; pass one")
         return None
+    from vpr_tracking.registry import NAME
+
+    given = getattr(args, "register", None)
+    if given is None and not NAME.fullmatch(spec.experiment_name):
+        raise UserError(f"the experiment name {spec.experiment_name!r} cannot name a "
+                        f"registered model; pass --register NAME or --no-register")
     from vpr_tracking.registry import check_name
 
-    return check_name(getattr(args, "register", None) or spec.experiment_name)
+    return check_name(given or spec.experiment_name)
 
 
 def check_outcome(result) -> None:

@@ -179,3 +179,29 @@ def test_retrievals_of_a_registered_model_take_its_data_from_the_version(
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert (tmp_path / "cache" / "models" / NAME / "1" / BEST_FILE).is_file()
+
+
+def test_a_failed_registration_is_a_warning_and_the_sweep_stands(registry, capsys):
+    """A best trial whose checkpoint is not in the store: the sweep's registration is a
+    warning naming what failed and a result saying so, not an error."""
+    from orchestrator.registering import register_best, registration_line
+    from orchestrator.sweep import SweepResult
+    from orchestrator.tracking import Tracker
+    from vpr_tracking.trials import TrialRow
+
+    tracker = Tracker(registry["uri"], "registry")
+    run_id = tracker.create_run("no checkpoint", {}, {"kind": "trial"})
+    tracker.store.log_metrics(run_id, {"recall@5": 0.9}, step=1)
+    parent = tracker.create_run("sweep", {}, {"kind": "sweep"})
+    best = TrialRow("t1", run_id, {"arch": "alexnet"}, {5: 0.9}, 1, "FINISHED", "", 1.0, 1.0)
+    result = SweepResult("s", "/nowhere", registry["uri"], "registry", parent, "recall@5",
+                         [best])
+    capsys.readouterr()
+    done = register_best(tracker, result, "unreached")
+    assert done["name"] == "unreached" and "checkpoints/model_best.pth.tar" in done["error"]
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warned) == 1 and "the best trial (t1) was not registered as unreached" in \
+        warned[0] and "the results stand" in warned[0]
+    assert registration_line(done).startswith("not registered as unreached: UserError")
+    assert not [m.name for m in registry["store"].client.search_registered_models()
+                if m.name == "unreached"]
