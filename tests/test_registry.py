@@ -205,3 +205,15 @@ def test_a_failed_registration_is_a_warning_and_the_sweep_stands(registry, capsy
     assert registration_line(done).startswith("not registered as unreached: UserError")
     assert not [m.name for m in registry["store"].client.search_registered_models()
                 if m.name == "unreached"]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--register", "a/b"], ["--register 'a/b' is not a model name"]),
+    (["--register", "a", "--no-register"], ["contradict"]),
+])
+def test_a_bad_register_flag_fails_before_the_sweep_starts(flags, words, tmp_path, capsys,
+                                                            monkeypatch):
+    done = run_main(["sweep", *flags, "--num-samples", 1, "--quiet"], capsys, monkeypatch,
+                    tmp_path)
+    assert_user_error(done, *words)
+    assert sorted(tmp_path.iterdir()) == []  # no Ray, no store, no synthetic data
