@@ -1,4 +1,4 @@
-"""`python -m benchmarks extract|models|train|aggregators|mine|sweep|epoch|compress|table
+"""`python -m benchmarks extract|models|train|aggregators|mine|sweep|epoch|compress|digest|table
 [options]`."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ VERBS = {
     "sweep": "Ray Tune + MLflow overhead per trial, as a share of the trial's compute",
     "epoch": "one training epoch timed per stage (add --pitts30k-size for the scale test)",
     "compress": "channel-pruned and int8 forwards vs float32 on the CPU; checkpoint sizes",
+    "digest": "a dataset input's digest of a 500k-image file list (every tracked run's cost)",
     "table": "read JSON lines (files or stdin) and print them as one table",
 }
 

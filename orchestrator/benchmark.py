@@ -162,6 +162,7 @@ def _no_repeats(items: list[str], flag: str) -> None:
 def evaluate_all(plan: Plan, tracker) -> tuple[str, list]:
     """Every model on every test set, each a child run of one parent; returns (the parent
     run's id, the `BenchmarkResult`s by model then test set)."""
+    from vpr_core.data.description import of_split
     from vpr_core.stages import evaluate
     from vpr_tracking.benchmark import protocol_params
 
@@ -172,13 +173,15 @@ def evaluate_all(plan: Plan, tracker) -> tuple[str, list]:
                              {t.label: t.root for t in plan.test_sets},
                              {"image_size": given_size, "precision": settings.precision})
     results, total = [], len(plan.models) * len(plan.test_sets)
-    with tracker.benchmark_run(plan.name, plan.label, params) as parent:
+    described = {t.label: of_split(t.split) for t in plan.test_sets}  # each digested once
+    with tracker.benchmark_run(plan.name, plan.label, params,
+                               list(described.values())) as parent:
         for model in plan.models:
             for test_set in plan.test_sets:
                 done = evaluate.run(plan.cell_config(model, test_set))
                 result = result_of(model, test_set, done)
                 run_id = tracker.log_benchmark_result(parent, plan.label, result, done,
-                                                      model.source)
+                                                      model.source, described[test_set.label])
                 results.append(dataclasses.replace(result, run_id=run_id))
                 recalls = "  ".join(f"R@{n} {100 * r:.1f}" for n, r in result.recalls.items())
                 log.info(f"[{len(results)}/{total}] {model.label} on {test_set.label}: "

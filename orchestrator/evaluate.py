@@ -1,6 +1,7 @@
 """One evaluation, tracked or not: the code behind `eval` and behind evaluation specs."""
 from __future__ import annotations
 
+from vpr_core.data.description import of_split
 from vpr_core.stages import evaluate
 from vpr_tracking.uri import ui_command
 
@@ -20,7 +21,7 @@ def evaluate_and_track(config, uri: str | None = None, experiment: str | None = 
         from .tracking import Tracker
 
         run_id = Tracker(uri, experiment).log_evaluation(done.config, result, done.checkpoint,
-                                                         tags)
+                                                         tags, of_split(done.split))
         payload.update(mlflow_run_id=run_id, mlflow_ui=ui_command(uri))
         lines.append(f"logged as MLflow run {run_id}; open: {ui_command(uri)}")
     return payload, lines

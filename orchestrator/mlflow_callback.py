@@ -121,14 +121,17 @@ def unlogged(events: list[_Event]) -> list[str]:
 class MlflowTrialLogger(tune.Callback):
     """`fixed_params`: what every trial's run logs besides its searched values;
     `point_params`: {deciding key (`search_space.deciding_key`): what the runs of trials with
-    those values (aggregator, loss, ...) log besides those}."""
+    those values (aggregator, loss, ...) log besides those}; `inputs`: the (`DataDescription`,
+    context) pairs every trial's run logs as its dataset inputs."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, sweep_name: str,
-                 fixed_params: dict, epochs: int, point_params: dict | None = None):
+                 fixed_params: dict, epochs: int, point_params: dict | None = None,
+                 inputs: list | None = None):
         self.uri, self.experiment = uri, experiment
         self.parent_run_id, self.sweep_name = parent_run_id, sweep_name
         self.fixed_params, self.epochs = fixed_params, epochs
         self.point_params = point_params or {}
+        self.inputs = list(inputs or [])
         self._reset()
 
     def _reset(self) -> None:
@@ -145,13 +148,13 @@ class MlflowTrialLogger(tune.Callback):
     def __getstate__(self) -> dict:
         return {k: getattr(self, k) for k in ("uri", "experiment", "parent_run_id",
                                               "sweep_name", "fixed_params", "epochs",
-                                              "point_params")}
+                                              "point_params", "inputs")}
 
     def __setstate__(self, state: dict) -> None:
-        # older sweeps kept {aggregator: params}, or nothing
+        # older sweeps kept {aggregator: params}, or nothing; and no inputs
         older = {search_space.deciding_key({"aggregator": aggregator}): params
                  for aggregator, params in state.pop("aggregator_params", {}).items()}
-        self.__dict__.update({"point_params": older, **state})
+        self.__dict__.update({"point_params": older, "inputs": [], **state})
         self._reset()
 
     @property
@@ -261,6 +264,8 @@ class MlflowTrialLogger(tune.Callback):
         else:
             store.start(run_id)  # a resumed trial continues
             self.histories[trial.trial_id] = store.history(run_id, EPOCH_METRICS)
+        # before the id is kept: an input the store did not take is logged with the replay
+        store.log_datasets(run_id, self.inputs)
         self.run_ids[trial.trial_id] = run_id
         return run_id
 

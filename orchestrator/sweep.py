@@ -24,6 +24,7 @@ from vpr_core.errors import CommandFailed, UserError
 from vpr_core.log import log
 from vpr_core.settings import default_of
 from vpr_tracking import search_points, search_space
+from vpr_tracking.datasets import training_inputs
 from vpr_tracking.names import FINISHED, KILLED, RECALL_NS, RUNNING, Kind, Tag, recall_name
 from vpr_tracking.store import StoreUnreachable
 from vpr_tracking.trials import TrialRow, best_row, trial_rows
@@ -51,6 +52,7 @@ class SweepPlan:
     image_size: tuple | None  # None: the images keep their own (mixed) sizes
     cache_dir: Path
     restore: bool  # continue the interrupted sweep `name`
+    inputs: list = field(default_factory=list)  # (DataDescription, context) of every trial
 
     @property
     def experiment_path(self) -> str:
@@ -157,10 +159,10 @@ def prepare(spec: SweepSpec, restore: bool, ray_address: str | None, storage: st
         name = name or latest_name(storage_path, spec)
     name = name or default_name(spec)
     data_root = prepare_data(spec)
-    dataset, native_size = open_data(spec, data_root)  # a bad dataset fails here
+    dataset, native_size, inputs = open_data(spec, data_root)  # a bad dataset fails here
     plan = SweepPlan(spec, name, uri, spec.experiment_name, storage_path, data_root, dataset,
                      spec.train.get("image_size") or native_size, spec.train["cache_dir"],
-                     restore)
+                     restore, inputs)
     search_points.check_images(spec.space, plan.image_size)
     if restore:
         from ray import tune
@@ -192,23 +194,25 @@ def prepare_data(spec: SweepSpec) -> Path:
     return root
 
 
-def open_data(spec: SweepSpec, data_root: Path) -> tuple[str, tuple | None]:
-    """(dataset name, native image size) of the training data, opened so that a bad dataset
-    fails before Ray: the training and validation splits, or the places (GSV-Cities, MSLS)
-    and the validation split of `train.val_root`."""
+def open_data(spec: SweepSpec, data_root: Path) -> tuple[str, tuple | None, list]:
+    """(dataset name, native image size, dataset inputs of the trials) of the training data,
+    opened so that a bad dataset fails before Ray: the training and validation splits, or the
+    places (GSV-Cities, MSLS) and the validation split of `train.val_root`."""
     def split(root, name):
         return open_split(root, spec.train.get(name, default_of(TrainConfig, name)),
                           spec.dataset)
 
     if not spec.place_data:
         train = split(data_root, "train_split")
-        split(data_root, "val_split")
-        return train.dataset, train.native_size
+        val = split(data_root, "val_split")
+        return train.dataset, train.native_size, training_inputs(train, val)
     from vpr_core.data.datasets import open_places
 
     places = open_places(data_root, min_images_per_place=1)
-    split(spec.train["val_root"], "val_split")
-    return places.dataset, places.native_size
+    val = split(spec.train["val_root"], "val_split")
+    inputs = training_inputs(places, val, spec.train.get("train_split",
+                                                         default_of(TrainConfig, "train_split")))
+    return places.dataset, places.native_size, inputs
 
 
 def plan_resources(spec: SweepSpec, resources: dict, service: bool = True
@@ -276,7 +280,9 @@ def open_parent_run(tracker: Tracker, plan: SweepPlan, fixed: FixedParams) -> st
     params = {"spec": spec.name, "num_samples": spec.num_samples, "metric": spec.metric,
               "search_seed": spec.seed, **search_space.space_params(spec.space),
               **fixed.of_sweep()}
-    return tracker.create_run(plan.name, params, {Tag.KIND: Kind.SWEEP, Tag.SWEEP: plan.name})
+    parent = tracker.create_run(plan.name, params, {Tag.KIND: Kind.SWEEP, Tag.SWEEP: plan.name})
+    tracker.store.log_datasets(parent, plan.inputs)  # what every trial trains and validates on
+    return parent
 
 
 def fit(plan: SweepPlan, tracker: Tracker, parent: str, fixed: FixedParams, per_trial: dict,
@@ -345,7 +351,8 @@ def _run_config(plan: SweepPlan, tracker: Tracker, parent: str, fixed: FixedPara
     from .mlflow_callback import MlflowTrialLogger
 
     logger = MlflowTrialLogger(plan.uri, plan.experiment, parent, plan.name, fixed.shared,
-                               plan.spec.epochs, point_params=fixed.by_point)
+                               plan.spec.epochs, point_params=fixed.by_point,
+                               inputs=plan.inputs)
     release = [ReleaseOnTrialEnd(plan.service_name)] if plan.service_name else []
     return tune.RunConfig(
         name=plan.name, storage_path=str(plan.storage),

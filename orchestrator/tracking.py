@@ -11,10 +11,12 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+from vpr_core.data.description import DataDescription
 from vpr_core.evaluation import named_recalls
 from vpr_core.log import log
 from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE
 from vpr_tracking.benchmark import result_params
+from vpr_tracking.datasets import training_inputs
 from vpr_tracking.names import (
     CHECKPOINT_FOLDER,
     DEFAULT_EXPERIMENT,
@@ -22,6 +24,7 @@ from vpr_tracking.names import (
     FINISHED,
     KILLED,
     ORIGINAL_VARIANT,
+    Context,
     Kind,
     Tag,
 )
@@ -61,13 +64,15 @@ class Tracker:
         return self.store.find_run(self.experiment_id, **tags)
 
     # ---- stages -------------------------------------------------------------------------
-    def log_evaluation(self, config, result, checkpoint: Path | None, tags: dict | None = None
-                       ) -> str:
-        """One run for one evaluation: the checkpoint (path, sha256), model, split, recalls."""
+    def log_evaluation(self, config, result, checkpoint: Path | None, tags: dict | None = None,
+                       measured_on: DataDescription | None = None) -> str:
+        """One run for one evaluation: the checkpoint (path, sha256), model, split, recalls,
+        and the split as its evaluation dataset input."""
         sha256 = sha256_of(checkpoint) if checkpoint else None
         name = f"eval-{config.arch}-{result.dataset}-{result.split}"
         run_id = self.create_run(name, evaluation_params(config, result, checkpoint, sha256),
                                  {Tag.KIND: Kind.EVALUATION, **(tags or {})})
+        self.store.log_datasets(run_id, evaluated_on(measured_on))
         self.store.log_metrics(run_id, dict(named_recalls(result.recalls),
                                             eval_seconds=result.seconds), step=0)
         self.store.end(run_id, FINISHED)
@@ -81,31 +86,36 @@ class Tracker:
             self.create_run(study, source, {Tag.KIND: Kind.COMPRESSION_STUDY, Tag.STUDY: study})
         tags = {Tag.KIND: Kind.COMPRESSION_VARIANT, Tag.STUDY: study, Tag.PARENT: parent}
         original = dict(tags, **{Tag.VARIANT: ORIGINAL_VARIANT})
-        measured = dict(source, **result.measured_on)  # what a registered variant is tagged
+        inputs = evaluated_on(result.measured_on)
+        measured = dict(source, image_size=result.image_size)  # a registered variant's input
         if self.find_run(**{k: v for k, v in original.items() if k != Tag.PARENT}) is None:
-            self._log_variant(result.original, original, measured, None)
+            self._log_variant(result.original, original, measured, None, inputs)
         variant = self._log_variant(result.variant, dict(tags, **{Tag.VARIANT:
                                                                   result.variant.label}),
                                     dict(measured, run_dir=str(result.run_dir)),
-                                    result.checkpoint.parent / FLAGS_FILE)
+                                    result.checkpoint.parent / FLAGS_FILE, inputs)
         self.store.end(parent, FINISHED)
         return parent, variant
 
-    def _log_variant(self, figures, tags: dict, params: dict, flags: Path | None) -> str:
+    def _log_variant(self, figures, tags: dict, params: dict, flags: Path | None,
+                     inputs: list) -> str:
         settings = {f"setting_{k}": v for k, v in figures.settings.items()}
         run_id = self.create_run(figures.label, dict(params, method=figures.method,
                                                      eval_device=figures.eval_device,
                                                      **settings), tags)
+        self.store.log_datasets(run_id, inputs)
         self.store.log_metrics(run_id, figures.metrics(), step=0)
         self.store.log_file(run_id, flags, "config")
         self.store.end(run_id, FINISHED)
         return run_id
 
     @contextlib.contextmanager
-    def benchmark_run(self, name: str, label: str, params: dict):
-        """A benchmark's parent run `name` (tag `benchmark` = `label`): yields its id; ends
-        FINISHED, or FAILED (KILLED on Ctrl-C) when the benchmark stops early."""
+    def benchmark_run(self, name: str, label: str, params: dict, test_sets: list):
+        """A benchmark's parent run `name` (tag `benchmark` = `label`), its `test_sets`
+        (`DataDescription`s) logged as evaluation inputs: yields its id; ends FINISHED, or
+        FAILED (KILLED on Ctrl-C) when the benchmark stops early."""
         parent = self.create_run(name, params, {Tag.KIND: Kind.BENCHMARK, Tag.BENCHMARK: label})
+        self.store.log_datasets(parent, [(d, Context.EVALUATION) for d in test_sets])
         try:
             yield parent
         except BaseException as error:
@@ -118,10 +128,11 @@ class Tracker:
             raise
         self.store.end(parent, FINISHED)
 
-    def log_benchmark_result(self, parent: str, label: str, result, evaluated, source: str
-                             ) -> str:
+    def log_benchmark_result(self, parent: str, label: str, result, evaluated, source: str,
+                             measured_on: DataDescription | None = None) -> str:
         """One model on one test set (a `BenchmarkResult` of the `Evaluated` it came from) as
-        a child of the benchmark `parent`; `source`: the checkpoint as the user named it."""
+        a child of the benchmark `parent`; `source`: the checkpoint as the user named it;
+        `measured_on`: the test set, its evaluation dataset input."""
         checkpoint = evaluated.checkpoint
         evaluation = evaluation_params(evaluated.config, evaluated.result, checkpoint,
                                        sha256_of(checkpoint) if checkpoint else None)
@@ -130,18 +141,27 @@ class Tracker:
                                  {Tag.KIND: Kind.BENCHMARK_RESULT, Tag.PARENT: parent,
                                   Tag.BENCHMARK: label, Tag.MODEL: result.model,
                                   Tag.TEST_SET: result.test_set})
+        self.store.log_datasets(run_id, evaluated_on(measured_on))
         self.store.log_metrics(run_id, result.metrics(), step=0)
         self.store.end(run_id, FINISHED)
         return run_id
 
     @contextlib.contextmanager
     def train_run(self, run):
-        """A run for a `TrainingRun`: yields `log(epoch_result)`; ends FINISHED/FAILED/KILLED."""
+        """A run for a `TrainingRun`: yields `log(epoch_result)`; ends FINISHED/FAILED/KILLED.
+        A resumed run continues the MLflow run of its run folder when this experiment has one
+        (so each epoch is logged once, under one run), else it starts a new one."""
         config = run.config
         params = training_params(config, run.train_split.dataset, run.image_size)
-        run_id = self.create_run(run.run_dir.name, params,
-                                 {Tag.KIND: Kind.TRAINING, Tag.RUN_DIR: str(run.run_dir)})
+        tags = {Tag.KIND: Kind.TRAINING, Tag.RUN_DIR: str(run.run_dir)}
+        run_id = self._continued_training(run, tags)
         history: list[dict] = []
+        if run_id is None:
+            run_id = self.create_run(run.run_dir.name, params, tags)
+        else:
+            self.store.log_params(run_id, params)  # the settings the first part had not set
+            history = [h for h in self.store.history(run_id) if h["epoch"] <= run.standing.epoch]
+        self._log_inputs(run_id, lambda: run_inputs(run.data))
 
         def log_epoch(epoch_result) -> None:
             metrics = epoch_result.metrics()
@@ -162,6 +182,28 @@ class Tracker:
             raise
         self._close_training(run_id, run, history, FINISHED)
 
+    def _continued_training(self, run, tags: dict) -> str | None:
+        """The run a resumed training run continues (the newest of its run folder), marked
+        RUNNING again; None for a new run or when its folder was never logged here."""
+        if run.resumed_from is None:
+            return None
+        run_id = self.find_run(**tags)
+        if run_id is not None:
+            self.store.start(run_id)
+            log.info(f"continuing MLflow run {run_id} of {run.run_dir}")
+        return run_id
+
+    def _log_inputs(self, run_id: str, inputs) -> None:
+        """Log the dataset inputs `inputs()` describes; a description that fails is a warning,
+        as a refused input is (see `Store.log_datasets`): a dataset never costs a run."""
+        try:
+            described = inputs()
+        except Exception as error:  # noqa: BLE001 - the run's results come first
+            log.warning(f"the datasets of MLflow run {run_id} were not described "
+                        f"({type(error).__name__}: {error})")
+            return
+        self.store.log_datasets(run_id, described)
+
     def _close_training(self, run_id: str, run, history: list[dict], status: str) -> None:
         """Log a training run's files and end it `status` (ended even when the files fail)."""
         try:
@@ -169,6 +211,18 @@ class Tracker:
                           history, run.config.arch, run.run_dir.name)
         finally:
             self.store.end(run_id, status)
+
+
+def run_inputs(data) -> list:
+    """The inputs of a training run of `data` (a `TrainingData`): its places or its training
+    split, and its validation split."""
+    training = data.places if data.places is not None else data.train_split
+    return training_inputs(training, data.val_split, data.train_split.split)
+
+
+def evaluated_on(measured_on: DataDescription | None) -> list:
+    """The inputs of a run measured on `measured_on` (none when it is not known)."""
+    return [] if measured_on is None else [(measured_on, Context.EVALUATION)]
 
 
 def log_run_files(store: Store, run_id: str, checkpoints: Path | None, centroids: Path | None,

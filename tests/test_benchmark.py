@@ -14,6 +14,7 @@ import torch
 import torchvision
 from cli_helpers import assert_user_error, run_main, tree
 from mlflow import MlflowClient
+from test_dataset_inputs import dataset_inputs
 from test_resnet_gem import cosplace_file
 
 from dashboards.cli import main as dashboards_main
@@ -131,6 +132,11 @@ def test_mlflow_holds_the_protocol_and_a_child_per_model_and_test_set(bench, ben
                 "image_width"} <= set(child.data.metrics)
         assert {"checkpoint", "checkpoint_sha256", "family", "arch", "aggregator", "test_set",
                 "data_root", "split"} <= set(child.data.params)
+    # each cell measured on its test set's test split; the parent lists both test sets
+    measured = {"synth": {("synth-test", "evaluation")},
+                "streets": {("streets-test", "evaluation")}}
+    assert all(dataset_inputs(c) == measured[c.data.tags["test_set"]] for c in children)
+    assert dataset_inputs(parent) == measured["synth"] | measured["streets"]
     gem = next(c for c in children if c.data.tags["model"] == "alexnet-gem")
     assert gem.data.params["aggregator"] == "gem"
     # the table itself, as a page and a picture in the parent's artifacts

@@ -216,18 +216,18 @@ def printed_link(lines: queue.Queue, experiment: str, seconds: float) -> str | N
 
 @pytest.fixture(scope="module")
 def ui(store, tmp_path_factory):
-    """`orchestrator ui` on the fake sweep's store, started once for this module: yields
-    (its port, the lines it prints as a queue)."""
+    """`orchestrator ui` on the fake sweep's store, started once for the module's UI tests
+    (starting it costs seconds): yields (its port, a queue of the lines it prints)."""
     Tracker(store["uri"], EXPERIMENT)  # the project's next write tags the store's experiment
-    with running_ui(store["uri"], tmp_path_factory.mktemp("ui"),
-                    stdout=subprocess.PIPE) as (server, port):
+    cwd = tmp_path_factory.mktemp("ui")
+    with running_ui(store["uri"], cwd, stdout=subprocess.PIPE) as (process, port):
         lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in server.stdout],
+        threading.Thread(target=lambda: [lines.put(x) for x in process.stdout],
                          daemon=True).start()
         yield port, lines
 
 
-def test_the_mlflow_ui_opens_on_the_sweeps_runs(store, browser, ui):
+def test_the_mlflow_ui_opens_on_the_sweeps_runs(store, ui, browser):
     """A person runs `orchestrator ui` and opens the address it prints for the experiment:
     the runs table with the sweep comes first, and opening the sweep lists its trials by name.
     (MLflow 3.17's UI opens its GenAI pages, 'No data available', on any address that does
@@ -265,6 +265,40 @@ def test_experiments_are_tagged_as_model_training(tmp_path):
     assert kinds == {"new": "custom_model_development", "old": "custom_model_development",
                      "chosen": "forecasting", "Default": None}
 
+
+# the text of the Dataset column's cell in the row of the run named arguments[0], once drawn
+# (and, when arguments[1] is given, once it holds that text)
+DATASET_CELL = """
+const header = [...document.querySelectorAll(".ag-header-cell")]
+  .find(cell => cell.textContent.trim() === "Dataset");
+const link = [...document.querySelectorAll(".ag-row a")]
+  .find(a => a.textContent.trim() === arguments[0]);
+if (!header || !link) return null;
+const row = link.closest(".ag-row").getAttribute("row-index");
+const cell = document.querySelector(
+  `.ag-row[row-index="${row}"] [col-id="${header.getAttribute("col-id")}"]`);
+const text = cell ? cell.innerText.trim() || "(empty)" : null;
+return text && (!arguments[1] || text.includes(arguments[1])) ? text : null;
+"""
+
+
+def test_the_runs_table_shows_a_runs_dataset(store, ui, synth_root, browser):
+    """The Dataset column of the runs table names what a run was measured on, where it showed
+    '-' before runs logged their datasets; a run that logged none still shows '-'."""
+    from vpr_core.data import open_split
+    from vpr_core.data.description import of_split
+    from vpr_tracking.names import Context
+
+    val = of_split(open_split(synth_root, "val"))
+    Tracker(store["uri"], EXPERIMENT).store.log_datasets(store["evaluation"],
+                                                         [(val, Context.EVALUATION)])
+    port, _ = ui
+    browser.open(f"http://127.0.0.1:{port}/#/experiments/{store['experiment_id']}/runs")
+    shown = browser.wait_for(DATASET_CELL, "eval-vgg16-synth-val", val.name)
+    seen = shown or browser.run(DATASET_CELL, "eval-vgg16-synth-val")
+    sweep, page = browser.run(DATASET_CELL, SWEEP), browser.text()[:1500]
+    assert shown, f"the evaluation's Dataset cell showed {seen!r}; the page: {page}"
+    assert sweep == "-", f"the sweep's Dataset cell showed {sweep!r}"
 
 
 REGISTERED_MODEL_AS_SEEN = """

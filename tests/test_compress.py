@@ -8,6 +8,7 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, run_main, tree
 from mlflow import MlflowClient
+from test_dataset_inputs import dataset_inputs
 
 from vpr_core.compression.pca import fit
 from vpr_core.models.checkpoints import checkpoint_file
@@ -192,6 +193,7 @@ def test_the_mlflow_study_and_its_report(trained, tmp_path, capsys, monkeypatch)
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert expected <= set(run.data.metrics), run.data.tags["variant"]
         assert run.info.status == "FINISHED"
+        assert dataset_inputs(run) == {("synth-val", "evaluation")}  # what both measured
     from dashboards.cli import main as dashboards_main
 
     done = run_main(["compress-report", "--tracking-uri", uri, "--study", "s1", "--out",

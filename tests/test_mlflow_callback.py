@@ -18,8 +18,10 @@ from orchestrator import mlflow_callback, sweep
 from orchestrator.mlflow_callback import MlflowTrialLogger
 from orchestrator.sweep_cli import check_outcome
 from orchestrator.tracking import Tracker
+from vpr_core.data.description import DataDescription
 from vpr_core.errors import CommandFailed, exit_status
-from vpr_tracking.names import Kind, Tag
+from vpr_tracking.datasets import measured_on
+from vpr_tracking.names import Context, Kind, Tag
 
 
 class Outage:
@@ -151,3 +153,27 @@ def test_a_completed_trial_is_not_killed_when_its_end_was_lost(sweep_at, monkeyp
     assert at.client.get_run(at.parent).info.status == "FINISHED"
     with pytest.raises(CommandFailed, match="not logged: trial done_00000: epoch 2 metrics"):
         check_outcome(result)  # exit status 1
+
+
+def test_a_trial_started_while_the_store_is_away_gets_its_datasets_once_back(sweep_at,
+                                                                             capsys):
+    """Its run is made but its inputs are refused: the start is kept and logged again with the
+    trial's next event, on the same run."""
+    at = sweep_at
+    measured = DataDescription("synth", "val", "pittsburgh", {"database": 24, "queries": 24},
+                               "0123456789abcdef", "/data/synth")
+    trained = DataDescription("synth", "train", "pittsburgh", {"database": 24, "queries": 24},
+                              "fedcba9876543210", "/data/synth")
+    at.logger.inputs = [(trained, Context.TRAINING), (measured, Context.VALIDATION)]
+    late = trial("late_00002", "alexnet")
+    at.outage.failing = lambda name: name == "log_inputs"
+    at.logger.on_trial_start(0, [late], late)
+    assert "out of reach" in capsys.readouterr().err and late.trial_id not in at.logger.run_ids
+    at.outage.failing = lambda name: False
+    at.logger.on_trial_result(1, [late], late, result(1, 0.5))
+    runs = at.client.search_runs([at.tracker.experiment_id],
+                                 f"tags.{Tag.TRIAL_ID} = '{late.trial_id}'")
+    assert [run.info.run_id for run in runs] == [at.logger.run_ids[late.trial_id]]
+    assert measured_on(at.tracker.store, runs[0].info.run_id) == ("synth-val", "val",
+                                                                  "0123456789abcdef")
+    assert run_of(at, late) == ("RUNNING", [1])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import cli_env, run_cli
+from mlflow import MlflowClient
 from PIL import Image
 
 from vpr_core.config import TrainConfig
@@ -266,7 +267,8 @@ def test_a_place_loss_needs_place_data(synth_root, tmp_path):
 def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
     """`train` on generated GSV-Cities data, killed (SIGKILL) once epoch 1 is written, then
     `train --resume`: epoch 2 trains on the same batches at the same learning rates as in a
-    run never interrupted (its loss and recalls equal), and the run holds each epoch once."""
+    run never interrupted (its loss and recalls equal), and the run holds each epoch once:
+    in its checkpoint and in MLflow, where the resumed command continues the killed run."""
     gsv, pitts = tmp_path / "gsv", tmp_path / "pitts"
     assert run_cli("synth", "--out", gsv, "--layout", "gsv-cities", "--places", 12,
                    "--quiet", cwd=tmp_path).returncode == 0
@@ -282,10 +284,12 @@ def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
 
     killed = tmp_path / "killed"
     log_path = tmp_path / "killed.log"
+    tracking = ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--experiment", "places"]
     with open(log_path, "w") as log:
         driver = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "train", *map(str, flags), "--run-dir",
-             str(killed)], cwd=tmp_path, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
+             str(killed), *tracking], cwd=tmp_path, env=cli_env(), stdout=log,
+            stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline and driver.poll() is None \
             and "epoch 1/2" not in log_path.read_text():
@@ -294,7 +298,7 @@ def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
     driver.wait()
     assert "epoch 1/2" in log_path.read_text(), log_path.read_text()[-2000:]
     resumed = run_cli("train", "--resume", killed, "--epochs", 2, "--json", "resumed.json",
-                      "--quiet", cwd=tmp_path)
+                      "--quiet", *tracking, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     whole_epochs = json.loads((tmp_path / "whole.json").read_text())["epochs"]
@@ -305,3 +309,12 @@ def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
     checkpoint = load_checkpoint(killed / "checkpoints" / "checkpoint.pth.tar")
     assert checkpoint["epoch"] == 2
     assert checkpoint["schedule"]["step"] == 2 * resumed_epochs[0]["batches"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    runs = client.search_runs([client.get_experiment_by_name("places").experiment_id])
+    assert len(runs) == 1  # the resumed command continued the killed run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "recall_at_5")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert [m.value for m in history if m.step == 2] == \
+        pytest.approx([resumed_epochs[0]["recall@5"]])

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from sampling_helpers import sampled_points
+from test_dataset_inputs import dataset_inputs
 
 from orchestrator.spec import EXPERIMENTS_DIR, load_spec, spec_from_dict
 from orchestrator.sweep import first_points
@@ -210,3 +211,13 @@ def test_a_sweep_of_place_losses_on_gsv_cities(ray_session, synth_root, tmp_path
         assert not any(k.startswith((other, "contrastive_", "pair_")) for k in params), params
         assert "margin" not in params and params["places_per_batch"] == "8"
         assert params["val_root"] == str(synth_root) and params["optim"] == "ADAMW"
+    # every run trained on the places and measured its recalls on the --val-root split
+    inputs = {("gsv-cities-train", "training"), ("synth-val", "validation")}
+    assert dataset_inputs(parent) == inputs
+    assert all(dataset_inputs(client.get_run(row.run_id)) == inputs for row in result.rows)
+    from vpr_tracking.store import store_at
+
+    logged = store_at(spec.tracking_uri).datasets(parent.info.run_id)
+    places = next(d for d, context in logged if context == "training")
+    assert places.layout == "gsv-cities" and places.source == str(gsv)
+    assert places.counts == {"cities": 2, "places": 32, "images": 128}  # 16 in each city

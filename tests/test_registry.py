@@ -217,3 +217,28 @@ def test_a_bad_register_flag_fails_before_the_sweep_starts(flags, words, tmp_pat
                     tmp_path)
     assert_user_error(done, *words)
     assert sorted(tmp_path.iterdir()) == []  # no Ray, no store, no synthetic data
+
+
+def test_the_split_is_read_from_dataset_inputs_and_other_files_do_not_compare(registry):
+    """Runs that logged their validation split as a dataset input: the version is tagged with
+    it (digest included); a higher recall on a split of the same name but other files does
+    not take the alias."""
+    from vpr_core.data.description import DataDescription
+    from vpr_tracking.names import Context
+
+    store, trained = registry["store"], registry["trained"]
+
+    def on_files(recall5: float, digest: str) -> str:
+        run_id = trained(recall5)
+        val = DataDescription("pitts", "val", "pittsburgh", {"database": 9, "queries": 3},
+                              digest, "/data/pitts")
+        store.log_datasets(run_id, [(val, Context.VALIDATION)])
+        return run_id
+
+    first = register_run(store, "inputs", on_files(0.5, "a" * 16))
+    tags = store.client.get_model_version("inputs", first.version).tags
+    assert (tags["dataset"], tags["split"], tags["dataset_digest"]) == ("pitts", "val", "a" * 16)
+    other = register_run(store, "inputs", on_files(0.9, "b" * 16))
+    assert (other.moved, other.champion) == (False, first.version)
+    assert "pitts/val (files aaaaaaaa), this version on pitts/val (files bbbbbbbb)" in \
+        other.reason

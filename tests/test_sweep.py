@@ -17,6 +17,7 @@ import yaml
 from cli_helpers import REPO, run_cli
 from conftest import TINY_SPEC
 from mlflow import MlflowClient
+from test_dataset_inputs import dataset_inputs
 
 from orchestrator import mlflow_callback
 from orchestrator.spec import spec_from_dict
@@ -78,6 +79,11 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     parent = parents[0]
     children = children_of(client, experiment.experiment_id, parent.info.run_id)
     assert len(children) == 3 and len(runs) == 4
+    # the sweep and every trial trained on synth's train split and measured recalls on val
+    datasets = {("synth-train", "training"), ("synth-val", "validation")}
+    assert all(dataset_inputs(run) == datasets for run in runs)
+    assert len(client.search_runs([experiment.experiment_id],
+                                  "dataset.name = 'synth-val'")) == 4
     assert {c.data.params["arch"] for c in children} == {"alexnet", "vgg16"}
     assert all(r.info.status in ("FINISHED", "FAILED", "KILLED") for r in runs)
     assert {k: v for k, v in parent.data.params.items() if k.endswith("_only_with")} == {

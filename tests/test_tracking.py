@@ -11,6 +11,7 @@ import yaml
 from cli_helpers import run_main
 from mlflow import MlflowClient
 from test_checkpoints import released_vgg16_checkpoint, save_like_2018
+from test_dataset_inputs import dataset_inputs
 
 from vpr_core.errors import UserError
 from vpr_core.models.place_model import build_model
@@ -66,6 +67,7 @@ def test_train_with_tracking_logs_a_finished_run(synth_root, tmp_path, capsys, m
     assert artifacts(client, run.info.run_id) == [
         "centroids/alexnet_synth_4_desc_cen.hdf5", "checkpoints/model_best.pth.tar",
         "config/flags.json", "plots/recall_curve.png"]
+    assert dataset_inputs(run) == {("synth-train", "training"), ("synth-val", "validation")}
 
 
 def test_the_released_checkpoint_evaluates_as_an_experiment(synth_root, tmp_path, capsys,
@@ -97,6 +99,7 @@ def test_the_released_checkpoint_evaluates_as_an_experiment(synth_root, tmp_path
     result = json.loads(Path(tmp_path / "e.json").read_text())
     assert metrics["recall_at_5"] == pytest.approx(result["recall@5"])
     assert run.info.status == "FINISHED"
+    assert dataset_inputs(run) == {("synth-val", "evaluation")}
 
 
 def test_a_handwritten_release_evaluates_from_the_command_line(synth_root, tmp_path, capsys,
@@ -181,7 +184,7 @@ def test_a_training_error_is_not_replaced_by_a_store_failure(tmp_path, capsys, m
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "diverged")
     run = SimpleNamespace(config=TrainConfig(data_root=tmp_path, arch="alexnet"),
                           train_split=SimpleNamespace(dataset="synth"), image_size=(48, 64),
-                          run_dir=tmp_path / "run", centroids_path=None,
+                          run_dir=tmp_path / "run", centroids_path=None, resumed_from=None,
                           folder=SimpleNamespace(checkpoints=tmp_path / "run" / "checkpoints"))
 
     def refused(*args, **kwargs):

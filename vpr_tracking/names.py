@@ -55,6 +55,17 @@ class Tag:
     REGISTERED_MODEL = "registered_model"  # a sweep's: models:/NAME/VERSION of its best trial
 
 
+class Context:
+    """What a run did with a dataset input: the value of its input tag `DATASET_CONTEXT`."""
+
+    TRAINING = "training"  # the images it trained on
+    VALIDATION = "validation"  # the split its per-epoch recalls were measured on
+    EVALUATION = "evaluation"  # the split its recalls were measured on (eval, benchmark, ...)
+
+
+MEASURED_CONTEXTS = (Context.VALIDATION, Context.EVALUATION)  # where a run's recalls come from
+DATASET_CONTEXT = "mlflow.data.context"  # MLflow's own input tag: what the UI and filters read
+
 # MLflow's words for an experiment of trained models (not GenAI traces)
 MODEL_EXPERIMENT = "custom_model_development"
 # a run's status when it ends; RUNNING is never left behind
@@ -94,6 +105,7 @@ class VersionTag:
     DATASET = "dataset"  # what the recalls were measured on
     SPLIT = "split"
     DATA_ROOT = "data_root"
+    DATASET_DIGEST = "dataset_digest"  # of the split's file list, when the run logged it
     ARCH = "arch"
     AGGREGATOR = "aggregator"
     DIM = "descriptor_dim"

@@ -89,7 +89,8 @@ def register_run(store: Store, name: str, run_id: str, metric: str = DEFAULT_MET
         tags = {VersionTag.METRIC: metric, **{metric_key(recall_name(n)): f"{r:.6f}"
                                               for n, r in recalls.items()},
                 VersionTag.DATASET: on.dataset, VersionTag.SPLIT: on.split,
-                VersionTag.DATA_ROOT: on.data_root, **model_tags,
+                VersionTag.DATA_ROOT: on.data_root, VersionTag.DATASET_DIGEST: on.digest,
+                **model_tags,
                 VersionTag.GIT_COMMIT: git_commit(), VersionTag.SOURCE_RUN: run_id,
                 VersionTag.SWEEP_RUN: sweep_run_id,
                 VersionTag.CHECKPOINT_SHA256: sha256_file(checkpoint)}
@@ -177,7 +178,8 @@ def champion_move(store: Store, name: str, version: str, on: MeasuredOn, metric:
                               f" on {on})"
     held = _version(store, name, holder)
     held_on = MeasuredOn(held.tags.get(VersionTag.DATASET, "?"),
-                         held.tags.get(VersionTag.SPLIT, "?"))
+                         held.tags.get(VersionTag.SPLIT, "?"),
+                         digest=held.tags.get(VersionTag.DATASET_DIGEST, ""))
     if not on.same_data(held_on):
         return holder, False, (f"{CHAMPION} stays on version {holder}: it was measured on "
                                f"{held_on}, this version on {on}; only a version measured on "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpr_core.errors import UserError
+from vpr_core.log import log
 
 from .names import (
     CURVE_METRICS,
@@ -300,6 +301,31 @@ class Store:
                  and math.isfinite(v)]
         if batch:
             self._call(f"run {run_id}", self.client.log_batch, run_id, metrics=batch)
+
+    def log_datasets(self, run_id: str, inputs: list) -> None:
+        """Log `inputs`, (`DataDescription`, context) pairs, as the run's dataset inputs (see
+        `datasets`); one already logged is not logged again. A dataset never costs a run its
+        results: a failure is a warning, except a store out of reach (which the next write
+        would meet anyway, and which a sweep's logger keeps to log again)."""
+        from .datasets import dataset_input, in_measured_order
+
+        try:
+            entities = [dataset_input(d, context) for d, context in in_measured_order(inputs)]
+            if entities:
+                self._call(f"run {run_id}", self.client.log_inputs, run_id, datasets=entities)
+        except StoreUnreachable:
+            raise
+        except Exception as error:  # noqa: BLE001 - the run's results come first
+            first = (str(error).splitlines() or [""])[0][:200]
+            log.warning(f"the datasets of MLflow run {run_id} were not logged "
+                        f"({type(error).__name__}: {first})")
+
+    def datasets(self, run_id: str) -> list:
+        """The run's dataset inputs as (`DataDescription`, context) pairs, in logged order."""
+        from .datasets import described
+
+        run = self._call(f"run {run_id}", self.client.get_run, run_id)
+        return [described(logged) for logged in run.inputs.dataset_inputs]
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         for key, value in tags.items():

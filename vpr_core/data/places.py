@@ -64,6 +64,12 @@ class PlaceSet:
     def num_places(self) -> int:
         return len(self.place_names)
 
+    @property
+    def cities(self) -> tuple[str, ...]:
+        """The cities of the places, in order of first appearance: both readers name a place
+        '<city>_...' (see `gsv_cities.read_places`, `msls.place_name`)."""
+        return tuple(dict.fromkeys(name.split("_", 1)[0] for name in self.place_names))
+
     def images_of(self, place: int) -> np.ndarray:
         """The indices into `paths` of the images of `place`, in file order."""
         return np.flatnonzero(self.place_of == place)

@@ -22,6 +22,7 @@ from ..compression.methods import label, method
 from ..compression.variants import compressed_checkpoint, descriptor_bytes, search_index
 from ..config import CompressConfig, format_image_size
 from ..data import open_split, resolve_image_size
+from ..data.description import DataDescription, of_split
 from ..data.image_feed import ImageFeed
 from ..errors import UserError
 from ..fileio import missing_ancestors, remove_created, write_atomic, write_json_atomic
@@ -43,20 +44,25 @@ class CompressResult:
     seconds: float
     # per fine-tuning epoch (0: before it): loss, Recall@N on validation, whether it was kept
     finetune: list = field(default_factory=list)
-    # what both were measured on: data_root, dataset, split, image_size (HxW or native)
-    measured_on: dict = field(default_factory=dict)
+    measured_on: DataDescription | None = None  # the split both were measured on
+    image_size: str = "native"  # HxW both were measured at ('native': the images' own)
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "run_dir": str(self.run_dir),
                 "checkpoint": str(self.checkpoint), "seconds": round(self.seconds, 1),
                 "original": self.original.to_dict(), "variant": self.variant.to_dict(),
-                "finetune": self.finetune, "measured_on": self.measured_on}
+                "finetune": self.finetune,
+                "measured_on": self.measured_on.to_dict() if self.measured_on else None,
+                "image_size": self.image_size}
 
     @classmethod
     def from_dict(cls, data: dict) -> CompressResult:
+        measured = data.get("measured_on")
         return cls(Path(data["source"]), Path(data["run_dir"]), Path(data["checkpoint"]),
                    Figures.from_dict(data["original"]), Figures.from_dict(data["variant"]),
-                   data["seconds"], data.get("finetune", []), data.get("measured_on", {}))
+                   data["seconds"], data.get("finetune", []),
+                   DataDescription.from_dict(measured) if measured else None,
+                   data.get("image_size", "native"))
 
 
 def run(config: CompressConfig) -> CompressResult:
@@ -98,10 +104,8 @@ def run(config: CompressConfig) -> CompressResult:
         raise
     figures = _measure_both(config, original, checkpoint, variant, saved, split, image_size,
                             device, settings, extra)
-    measured_on = {"data_root": str(config.data_root), "dataset": split.dataset,
-                   "split": config.split, "image_size": format_image_size(image_size)}
     return CompressResult(source, run_dir, path, *figures, time.perf_counter() - started,
-                          history, measured_on)
+                          history, of_split(split), format_image_size(image_size))
 
 
 def _measure_both(config, original, checkpoint, variant, saved, split, image_size, device,

@@ -11,7 +11,7 @@ import numpy as np
 from ..compression.variants import cpu_only, descriptor_bytes, search_index
 from ..config import EvalConfig
 from ..config.aggregator import with_model
-from ..data import open_split, resolve_image_size
+from ..data import Split, open_split, resolve_image_size
 from ..data.image_feed import ImageFeed
 from ..evaluation.recall import EvalResult, evaluate
 from ..fileio import write_atomic, write_json_atomic
@@ -28,13 +28,15 @@ log = logging.getLogger(__name__)
 class Evaluated:
     """An evaluation's result, the config as it ran (the checkpoint's model settings, the
     device and precision it ran with), the checkpoint file (None: the untrained model), the
-    (H, W) images were brought to and the bytes of one database descriptor."""
+    (H, W) images were brought to, the bytes of one database descriptor and the split it
+    was measured on."""
 
     result: EvalResult
     config: EvalConfig
     checkpoint: Path | None
     image_size: tuple[int, int] | None = None
     descriptor_bytes: float | None = None
+    split: Split | None = None
 
 
 def run(config: EvalConfig) -> Evaluated:
@@ -66,7 +68,8 @@ def run(config: EvalConfig) -> Evaluated:
                       show_progress=config.show_progress, index=index)
     if config.save_descriptors is not None:
         save_descriptors(config.save_descriptors, result, split)
-    return Evaluated(result, config, path, image_size, descriptor_bytes(model, checkpoint))
+    return Evaluated(result, config, path, image_size, descriptor_bytes(model, checkpoint),
+                     split)
 
 
 def open_test_split(config: EvalConfig):
