@@ -18,6 +18,7 @@ import numpy as np
 from vpr_core.config.common import CommonConfig, ckpt_setting, split_setting
 from vpr_core.errors import UserError
 from vpr_core.settings import check, redeclared, setting
+from vpr_tracking.names import MODELS_SCHEME
 
 from .style import NEGATIVE_COLOUR, POSITIVE_COLOUR
 
@@ -45,8 +46,8 @@ class RetrievalSettings:
     `image_size` default to the run's own (flags.json or the MLflow params)."""
 
     out: Path = setting(None, "PNG to write", metavar="FILE.png", group=OUTPUT)
-    resume: Path | None = setting(None, "checkpoint file or run folder", group=SOURCE,
-                                  metavar="FILE|RUN_DIR")
+    resume: Path | None = setting(None, "checkpoint file, run folder or registered model",
+                                  group=SOURCE, metavar="FILE|RUN_DIR|models:/NAME@ALIAS")
     ckpt: str = ckpt_setting()
     run_id: str | None = setting(None, "an MLflow run's best checkpoint", flag="--run",
                                  metavar="RUN_ID", group=SOURCE)
@@ -177,6 +178,8 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
     downloads, so a mistake found later has not cost a download."""
     from vpr_core.models.checkpoints import checkpoint_file, read_flags
 
+    if str(settings.resume).startswith(MODELS_SCHEME):
+        return _registered_source(settings)
     if settings.resume is not None:
         path = checkpoint_file(Path(settings.resume).expanduser().absolute(), settings.ckpt)
         return str(path), read_flags(path), lambda scratch: path
@@ -185,6 +188,20 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
 
     found = run_checkpoint(as_store(settings.tracking_uri), settings.run_id)
     return found.source, dict(found.run.params), found.fetch
+
+
+def _registered_source(settings: RetrievalSettings) -> tuple[str, dict, Callable]:
+    """`_checkpoint_source` of a registered model (`--resume models:/NAME@ALIAS`): the data
+    defaults from the version's tags, the files downloaded by `fetch`."""
+    from vpr_tracking.model_refs import model_checkpoint, registered_version
+    from vpr_tracking.names import VersionTag
+
+    reference = str(settings.resume)
+    tags = registered_version(settings.tracking_uri, reference).tags
+    defaults = {"data_root": tags.get(VersionTag.DATA_ROOT),
+                "dataset": tags.get(VersionTag.DATASET),
+                "image_size": tags.get(VersionTag.IMAGE_SIZE)}
+    return reference, defaults, lambda scratch: model_checkpoint(reference, settings.tracking_uri)
 
 
 def _split(settings: RetrievalSettings, defaults: dict):

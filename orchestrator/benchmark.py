@@ -132,14 +132,20 @@ def _locate(given: str, ckpt: str, runs_store: Callable, scratch: Path
             ) -> tuple[str, Path, str | None]:
     """(the checkpoint as logged, the local file, the MLflow run's name or None)."""
     from vpr_core.models.checkpoints import checkpoint_file
+    from vpr_tracking.names import MODELS_SCHEME
     from vpr_tracking.run_checkpoint import run_checkpoint, run_reference
 
+    if given.startswith(MODELS_SCHEME):  # a registered model, labelled NAME@ALIAS or NAME/N
+        from vpr_tracking.model_refs import model_checkpoint
+
+        return given, model_checkpoint(given, runs_store()), given[len(MODELS_SCHEME):]
     path = Path(given).expanduser().absolute()
     reference = None if path.exists() else run_reference(given)
     if reference is None:
         if not path.exists():
             raise UserError(f"--resume {given} does not exist; pass a checkpoint file, a run "
-                            f"folder or an MLflow run (runs:/RUN_ID)")
+                            f"folder, an MLflow run (runs:/RUN_ID) or a registered model "
+                            f"(models:/NAME@ALIAS)")
         found = checkpoint_file(path, ckpt)
         return str(found), found, None
     found = run_checkpoint(runs_store(), *reference)

@@ -9,6 +9,7 @@ readable result and, with `--json FILE`, writes it as JSON. A user's mistake is 
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +70,10 @@ def _add_extras(parsers: dict) -> None:
     arguments.group_of(parsers["compress"], "tracking").add_argument(
         "--study", metavar="NAME",
         help="MLflow: the study (parent run) the variant joins (default compress-<source run>)")
+    arguments.group_of(parsers["compress"], "tracking").add_argument(
+        "--register", metavar="NAME",
+        help="MLflow: register the variant as a new version of this model in the Model "
+             "Registry (logs the variant to --tracking-uri)")
 
 
 def translate_mode(argv: list[str]) -> list[str]:
@@ -136,6 +141,7 @@ def mined(result) -> str:
 def run_train(args) -> None:
     from vpr_core.stages.train import training_run
 
+    args = local_resume(args)
     resume = getattr(args, "resume", None)
     flags = _run_flags(args) if resume else {}
     fixed = {}
@@ -168,6 +174,7 @@ def run_train(args) -> None:
 def run_eval(args) -> None:
     from .evaluate import evaluate_and_track
 
+    args = local_resume(args)
     flags = _run_flags(args) if getattr(args, "resume", None) else {}
     payload, lines = evaluate_and_track(make_config(EvalConfig, args, flags),
                                         _tracking_uri(args), args.experiment)
@@ -178,18 +185,47 @@ def run_compress(args) -> None:
     from vpr_core.compression.measure import figures_table
     from vpr_core.stages import compress
 
+    args = local_resume(args)
     config = make_config(CompressConfig, args, _run_flags(args))
-    uri = _tracking_uri(args)
+    uri = _tracking_uri(args, wanted=args.register is not None)
+    if args.register is not None:
+        from vpr_tracking.registry import check_name
+
+        check_name(args.register)
     result = compress.run(config)
     payload = result.to_dict()
     tracker = _tracker(args, uri)
+    lines = []
     if tracker:
         study = args.study or f"compress-{Path(result.source).parent.parent.name}"
         payload["mlflow_study"], payload["mlflow_run_id"] = \
             tracker.log_compression(study, result)
+    if args.register is not None:
+        from .registering import register_safely, registration_line
+
+        payload["registration"] = register_safely(
+            tracker, args.register, payload["mlflow_run_id"], f"the {result.variant.label} "
+            f"variant", checkpoint=result.checkpoint)
+        lines.append(registration_line(payload["registration"]))
     emit(args, payload, [f"{result.variant.label} of {result.source} on {config.split}: "
                          f"{result.run_dir}",
-                         *figures_table([result.original, result.variant])])
+                         *figures_table([result.original, result.variant]), *lines])
+
+
+def local_resume(args):
+    """`args`, with a `--resume models:/NAME/VERSION` or `models:/NAME@ALIAS` replaced by the
+    registered checkpoint's local file (flags.json beside it: its run's settings are restored
+    as for a run folder), downloaded from the store of `--tracking-uri` into ./cache/models."""
+    from vpr_tracking.names import MODELS_SCHEME
+
+    resume = getattr(args, "resume", None)
+    if resume is None or not str(resume).startswith(MODELS_SCHEME):
+        return args
+    from vpr_tracking.model_refs import model_checkpoint
+
+    local = copy.copy(args)
+    local.resume = model_checkpoint(str(resume), getattr(args, "tracking_uri", None))
+    return local
 
 
 def run_export(args) -> None:
@@ -223,9 +259,11 @@ def _run_flags(args, resume: Path | None = None) -> dict:
     return read_flags(checkpoint_file(resume or Path(args.resume).absolute(), ckpt))
 
 
-def _tracking_uri(args) -> str | None:
-    """The checked tracking URI when the user asked for tracking (nothing is created yet)."""
-    if getattr(args, "tracking_uri", None) is None and getattr(args, "experiment", None) is None:
+def _tracking_uri(args, wanted: bool = False) -> str | None:
+    """The checked tracking URI when the user asked for tracking, or when `wanted` (a
+    registration); nothing is created yet."""
+    if getattr(args, "tracking_uri", None) is None and \
+            getattr(args, "experiment", None) is None and not wanted:
         return None
     from vpr_tracking.uri import check_tracking_uri
 

@@ -78,6 +78,7 @@ class SweepResult:
     concurrency: int = 1
     interrupted: bool = False
     unlogged: list = field(default_factory=list)  # what MLflow did not take, per trial
+    registration: dict | None = None  # the best trial's model version (`sweep_registry`)
 
     @property
     def best(self) -> TrialRow | None:
@@ -98,16 +99,19 @@ class SweepResult:
                 "per_trial_overhead_seconds": round((trial_seconds - training)
                                                     / max(1, len(self.rows)), 1),
                 "best": best.to_dict() if best else None,
+                "registration": self.registration,
                 "trials": [r.to_dict() for r in self.rows],
                 "mlflow_ui": ui_command(self.tracking_uri)}
 
 
 def run_sweep(spec: SweepSpec, *, restore: bool = False, ray_address: str | None = None,
               storage: str | None = None, name: str | None = None,
-              num_cpus: int | None = None, callbacks: list | None = None) -> SweepResult:
+              num_cpus: int | None = None, callbacks: list | None = None,
+              register: str | None = None) -> SweepResult:
     """Run the sweep described by `spec`, or with `restore` continue the interrupted one
     (`name`, default the latest of the spec); returns the trials as MLflow holds them.
-    `callbacks` are extra Tune callbacks."""
+    `callbacks` are extra Tune callbacks; `register`: the registered model the best trial's
+    model becomes a version of (None: not registered)."""
     from . import ray_cluster
 
     started = time.perf_counter()
@@ -128,6 +132,10 @@ def run_sweep(spec: SweepSpec, *, restore: bool = False, ray_address: str | None
     finally:
         result = finish(tracker, parent, plan, interrupted, concurrency,
                         time.perf_counter() - started)
+    if register is not None:
+        from .registering import register_best
+
+        result.registration = register_best(tracker, result, register)
     return result
 
 

@@ -45,6 +45,12 @@ class SweepRun:
     ray_address: str | None = setting(None, "join an existing Ray cluster",
                                       metavar="HOST:PORT", group=RUN, kinds=RAY,
                                       shown_default="a local Ray")
+    register: str | None = setting(None, "register the best trial's model as a new version "
+                                   "of this model in MLflow's Model Registry",
+                                   metavar="NAME", group=RUN, kinds=(SWEEP,),
+                                   shown_default="the experiment's name")
+    no_register: bool = setting(False, "do not register the best trial's model", parse=bool,
+                                group=RUN, kinds=(SWEEP,))
     quiet: bool = setting(False, "only warnings, errors and the result (no per-epoch lines)",
                           parse=bool, group=RUN)
 
@@ -148,13 +154,14 @@ def run(args) -> None:
         return run_evaluation(spec, args)
     if spec.kind == COMPRESSION:
         return run_compression_study(spec, args)
+    from .registering import registration_line
     from .sweep import format_table, run_sweep, unlogged_message
 
     try:
         result = run_sweep(spec, restore=getattr(args, "resume", False),
                            ray_address=getattr(args, "ray_address", None),
                            storage=getattr(args, "storage", None),
-                           name=getattr(args, "name", None))
+                           name=getattr(args, "name", None), register=registered_name(spec, args))
     finally:
         from . import ray_cluster
 
@@ -165,6 +172,9 @@ def run(args) -> None:
     if best is not None:
         recalls = "  ".join(f"R@{n} {best.recalls[n]:.4f}" for n in sorted(best.recalls))
         lines.append(f"best: {best.label}  {recalls}  (trial {best.trial_id})")
+    registered = registration_line(result.registration)
+    if registered:
+        lines.append(registered)
     lines.append(f"wall time {result.wall_seconds:.0f} s; trials trained for "
                  f"{summary['trials_training_seconds']:.0f} s in all, "
                  f"{summary['per_trial_overhead_seconds']:.0f} s overhead per trial")
@@ -180,6 +190,24 @@ def run(args) -> None:
             log.warning(unlogged_message(result.tracking_uri, result.unlogged))
         raise KeyboardInterrupt  # exit status 130, as for any interrupted command
     check_outcome(result)
+
+
+def registered_name(spec: SweepSpec, args) -> str | None:
+    """The registered model of the sweep's best trial: --register NAME, by default the
+    experiment's name; None with --no-register."""
+    if getattr(args, "no_register", False):
+        if getattr(args, "register", None):
+            raise UserError("--register and --no-register contradict each other; pass one")
+        return None
+    from vpr_tracking.registry import NAME
+
+    given = getattr(args, "register", None)
+    if given is None and not NAME.fullmatch(spec.experiment_name):
+        raise UserError(f"the experiment name {spec.experiment_name!r} cannot name a "
+                        f"registered model; pass --register NAME or --no-register")
+    from vpr_tracking.registry import check_name
+
+    return check_name(given or spec.experiment_name)
 
 
 def check_outcome(result) -> None:

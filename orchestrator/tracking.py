@@ -87,11 +87,12 @@ class Tracker:
         tags = {Tag.KIND: Kind.COMPRESSION_VARIANT, Tag.STUDY: study, Tag.PARENT: parent}
         original = dict(tags, **{Tag.VARIANT: ORIGINAL_VARIANT})
         inputs = evaluated_on(result.measured_on)
+        measured = dict(source, image_size=result.image_size)  # a registered variant's input
         if self.find_run(**{k: v for k, v in original.items() if k != Tag.PARENT}) is None:
-            self._log_variant(result.original, original, source, None, inputs)
+            self._log_variant(result.original, original, measured, None, inputs)
         variant = self._log_variant(result.variant, dict(tags, **{Tag.VARIANT:
                                                                   result.variant.label}),
-                                    dict(source, run_dir=str(result.run_dir)),
+                                    dict(measured, run_dir=str(result.run_dir)),
                                     result.checkpoint.parent / FLAGS_FILE, inputs)
         self.store.end(parent, FINISHED)
         return parent, variant

@@ -299,3 +299,29 @@ def test_the_runs_table_shows_a_runs_dataset(store, ui, synth_root, browser):
     sweep, page = browser.run(DATASET_CELL, SWEEP), browser.text()[:1500]
     assert shown, f"the evaluation's Dataset cell showed {seen!r}; the page: {page}"
     assert sweep == "-", f"the sweep's Dataset cell showed {sweep!r}"
+
+
+REGISTERED_MODEL_AS_SEEN = """
+const text = document.body ? document.body.innerText : "";
+return text.includes("Version 1") && text.includes("champion") ? text : null;
+"""
+
+
+def test_the_mlflow_ui_shows_the_registered_model_its_version_and_alias(store, checkpoint,
+                                                                       browser, ui):
+    """The best trial of the fake sweep registered as a sweep registers it (its checkpoint:
+    the fake one): the registered model's page, on the UI already running, lists version 1
+    with the `champion` alias."""
+    from vpr_tracking.registry import register_run
+    from vpr_tracking.store import store_at
+
+    best = store["trials"][TRIALS[0].trial_id]
+    registration = register_run(store_at(store["uri"]), "places", best, checkpoint=checkpoint,
+                                sweep_run_id=store["parent"])
+    assert (registration.version, registration.moved) == ("1", True)
+    port, _ = ui
+    browser.open(f"http://127.0.0.1:{port}/#/models/places")
+    seen = browser.wait_for(REGISTERED_MODEL_AS_SEEN, seconds=60)
+    page = browser.text()[:1500]
+    assert seen, f"the registered model's page never showed version 1 and champion: {page}"
+    assert "places" in seen

@@ -64,7 +64,7 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     take = mlflow_callback.take_trial_logger
     monkeypatch.setattr(mlflow_callback, "take_trial_logger",
                         lambda parent: handed.append(take(parent)) or handed[-1])
-    result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
+    result = run_sweep(spec, storage=str(tmp_path / "ray_results"), register="places")
     assert not result.interrupted and len(result.rows) == 3
     # the end of the sweep knows which trials Tune ended, and nothing went unlogged
     assert len(handed) == 1 and handed[0] is not None
@@ -119,6 +119,30 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     report = artifact_paths(client, parent.info.run_id)
     assert "report/index.html" in report and "sweep/trials.json" in report
     assert any(p.startswith("report/") and p.endswith(".png") for p in report)
+    assert_the_best_trial_is_registered(client, result, parent)
+
+
+def assert_the_best_trial_is_registered(client, result, parent):
+    """One version of the best trial's model holds the alias; a worse (or equal) trial of
+    the same data registered after it adds a version and leaves the alias."""
+    from vpr_tracking.registry import register_run
+    from vpr_tracking.store import store_at
+
+    registration = result.registration
+    assert registration["version"] == "1" and registration["champion_moved"], registration
+    assert parent.data.tags["registered_model"] == "models:/places/1"
+    version = client.get_model_version("places", "1")
+    best = result.best
+    assert version.run_id == best.run_id and version.tags["source_run_id"] == best.run_id
+    assert version.tags["sweep_run_id"] == parent.info.run_id
+    assert float(version.tags["recall_at_5"]) == round(best.recalls[5], 6)
+    assert (version.tags["dataset"], version.tags["split"], version.tags["arch"]) == \
+        ("synth", "val", best.arch)
+    assert int(version.tags["descriptor_dim"]) > 0 and version.tags["git_commit"]
+    assert str(client.get_registered_model("places").aliases["champion"]) == "1"
+    worst = min(result.rows, key=lambda row: row.recalls.get(5, 0.0))
+    again = register_run(store_at(result.tracking_uri), "places", worst.run_id)
+    assert (again.version, again.champion, again.moved) == ("2", "1", False), again
 
 
 def write_tiny_spec(folder: Path, **changes) -> Path:
@@ -194,6 +218,11 @@ def test_a_killed_then_interrupted_sweep_resumes_without_duplicate_runs(tmp_path
     assert "sweep tiny-" not in done.stdout
     summary = json.loads((tmp_path / "resumed.json").read_text())
     assert summary["name"].startswith("tiny-") and not summary["interrupted"]
+    # registered by default, as a version of the experiment's name, said in the summary
+    registration = summary["registration"]
+    assert registration["uri"] == "models:/netvlad-tiny/1" and registration["champion_moved"]
+    assert registration["tags"]["source_run_id"] == summary["best"]["mlflow_run_id"]
+    assert "registered models:/netvlad-tiny/1; champion -> version 1" in done.stdout
     parent = summary["parent_run_id"]
     children = children_of(client, experiment.experiment_id, parent)
     trial_ids = [c.data.tags["trial_id"] for c in children]

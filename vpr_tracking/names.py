@@ -52,6 +52,7 @@ class Tag:
     BENCHMARK = "benchmark"  # the benchmark's name, on its parent and its results
     MODEL = "model"  # a benchmark result's row: the model's label
     TEST_SET = "test_set"  # a benchmark result's column: the test set's label
+    REGISTERED_MODEL = "registered_model"  # a sweep's: models:/NAME/VERSION of its best trial
 
 
 class Context:
@@ -89,3 +90,27 @@ EPOCH_METRICS = RECALL_NAMES + ("loss", "triplets", "negatives", "batches", "ski
                                 "lr", "epoch_seconds", "caches_republished")
 # what the dashboards draw of a run's history
 CURVE_METRICS = RECALL_NAMES + ("loss", "epoch_seconds")
+
+
+# ---- the Model Registry ------------------------------------------------------------------
+MODELS_SCHEME = "models:/"  # models:/NAME/VERSION, models:/NAME@ALIAS
+CHAMPION = "champion"  # the alias of a registered model's best version (see `registry`)
+MODEL_ARTIFACTS = "artifacts"  # the pyfunc model's folder of its checkpoint and flags.json
+
+
+class VersionTag:
+    """Tags of a registered model version (its recalls are tagged `recall@N`)."""
+
+    METRIC = "metric"  # the recall the champion alias compares, e.g. recall@5
+    DATASET = "dataset"  # what the recalls were measured on
+    SPLIT = "split"
+    DATA_ROOT = "data_root"
+    DATASET_DIGEST = "dataset_digest"  # of the split's file list, when the run logged it
+    ARCH = "arch"
+    AGGREGATOR = "aggregator"
+    DIM = "descriptor_dim"
+    IMAGE_SIZE = "image_size"  # HxW of the input example and the signature
+    GIT_COMMIT = "git_commit"
+    SOURCE_RUN = "source_run_id"
+    SWEEP_RUN = "sweep_run_id"
+    CHECKPOINT_SHA256 = "checkpoint_sha256"

@@ -88,7 +88,8 @@ def split_setting(default: str, roles=(LOGGED,)):
 
 
 def resume_setting(help: str, shown_default: str | None = None):
-    return setting(None, help, group=TRAINING, metavar="RUN_DIR|FILE", roles=(PER_TRIAL,),
+    return setting(None, help, group=TRAINING, metavar="RUN_DIR|FILE|models:/NAME@ALIAS",
+                   roles=(PER_TRIAL,),
                    shown_default=shown_default, aliases=())
 
 

@@ -20,7 +20,7 @@ from ..compression.context import CompressionContext
 from ..compression.measure import Figures, measure
 from ..compression.methods import label, method
 from ..compression.variants import compressed_checkpoint, descriptor_bytes, search_index
-from ..config import CompressConfig
+from ..config import CompressConfig, format_image_size
 from ..data import open_split, resolve_image_size
 from ..data.description import DataDescription, of_split
 from ..data.image_feed import ImageFeed
@@ -45,13 +45,15 @@ class CompressResult:
     # per fine-tuning epoch (0: before it): loss, Recall@N on validation, whether it was kept
     finetune: list = field(default_factory=list)
     measured_on: DataDescription | None = None  # the split both were measured on
+    image_size: str = "native"  # HxW both were measured at ('native': the images' own)
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "run_dir": str(self.run_dir),
                 "checkpoint": str(self.checkpoint), "seconds": round(self.seconds, 1),
                 "original": self.original.to_dict(), "variant": self.variant.to_dict(),
                 "finetune": self.finetune,
-                "measured_on": self.measured_on.to_dict() if self.measured_on else None}
+                "measured_on": self.measured_on.to_dict() if self.measured_on else None,
+                "image_size": self.image_size}
 
     @classmethod
     def from_dict(cls, data: dict) -> CompressResult:
@@ -59,7 +61,8 @@ class CompressResult:
         return cls(Path(data["source"]), Path(data["run_dir"]), Path(data["checkpoint"]),
                    Figures.from_dict(data["original"]), Figures.from_dict(data["variant"]),
                    data["seconds"], data.get("finetune", []),
-                   DataDescription.from_dict(measured) if measured else None)
+                   DataDescription.from_dict(measured) if measured else None,
+                   data.get("image_size", "native"))
 
 
 def run(config: CompressConfig) -> CompressResult:
@@ -102,7 +105,7 @@ def run(config: CompressConfig) -> CompressResult:
     figures = _measure_both(config, original, checkpoint, variant, saved, split, image_size,
                             device, settings, extra)
     return CompressResult(source, run_dir, path, *figures, time.perf_counter() - started,
-                          history, of_split(split))
+                          history, of_split(split), format_image_size(image_size))
 
 
 def _measure_both(config, original, checkpoint, variant, saved, split, image_size, device,
