@@ -20,7 +20,7 @@ from vpr_core.config import ClusterConfig, CompressConfig, EvalConfig, ExportCon
 from vpr_core.data.synthetic import SynthConfig
 from vpr_core.errors import UserError, exit_status
 from vpr_core.log import log
-from vpr_tracking.flags import add_tracking
+from vpr_tracking.flags import READ_URI_HELP, add_tracking
 
 
 def build_parser() -> arguments.OneLineParser:
@@ -46,6 +46,8 @@ def build_parser() -> arguments.OneLineParser:
         arguments.add_settings(sub, config, required=required)
         if verb in ("train", "eval", "compress"):
             add_tracking(sub)
+        if verb == "export":  # the store a models:/ reference is read from
+            add_tracking(sub, READ_URI_HELP, experiment_help=None)
         arguments.add_json(sub)
     _add_extras(verbs.choices)
 
@@ -233,21 +235,11 @@ def run_export(args) -> None:
 
     if getattr(args, "resume", None) is None:
         raise UserError("export needs --resume RUN_DIR|FILE: the model to export; pass it")
-    source = local_model(args.resume)
+    args = local_resume(args)
+    source = Path(args.resume).expanduser().absolute()
     config = make_config(ExportConfig, args, _run_flags(args, source), resume=source)
     result = export.run(config)
     emit(args, result.to_dict(), result.lines())
-
-
-def local_model(given: str) -> Path:
-    """The local checkpoint file or run folder a model argument (`--resume`) names: the one
-    place where a reference to a model elsewhere (an MLflow registry's models:/NAME/VERSION
-    or models:/NAME@ALIAS) is to become a local path."""
-    if str(given).startswith("models:/"):
-        raise UserError(f"--resume {given}: models:/ references need the MLflow Model "
-                        f"Registry, which this version does not read; pass the run folder or "
-                        f"the checkpoint file")
-    return Path(given).expanduser().absolute()
 
 
 def _run_flags(args, resume: Path | None = None) -> dict:

@@ -6,7 +6,8 @@ import pytest
 
 from vpr_core.data import PlaceSet, open_split
 from vpr_core.data.description import DataDescription, describe, file_digest, of_split
-from vpr_tracking.datasets import measured_on, training_inputs
+from vpr_tracking.datasets import training_inputs
+from vpr_tracking.measured_on import UNKNOWN, measured_on
 from vpr_tracking.names import Context
 from vpr_tracking.store import Store
 
@@ -87,18 +88,18 @@ def test_inputs_are_read_back_filtered_on_and_say_what_was_measured(synth_root, 
     assert sorted((d.name, context) for d, context in logged) == [
         ("synth-train", Context.TRAINING), ("synth-val", Context.VALIDATION)]
     assert dict((context, d) for d, context in logged)[Context.VALIDATION] == of_split(val)
-    assert measured_on(store, trained) == ("synth-val", "val", of_split(val).digest)
+    assert measured(store, trained) == ("synth", "val", of_split(val).digest)
 
     evaluated = store.create_run(experiment, "evaluated", {}, {})
     other = description("pitts30k", "test", "0123456789abcdef")
     store.log_datasets(evaluated, [(other, Context.EVALUATION)])
-    assert measured_on(store, evaluated) == ("pitts30k-test", "test", "0123456789abcdef")
+    assert measured(store, evaluated) == ("pitts30k", "test", "0123456789abcdef")
     bare = store.create_run(experiment, "no inputs", {}, {})
-    assert measured_on(store, bare) is None
+    assert measured(store, bare) == (UNKNOWN, UNKNOWN, "")  # nor params to say it
     several = store.create_run(experiment, "a benchmark", {}, {})
     store.log_datasets(several, [(other, Context.EVALUATION), (of_split(val),
                                                                Context.EVALUATION)])
-    assert measured_on(store, several) is None  # which one would be ambiguous
+    assert measured(store, several)[2] == ""  # which input would be ambiguous
 
     def found(where: str) -> set:
         return {run.run_id for run in store.search(experiment, where, with_history=False)}
@@ -116,7 +117,7 @@ def test_a_split_trained_and_validated_on_is_recorded_as_measured(synth_root, st
     run_id = store.create_run(experiment, "same split", {}, {})
     store.log_datasets(run_id, training_inputs(val, val))  # MLflow keeps one per name+digest
     assert [context for _, context in store.datasets(run_id)] == [Context.VALIDATION]
-    assert measured_on(store, run_id) == ("synth-val", "val", of_split(val).digest)
+    assert measured(store, run_id) == ("synth", "val", of_split(val).digest)
 
 
 def test_a_dataset_the_store_refuses_costs_the_run_nothing(store, capsys):
@@ -144,4 +145,10 @@ def test_an_input_logged_by_other_code_is_still_read(store):
     [(found, context)] = store.datasets(run_id)
     assert (found.dataset, found.digest, found.split, context) == ("frame", "abcd", "", "")
     assert found.source == "s3://bucket/frame.parquet" and found.counts == {}
-    assert measured_on(store, run_id) is None  # no context: not what recalls were measured on
+    assert measured(store, run_id)[2] == ""  # no context: not what recalls were measured on
+
+
+def measured(store, run_id) -> tuple:
+    """(dataset, split, digest) of what `measured_on` says of the run."""
+    on = measured_on(store, run_id)
+    return on.dataset, on.split, on.digest

@@ -128,6 +128,25 @@ def test_eval_of_the_champion_gives_the_checkpoints_recalls(registry, checkpoint
     assert (cached.parent / FLAGS_FILE).is_file()
 
 
+def test_export_of_the_champion_is_the_checkpoints_file(registry, checkpoint, tmp_path, capsys,
+                                                       monkeypatch):
+    """`export --resume models:/NAME@champion` writes the ONNX of the registered checkpoint,
+    whose metadata names the downloaded file and the model it holds."""
+    import onnx
+
+    if not registry["versions"]:
+        register_run(registry["store"], NAME, registry["trained"](0.5))
+    out = tmp_path / "champion.onnx"
+    done = run_main(["export", "--resume", f"models:/{NAME}@champion", "--tracking-uri",
+                     registry["uri"], "--out", out, "--image-size", "64x80"],
+                    capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    metadata = {p.key: p.value for p in onnx.load(str(out), load_external_data=False)
+                .metadata_props}
+    assert metadata["arch"] == "alexnet" and metadata["aggregator"] == "netvlad"
+    assert f"cache/models/{NAME}/" in metadata["source"]
+
+
 @pytest.mark.parametrize("reference, words", [
     ("models:/nothing@champion", ["no registered model 'nothing'", NAME]),
     (f"models:/{NAME}@staging", ["no alias 'staging'", "champion (version"]),

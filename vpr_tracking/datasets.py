@@ -60,16 +60,6 @@ def in_measured_order(inputs: list[tuple[DataDescription, str]]
     return sorted(inputs, key=lambda pair: pair[1] not in MEASURED_CONTEXTS)
 
 
-def measured_on(store, run_id: str) -> tuple[str, str, str] | None:
-    """(dataset input name, split, digest) of the data run `run_id`'s recalls were measured
-    on (its validation or evaluation input), e.g. ('pitts30k-val', 'val', '3f2a…'): two runs'
-    recalls compare when these are equal. None when the run logged no such input, or several
-    different ones (a benchmark's parent)."""
-    found = {(d.name, d.split, d.digest) for d, context in store.datasets(run_id)
-             if context in MEASURED_CONTEXTS}
-    return found.pop() if len(found) == 1 else None
-
-
 def _json(text: str | None) -> dict:
     try:
         value = json.loads(text or "{}")

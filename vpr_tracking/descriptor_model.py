@@ -27,18 +27,19 @@ class DescriptorModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        from vpr_core.models.deployed import ImagesToDescriptors
+        from vpr_core.export.graph import DescriptorGraph
         from vpr_core.stages.starting_model import model_from_checkpoint
 
         loaded = model_from_checkpoint(Path(context.artifacts["checkpoint"]))
-        self.network = ImagesToDescriptors(loaded.model)
+        self.network = DescriptorGraph(loaded.model).eval()
 
     def predict(self, context, model_input, params=None):
         """float32 [N, 3, H, W] in [0, 1] -> float32 [N, D] descriptors."""
         import torch
 
         images = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.float32))
-        return self.network(images).numpy()
+        with torch.no_grad():
+            return self.network(images).numpy()
 
 
 def pinned_requirements() -> list[str]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 LOG_URI_HELP = "log to MLflow at URI (e.g. sqlite:////abs/mlflow.db or http://host:5000)"
+READ_URI_HELP = ("the MLflow store a models:/NAME/VERSION or models:/NAME@ALIAS is read from "
+                 "(default sqlite:///$PWD/mlflow.db)")
 
 
 def add_tracking(parser, uri_help: str = LOG_URI_HELP,

@@ -132,15 +132,16 @@ def _model_tags(checkpoint: Path, params: dict) -> tuple[dict, tuple[int, int], 
     loaded by the project's loader and run once on a grey image of the input size."""
     import torch
 
+    from vpr_core.export.graph import DescriptorGraph
     from vpr_core.models.checkpoints import read_flags
-    from vpr_core.models.deployed import ImagesToDescriptors
     from vpr_core.stages.starting_model import model_from_checkpoint
 
     loaded = model_from_checkpoint(checkpoint)
     flags = read_flags(checkpoint)
     size = parse_image_size(params.get("image_size")) or loaded.image_size \
         or parse_image_size(flags.get("image_size")) or FALLBACK_IMAGE_SIZE
-    dim = ImagesToDescriptors(loaded.model)(torch.full((1, 3, *size), 0.5)).shape[1]
+    with torch.no_grad():
+        dim = DescriptorGraph(loaded.model).eval()(torch.full((1, 3, *size), 0.5)).shape[1]
     return ({VersionTag.ARCH: loaded.shape.arch, VersionTag.AGGREGATOR: loaded.shape.aggregator,
              VersionTag.DIM: dim, VersionTag.IMAGE_SIZE: format_image_size(size)},
             tuple(size), int(dim))
