@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -149,6 +150,10 @@ class Store:
     """One MLflow tracking store, at an already checked URI."""
 
     def __init__(self, uri: str):
+        # MLflow draws a progress bar for every artifact it downloads (a checkpoint being
+        # registered, a models:/ reference): noise in a command's output. A user's own
+        # setting of the variable stands.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow import MlflowClient
 
         self.uri = uri
