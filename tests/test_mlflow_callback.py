@@ -20,7 +20,7 @@ from orchestrator.sweep_cli import check_outcome
 from orchestrator.tracking import Tracker
 from vpr_core.data.description import DataDescription
 from vpr_core.errors import CommandFailed, exit_status
-from vpr_tracking.datasets import measured_on
+from vpr_tracking.measured_on import measured_on
 from vpr_tracking.names import Context, Kind, Tag
 
 
@@ -174,6 +174,6 @@ def test_a_trial_started_while_the_store_is_away_gets_its_datasets_once_back(swe
     runs = at.client.search_runs([at.tracker.experiment_id],
                                  f"tags.{Tag.TRIAL_ID} = '{late.trial_id}'")
     assert [run.info.run_id for run in runs] == [at.logger.run_ids[late.trial_id]]
-    assert measured_on(at.tracker.store, runs[0].info.run_id) == ("synth-val", "val",
-                                                                  "0123456789abcdef")
+    on = measured_on(at.tracker.store, runs[0].info.run_id)
+    assert (on.dataset, on.split, on.digest) == ("synth", "val", "0123456789abcdef")
     assert run_of(at, late) == ("RUNNING", [1])
