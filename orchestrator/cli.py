@@ -162,12 +162,12 @@ def run_train(args) -> None:
     with (tracker.train_run(run) if tracker else contextlib.nullcontext()) as track:
         for result in run.epochs():
             epochs.append(result)
+            if track:  # logged before it is printed: a printed epoch is in MLflow
+                track(result)
             recalls = "  ".join(f"R@{n} {r:.4f}" for n, r in sorted(result.recalls.items()))
             best = "  (best)" if result.is_best else ""
             log.info(f"epoch {result.epoch}/{config.epochs}: loss {result.loss:.4f}  {recalls}  "
                      f"[{mined(result)}, {result.seconds:.1f} s]{best}")
-            if track:
-                track(result)
     summary = run.summary(epochs).to_dict()
     emit(args, summary, [f"=> Best Recall@5: {run.best_score:.4f} (epoch {run.best_epoch}); "
                          f"checkpoints in {run.folder.checkpoints}"])

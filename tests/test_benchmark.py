@@ -14,6 +14,7 @@ import torch
 import torchvision
 from cli_helpers import assert_user_error, run_main, tree
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 from test_dataset_inputs import dataset_inputs
 from test_resnet_gem import cosplace_file
 
@@ -48,7 +49,7 @@ def bench(tmp_path_factory) -> dict:
     gem = build_model("alexnet", "gem", weights="none")
     save_checkpoint(folder / "gem" / BEST_FILE, {"epoch": 0, "state_dict": gem.state_dict(),
                                                  "model": gem.shape.record()})
-    uri = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
+    uri = store_uri(folder / "store" / "mlflow.db")
     tracker = Tracker(uri, "trainings")
     run_id = tracker.create_run("alexnet-gem", {}, {"kind": "training"})
     tracker.store.log_file(run_id, folder / "gem" / BEST_FILE, "checkpoints")

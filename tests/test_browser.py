@@ -27,6 +27,7 @@ from dashboards_store import (
     log_fake_benchmark,
 )
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 from test_dashboards import served
 from test_security import running_ui
 
@@ -171,7 +172,7 @@ return {
 def test_the_benchmark_page_shows_its_table_and_picture(browser, tmp_path):
     from dashboards.benchmark_report import benchmark_report
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = store_uri(tmp_path / "mlflow.db")
     log_fake_benchmark(uri)
     benchmark_report(uri, None, None, None, tmp_path / "page")
     with served(tmp_path) as base:
@@ -254,7 +255,7 @@ def test_the_mlflow_ui_opens_on_the_sweeps_runs(store, ui, browser):
 def test_experiments_are_tagged_as_model_training(tmp_path):
     """New experiments carry `mlflow.experimentKind`; one made before (the tag missing) gets
     it when the project next writes to it; a kind set by hand is kept."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     old = client.create_experiment("old")
     client.create_experiment("chosen", tags={"mlflow.experimentKind": "forecasting"})

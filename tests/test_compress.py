@@ -8,6 +8,7 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, run_main, tree
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 from test_dataset_inputs import dataset_inputs
 
 from vpr_core.compression.pca import fit
@@ -175,7 +176,7 @@ def test_bad_compression_settings_are_one_line_and_write_nothing(trained, tmp_pa
 
 
 def test_the_mlflow_study_and_its_report(trained, tmp_path, capsys, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri(tmp_path / "mlflow.db")
     for name, flags in (("pca", ["--method", "pca-whiten", "--dim", 16]),
                         ("pq", ["--method", "pq", "--pq-bytes", 16])):
         compress(trained, tmp_path, capsys, monkeypatch, *flags, "--tracking-uri", uri,
@@ -209,7 +210,7 @@ def test_a_compression_study_runs_as_a_sweep(ray_session, trained, synth_root, t
     """Variants as Tune trials (two PCA dimensions and half precision), one MLflow study."""
     import yaml
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri(tmp_path / "mlflow.db")
     spec = tmp_path / "study.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "study", "data": {"root": str(synth_root)},

@@ -21,6 +21,7 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, run_cli, run_main, tree
 from dashboards_store import EVAL_RECALLS, EXPERIMENT, NS, SWEEP, TRIALS, log_fake_sweep
+from mlflow_helpers import store_uri
 from PIL import Image
 
 from dashboards.cli import main as dashboards_main
@@ -60,7 +61,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def store(tmp_path_factory, synth_root, checkpoint) -> dict:
     """The fake sweep's store: {'uri', 'db', 'experiment_id', 'parent', 'trials', ...}."""
     folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = store_uri(folder / "mlflow.db")
     ids = log_fake_sweep(uri, synth_root, checkpoint, folder)
     return {"uri": uri, "db": folder / "mlflow.db", **ids}
 

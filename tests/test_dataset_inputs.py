@@ -3,6 +3,7 @@ as a run's dataset inputs in a real sqlite store, read back, filtered on, and `m
 import random
 
 import pytest
+from mlflow_helpers import store_uri
 
 from vpr_core.data import PlaceSet, open_split
 from vpr_core.data.description import DataDescription, describe, file_digest, of_split
@@ -69,7 +70,7 @@ def description(dataset: str, split: str, digest: str) -> DataDescription:
 @pytest.fixture(scope="module")
 def database(tmp_path_factory) -> Store:
     """One store for the module (making a database costs MLflow seconds)."""
-    return Store(f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db")
+    return Store(store_uri(tmp_path_factory.mktemp("store") / "mlflow.db"))
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ import time
 import ray
 from conftest import TINY_SPEC
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 from ray import tune
 
 from orchestrator.mining_service import NAMESPACE, RayMiner, start_service
@@ -51,7 +52,7 @@ def test_sweep_survives_a_killed_worker_a_killed_service_and_a_nan_trial(
     raw["search"]["scheduler"]["grace_period"] = 3  # no early stopping: every trial runs on
     raw["train"].update(epochs=3, cache_refresh_rate=4)
     spec = spec_from_dict(raw, "faults")
-    spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    spec = dataclasses.replace(spec, tracking_uri=store_uri(tmp_path / "mlflow.db"))
     saboteur = Saboteur("miner-faults")
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"), name="faults",
                        callbacks=[saboteur])
@@ -127,7 +128,7 @@ def test_more_trials_than_slots_all_accounted_for(ray_session, synth_folder_root
     raw["resources"] = {"max_concurrent": 2}
     spec = spec_from_dict(raw, "load")
     spec = dataclasses.replace(spec, data_root=synth_folder_root)
-    spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    spec = dataclasses.replace(spec, tracking_uri=store_uri(tmp_path / "mlflow.db"))
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert result.concurrency == 2
     assert len(result.rows) == 3 and len({r.trial_id for r in result.rows}) == 3

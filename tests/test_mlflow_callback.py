@@ -13,6 +13,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow_helpers import store_uri
 
 from orchestrator import mlflow_callback, sweep
 from orchestrator.mlflow_callback import MlflowTrialLogger
@@ -65,7 +66,7 @@ def sweep_at(tmp_path, monkeypatch):
     """A sweep parent run, its callback (after Tune's `setup`) and two trials: `done`, that
     Tune completes after two epochs, and `cut`, that the end of the sweep interrupts after
     one. Epoch 1 of both is logged while the store answers."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri(tmp_path / "mlflow.db")
     tracker = Tracker(uri, "callback")
     parent = tracker.create_run("s", {}, {Tag.KIND: Kind.SWEEP, Tag.SWEEP: "s"})
     outage = Outage(tracker.store.client)

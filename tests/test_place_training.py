@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import cli_env, run_cli
+from cli_helpers import cli_env, run_main
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 from PIL import Image
 
 from vpr_core.config import TrainConfig
@@ -264,27 +265,28 @@ def test_a_place_loss_needs_place_data(synth_root, tmp_path):
 
 
 # ---- (e) a killed run, resumed from the command line ----------------------------------------
-def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
+def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path, capsys, monkeypatch):
     """`train` on generated GSV-Cities data, killed (SIGKILL) once epoch 1 is written, then
     `train --resume`: epoch 2 trains on the same batches at the same learning rates as in a
     run never interrupted (its loss and recalls equal), and the run holds each epoch once:
-    in its checkpoint and in MLflow, where the resumed command continues the killed run."""
+    in its checkpoint and in MLflow, where the resumed command continues the killed run.
+    Only the killed command runs in a process of its own."""
     gsv, pitts = tmp_path / "gsv", tmp_path / "pitts"
-    assert run_cli("synth", "--out", gsv, "--layout", "gsv-cities", "--places", 12,
-                   "--quiet", cwd=tmp_path).returncode == 0
-    assert run_cli("synth", "--out", pitts, "--places", 16, "--quiet",
-                   cwd=tmp_path).returncode == 0
+    assert run_main(["synth", "--out", gsv, "--layout", "gsv-cities", "--places", 12,
+                     "--quiet"], capsys, monkeypatch, tmp_path).returncode == 0
+    assert run_main(["synth", "--out", pitts, "--places", 16, "--quiet"], capsys, monkeypatch,
+                    tmp_path).returncode == 0
     flags = ["--data-root", gsv, "--val-root", pitts, "--arch", "alexnet", "--aggregator",
              "gem", "--weights", "none", "--places-per-batch", 4, "--epochs", 2, "--optim",
              "adamw", "--lr", "1e-3", "--scheduler", "linear", "--warmup-steps", 3,
              "--workers", 0, "--cache-dir", tmp_path / "cache", "--quiet"]
-    whole = run_cli("train", *flags, "--run-dir", tmp_path / "whole", "--json", "whole.json",
-                    cwd=tmp_path)
+    whole = run_main(["train", *flags, "--run-dir", tmp_path / "whole", "--json", "whole.json"],
+                     capsys, monkeypatch, tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     killed = tmp_path / "killed"
     log_path = tmp_path / "killed.log"
-    tracking = ["--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--experiment", "places"]
+    tracking = ["--tracking-uri", store_uri(tmp_path / "m.db"), "--experiment", "places"]
     with open(log_path, "w") as log:
         driver = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "train", *map(str, flags), "--run-dir",
@@ -297,8 +299,8 @@ def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert "epoch 1/2" in log_path.read_text(), log_path.read_text()[-2000:]
-    resumed = run_cli("train", "--resume", killed, "--epochs", 2, "--json", "resumed.json",
-                      "--quiet", *tracking, cwd=tmp_path)
+    resumed = run_main(["train", "--resume", killed, "--epochs", 2, "--json", "resumed.json",
+                        "--quiet", *tracking], capsys, monkeypatch, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     whole_epochs = json.loads((tmp_path / "whole.json").read_text())["epochs"]
@@ -309,7 +311,7 @@ def test_a_killed_run_resumes_with_its_sampler_and_schedule(tmp_path):
     checkpoint = load_checkpoint(killed / "checkpoints" / "checkpoint.pth.tar")
     assert checkpoint["epoch"] == 2
     assert checkpoint["schedule"]["step"] == 2 * resumed_epochs[0]["batches"]
-    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    client = MlflowClient(store_uri(tmp_path / "m.db"))
     runs = client.search_runs([client.get_experiment_by_name("places").experiment_id])
     assert len(runs) == 1  # the resumed command continued the killed run
     run = runs[0]

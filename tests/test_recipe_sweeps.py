@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from mlflow_helpers import store_uri
 from sampling_helpers import sampled_points
 from test_dataset_inputs import dataset_inputs
 
@@ -192,7 +193,7 @@ def test_a_sweep_of_place_losses_on_gsv_cities(ray_session, synth_root, tmp_path
                            "search": {"num_samples": 2, "seed": 0, "space": space},
                            "train": {"epochs": 1, "weights": "none", "val_root": str(synth_root),
                                      "warmup_steps": 2}}, "places")
-    spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    spec = dataclasses.replace(spec, tracking_uri=store_uri(tmp_path / "mlflow.db"))
     result = run_sweep(spec, storage=str(tmp_path / "ray_results"))
     assert not result.interrupted and len(result.rows) == 2
     assert {row.status for row in result.rows} == {"FINISHED"}, [r.reason for r in result.rows]

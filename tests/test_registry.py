@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import assert_user_error, run_main
+from mlflow_helpers import store_uri
 
 from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE, save_checkpoint
 from vpr_core.models.place_model import build_model
@@ -41,7 +42,7 @@ def registry(tmp_path_factory, checkpoint, synth_root):
     """A store and `trained(recall@5, split)`: a finished training run of `checkpoint` that
     measured that Recall@5 on the synthetic dataset's `split`."""
     folder = tmp_path_factory.mktemp("store")
-    store = Store(f"sqlite:///{folder / 'mlflow.db'}")
+    store = Store(store_uri(folder / "mlflow.db"))
     experiment = store.experiment_id("registry", create=True)
 
     def trained(recall5: float, split: str = "val") -> str:

@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 from cli_helpers import REPO, assert_user_error, run_cli
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -114,7 +115,7 @@ def running_ui(uri: str, cwd, stdout=subprocess.DEVNULL):
 
 
 def new_store(folder) -> str:
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = store_uri(folder / "mlflow.db")
     MlflowClient(uri).create_experiment("x")
     return uri
 

@@ -6,6 +6,7 @@ import torch
 from cli_helpers import assert_user_error, run_main
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow_helpers import store_uri
 
 from orchestrator import mlflow_callback, sweep
 from vpr_core.errors import UserError
@@ -83,7 +84,7 @@ def test_lost_service_statistics_are_said(ray_session, tmp_path, capsys):
 
     service = start_service(2**20, name="svc-stats-lost")
     ray.kill(service, no_restart=True)
-    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "stats")
+    tracker = Tracker(store_uri(tmp_path / "m.db"), "stats")
     parent = tracker.create_run("sweep", {}, {"kind": "sweep"})
     sweep._log_service_stats(tracker, parent, service)
     assert "mining service's statistics are lost" in capsys.readouterr().err

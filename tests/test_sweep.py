@@ -17,6 +17,7 @@ import yaml
 from cli_helpers import REPO, run_cli
 from conftest import TINY_SPEC
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 from test_dataset_inputs import dataset_inputs
 
 from orchestrator import mlflow_callback
@@ -59,7 +60,7 @@ def test_a_tiny_sweep_leaves_the_expected_mlflow_structure(ray_session, tmp_path
     raw["search"]["space"].update(TWO_AGGREGATORS)
     raw["search"]["start_with"] = FIRST
     spec = spec_from_dict(raw, "tiny")
-    spec = dataclasses.replace(spec, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    spec = dataclasses.replace(spec, tracking_uri=store_uri(tmp_path / "mlflow.db"))
     handed = []  # the callback Tune called, as the sweep's end gets it
     take = mlflow_callback.take_trial_logger
     monkeypatch.setattr(mlflow_callback, "take_trial_logger",
@@ -201,7 +202,7 @@ def test_a_killed_then_interrupted_sweep_resumes_without_duplicate_runs(tmp_path
     assert second.returncode == 130, output[-3000:]
     match = re.search(r"resume with `(python -m orchestrator sweep --resume [^`]+)`", output)
     assert match, output[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store_uri(tmp_path / "mlflow.db"))
     experiment = client.get_experiment_by_name("netvlad-tiny")
     runs = client.search_runs([experiment.experiment_id])
     assert "RUNNING" not in {r.info.status for r in runs}

@@ -10,6 +10,7 @@ import torch
 import yaml
 from cli_helpers import run_main
 from mlflow import MlflowClient
+from mlflow_helpers import store_uri
 from test_checkpoints import released_vgg16_checkpoint, save_like_2018
 from test_dataset_inputs import dataset_inputs
 
@@ -47,7 +48,7 @@ def artifacts(client, run_id, folder=""):
 
 
 def test_train_with_tracking_logs_a_finished_run(synth_root, tmp_path, capsys, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = store_uri(tmp_path / "m.db")
     done = run_main(["train", "--data-root", synth_root, "--arch", "alexnet", "--num-clusters", 4,
                      "--weights", "none", "--epochs", 2, "--run-dir", tmp_path / "run",
                      "--quiet", "--tracking-uri", uri, "--experiment", "t", "--amp",
@@ -79,7 +80,7 @@ def test_the_released_checkpoint_evaluates_as_an_experiment(synth_root, tmp_path
     save_like_2018({"epoch": 30, "state_dict": model.state_dict(), "optimizer": {},
                     "recalls": {5: np.float64(0.948)}, "best_score": np.float64(0.948),
                     "parallel": False}, release)
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = store_uri(tmp_path / "m.db")
     spec = tmp_path / "pretrained.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "pretrained_vgg16", "data": {"root": str(synth_root)},
@@ -108,7 +109,7 @@ def test_a_handwritten_release_evaluates_from_the_command_line(synth_root, tmp_p
     on a checkpoint built from the reference's key names and shapes, not from our model."""
     release = tmp_path / "vgg16_netvlad_checkpoint"
     path, _ = released_vgg16_checkpoint(release)
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = store_uri(tmp_path / "m.db")
     done = run_main(["eval", "--resume", release, "--data-root", synth_root, "--split", "val",
                      "--tracking-uri", uri, "--experiment", "released", "--quiet",
                      "--json", tmp_path / "r.json"], capsys, monkeypatch, tmp_path)
@@ -153,7 +154,7 @@ def test_only_a_store_out_of_reach_counts_as_unreachable(tmp_path, monkeypatch):
                                                 "locked", error_code=TEMPORARILY_UNAVAILABLE))
     bug = MlflowException("Invalid value 'x' for parameter 'max_results'")
     assert bug.error_code == "INTERNAL_ERROR" and not tracking_unreachable(bug)
-    store = store_at(f"sqlite:///{tmp_path}/m.db")
+    store = store_at(store_uri(tmp_path / "m.db"))
 
     def fails(*args, **kwargs):
         raise bug
@@ -166,7 +167,7 @@ def test_only_a_store_out_of_reach_counts_as_unreachable(tmp_path, monkeypatch):
 def test_only_finite_metrics_are_logged(tmp_path):
     from orchestrator.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "finite")
+    tracker = Tracker(store_uri(tmp_path / "m.db"), "finite")
     run_id = tracker.create_run("r", {}, {})
     tracker.store.log_metrics(run_id, {"recall@1": float("inf"), "recall@5": float("-inf"),
                                        "loss": float("nan"), "recall@10": 0.5}, step=1)
@@ -181,7 +182,7 @@ def test_a_training_error_is_not_replaced_by_a_store_failure(tmp_path, capsys, m
     from orchestrator.tracking import Tracker
     from vpr_core.config import TrainConfig
 
-    tracker = Tracker(f"sqlite:///{tmp_path}/m.db", "diverged")
+    tracker = Tracker(store_uri(tmp_path / "m.db"), "diverged")
     run = SimpleNamespace(config=TrainConfig(data_root=tmp_path, arch="alexnet"),
                           train_split=SimpleNamespace(dataset="synth"), image_size=(48, 64),
                           run_dir=tmp_path / "run", centroids_path=None, resumed_from=None,
