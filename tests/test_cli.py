@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from cli_helpers import assert_user_error, run_cli, run_cli_into_gone_reader, tree
+from cli_helpers import assert_user_error, run_cli, run_cli_into_gone_reader, run_main, tree
 
 from vpr_core.models.place_model import build_model
 
@@ -50,7 +50,8 @@ def test_synth_cluster_train_eval(workspace):
     assert printed == [f"Recall@{n}: {result[f'recall@{n}']:.4f}" for n in (1, 5, 10, 20)]
 
 
-def test_both_layouts_give_identical_recalls(tmp_path, synth_root, synth_folder_root):
+def test_both_layouts_give_identical_recalls(tmp_path, synth_root, synth_folder_root, capsys,
+                                            monkeypatch):
     checkpoint = tmp_path / "checkpoint.pth.tar"
     torch.manual_seed(0)
     model = build_model("alexnet", "netvlad", 4, weights="none")
@@ -58,8 +59,8 @@ def test_both_layouts_give_identical_recalls(tmp_path, synth_root, synth_folder_
                 "recalls": {5: np.float64(0.1)}, "best_score": np.float64(0.1)}, checkpoint)
     recalls = []
     for root in (synth_root, synth_folder_root):
-        done = run_cli("eval", "--resume", checkpoint, "--data-root", root, "--split", "test",
-                       "--json", tmp_path / "r.json", "--quiet", cwd=tmp_path)
+        done = run_main(["eval", "--resume", checkpoint, "--data-root", root, "--split", "test",
+                         "--json", tmp_path / "r.json", "--quiet"], capsys, monkeypatch, tmp_path)
         assert done.returncode == 0, done.stderr
         recalls.append(json.loads((tmp_path / "r.json").read_text()))
     keys = ("recall@1", "recall@5", "recall@10", "recall@20", "num_queries", "num_database")

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from cli_helpers import assert_user_error, run_cli
+from cli_helpers import assert_user_error, run_main
 
 from vpr_core.data import detect_layout, gsv_cities, msls, open_places, open_split
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
@@ -145,10 +145,11 @@ def test_the_official_query_rule_on_hand_made_csvs(tmp_path):
     assert every.num_queries == 6 and every.num_database == 3  # panoramas only are left out
 
 
-def test_a_gsv_cities_root_is_not_a_split(gsv_root, tmp_path):
+def test_a_gsv_cities_root_is_not_a_split(gsv_root, tmp_path, capsys, monkeypatch):
     with pytest.raises(UserError, match="GSV-Cities, training data .* MSLS_ROOT --split val"):
         open_split(gsv_root, "val")
-    done = run_cli("eval", "--data-root", gsv_root, "--arch", "alexnet", cwd=tmp_path)
+    done = run_main(["eval", "--data-root", gsv_root, "--arch", "alexnet"], capsys, monkeypatch,
+                    tmp_path)
     assert_user_error(done, "GSV-Cities", "--split val")
 
 
@@ -240,14 +241,14 @@ def test_msls_places_with_no_place_left(tmp_path, msls_root):
         open_places(msls_root, cities=["london"], min_images_per_place=9)
 
 
-def test_eval_on_a_generated_msls_val_split(tmp_path, msls_root):
+def test_eval_on_a_generated_msls_val_split(tmp_path, msls_root, capsys, monkeypatch):
     checkpoint = tmp_path / "checkpoint.pth.tar"
     torch.manual_seed(0)
     model = build_model("alexnet", "netvlad", 4, weights="none")
     torch.save({"epoch": 1, "state_dict": model.state_dict(),
                 "recalls": {5: np.float64(0.1)}, "best_score": np.float64(0.1)}, checkpoint)
-    done = run_cli("eval", "--resume", checkpoint, "--data-root", msls_root, "--split", "val",
-                   "--json", tmp_path / "r.json", "--quiet", cwd=tmp_path)
+    done = run_main(["eval", "--resume", checkpoint, "--data-root", msls_root, "--split", "val",
+                     "--json", tmp_path / "r.json", "--quiet"], capsys, monkeypatch, tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "r.json").read_text())
     assert (result["split"], result["num_queries"], result["num_database"]) == ("val", 30, 48)
