@@ -9,6 +9,7 @@ installed, and the packages of `REQUIREMENTS`.
 """
 from __future__ import annotations
 
+import logging
 from importlib import metadata
 from pathlib import Path
 
@@ -73,6 +74,15 @@ def save_descriptor_model(folder: Path, checkpoint: Path, flags: Path | None,
     if flags is not None and Path(flags).is_file():
         artifacts["flags"] = str(flags)
     example = np.full((1, 3, *image_size), 0.5, dtype=np.float32)  # a grey image
-    mlflow.pyfunc.save_model(str(folder), python_model=str(ENTRY), artifacts=artifacts,
-                             signature=signature_of(image_size, dim), input_example=example,
-                             pip_requirements=pinned_requirements(), mlflow_model=mlflow_model)
+    # MLflow announces its check of the example against the signature at INFO: a line in
+    # every sweep's output that says nothing to its user (a failed check still raises)
+    announcer = logging.getLogger("mlflow.pyfunc")
+    level = announcer.level
+    announcer.setLevel(logging.WARNING)
+    try:
+        mlflow.pyfunc.save_model(str(folder), python_model=str(ENTRY), artifacts=artifacts,
+                                 signature=signature_of(image_size, dim), input_example=example,
+                                 pip_requirements=pinned_requirements(),
+                                 mlflow_model=mlflow_model)
+    finally:
+        announcer.setLevel(level)
