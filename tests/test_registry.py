@@ -5,6 +5,7 @@ the project's Store."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -146,6 +147,32 @@ def test_export_of_the_champion_is_the_checkpoints_file(registry, checkpoint, tm
                 .metadata_props}
     assert metadata["arch"] == "alexnet" and metadata["aggregator"] == "netvlad"
     assert f"cache/models/{NAME}/" in metadata["source"]
+
+
+def test_benchmark_and_train_resume_take_a_registered_model(registry, checkpoint, synth_root,
+                                                            tmp_path, capsys, monkeypatch):
+    """`benchmark` measures `models:/NAME@champion` as it measures the checkpoint itself, and
+    `train --resume models:/NAME@champion` continues it (its flags restored) in a new run
+    folder."""
+    if not registry["versions"]:
+        register_run(registry["store"], NAME, registry["trained"](0.5))
+    reference = f"models:/{NAME}@champion"
+    done = run_main(["benchmark", "--resume", checkpoint, reference, "--data-root", synth_root,
+                     "--split", "val", "--tracking-uri", registry["uri"], "--json",
+                     tmp_path / "b.json", *QUICK], capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert len(rows) == 2 and rows[0]["recalls"] == rows[1]["recalls"]
+
+    done = run_main(["train", "--resume", reference, "--tracking-uri", registry["uri"],
+                     "--data-root", synth_root, "--epochs", 2, "--json", tmp_path / "t.json",
+                     *QUICK], capsys, monkeypatch, tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "t.json").read_text())
+    assert [e["epoch"] for e in summary["epochs"]] == [2]  # the version's epoch 1, continued
+    assert summary["run_dir"].startswith(str(tmp_path / "runs"))
+    trained = json.loads((Path(summary["run_dir"]) / "checkpoints" / FLAGS_FILE).read_text())
+    assert (trained["arch"], trained["num_clusters"]) == ("alexnet", 4)
 
 
 @pytest.mark.parametrize("reference, words", [
