@@ -1,6 +1,8 @@
 """Sweeps across models: the aggregator searched beside the backbone, each aggregator's own
 settings searched only when it is chosen (Optuna define-by-run), and everything that reads a
 trial's values (labels, tables, params, the report) without the values a trial has not."""
+from pathlib import Path
+
 import optuna
 import pytest
 from sampling_helpers import sampled_points
@@ -93,6 +95,11 @@ def test_fixed_settings_go_to_the_trials_of_their_aggregator_only():
     netvlad = spec.trial_config({"aggregator": "netvlad", "arch": "alexnet", "num_clusters": 4})
     gem = spec.trial_config({"aggregator": "gem", "arch": "alexnet", "gem_p": 3.0})
     assert netvlad.gem_fc_dim is None and gem.gem_fc_dim == 64
+    # a trial restored from its checkpoint (after a worker's death, a sweep's resume) is not
+    # given its aggregator's settings again: `train --resume` would refuse them
+    restored = spec.trial_config({"aggregator": "gem", "arch": "alexnet", "gem_p": 3.0},
+                                 resume=Path("/trial/checkpoint.pth.tar"))
+    assert (restored.gem_p, restored.gem_fc_dim, restored.aggregator) == (None, None, "gem")
     with pytest.raises(UserError, match="train.gem_fc_dim applies to aggregator gem only"):
         spec_from_dict({"train": {"gem_fc_dim": 64}}, "s").validate()
     with pytest.raises(UserError, match="train.aggregator is searched"):
