@@ -24,7 +24,7 @@ from vpr_core.config import (
     TrainConfig,
     parse_image_size,
 )
-from vpr_core.config.aggregator import AggregatorSettings
+from vpr_core.config.aggregator import BUILT_SETTINGS
 from vpr_core.config.recipe import is_place_data
 from vpr_core.data.synthetic import SynthConfig
 from vpr_core.errors import UserError
@@ -207,14 +207,10 @@ class SweepSpec:
                  if _applies_to(name, sampled)}
         values = dict(fixed, **sampled, **per_trial)
         if per_trial.get("resume") is not None:  # a restored trial: its model is its checkpoint's
-            values = {name: value for name, value in values.items() if name not in BUILT}
+            values = {name: value for name, value in values.items()
+                      if name not in BUILT_SETTINGS}
         values.setdefault("dataset", self.dataset)
         return TrainConfig(**values, show_progress=False)  # validated by the trial's run
-
-
-# the aggregator settings a checkpoint holds as its model was built (GeM's p, MixVPR's, ...):
-# `train --resume` refuses them, so a trial restored from its checkpoint is not given them again
-BUILT = frozenset(name for name, meta in declared(AggregatorSettings) if meta.only_with)
 
 
 def _applies_to(name: str, sampled: dict) -> bool:

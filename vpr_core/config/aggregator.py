@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..models.aggregators import defaults
-from ..settings import LOGGED, MODEL, RESTORED, SPEC, setting, shown
+from ..settings import LOGGED, MODEL, RESTORED, SPEC, declared, setting, shown
 
 # not RESTORED: a resumed run's model is its checkpoint's, and the stage takes the settings from
 # there (`with_model`)
@@ -52,6 +52,11 @@ class AggregatorSettings:
         "of AlexNet/VGG16 and of a ResNet, DINOv2 blocks)", group=MODEL, parse=int, minimum=0,
         roles=(RESTORED, LOGGED, SPEC),
         shown_default="the authors': AlexNet 1, VGG16 5, a ResNet from layer3 on, DINOv2 4")
+
+
+# the settings a checkpoint holds as its model was built (GeM's p, MixVPR's, ...; not how many
+# stages train): a resumed run takes them from its checkpoint, never again from a flag
+BUILT_SETTINGS = tuple(name for name, meta in declared(AggregatorSettings) if meta.only_with)
 
 
 def with_model(config, shape):

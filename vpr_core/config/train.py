@@ -19,7 +19,7 @@ from ..settings import (
     setting,
     shown,
 )
-from .aggregator import AggregatorSettings
+from .aggregator import BUILT_SETTINGS, AggregatorSettings
 from .common import (
     CommonConfig,
     absolute,
@@ -253,8 +253,8 @@ class TrainConfig(AggregatorSettings, CommonConfig):
             if self.centroids is not None:
                 raise UserError("--centroids does not apply with --resume: the checkpoint "
                                 "holds NetVLAD's parameters; leave --centroids out")
-            for name, meta in declared(AggregatorSettings):
-                if meta.only_with and getattr(self, name) is not None:
+            for name in BUILT_SETTINGS:
+                if getattr(self, name) is not None:
                     flag = flag_name(type(self), name)
                     raise UserError(f"{flag} does not apply with --resume: the checkpoint holds "
                                     f"the aggregator as it was built; leave {flag} out")
