@@ -78,7 +78,7 @@ class SweepResult:
     concurrency: int = 1
     interrupted: bool = False
     unlogged: list = field(default_factory=list)  # what MLflow did not take, per trial
-    registration: dict | None = None  # the best trial's model version (`sweep_registry`)
+    registration: dict | None = None  # the best trial's model version (`registering.register_best`)
 
     @property
     def best(self) -> TrialRow | None:
