@@ -8,7 +8,6 @@ code, so the same Recall@N), logged as a child of the benchmark's parent run.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,14 +114,12 @@ def _checked_export(label: str, source: str, path: Path, config: EvalConfig
     """An exported ONNX file, opened by onnxruntime as `eval` opens it, its image size
     checked; a row beside the checkpoints, of family 'ONNX'."""
     from vpr_core.models.onnx_model import OnnxModel
-    from vpr_core.models.shape import ModelShape
     from vpr_core.stages.evaluate import exported_image_size
 
     model = OnnxModel(path)
     exported_image_size(config, model)
     meta = model.metadata
-    architecture = ModelShape.from_record(json.loads(meta.model), path).label if meta \
-        else path.name
+    architecture = meta.shape(path).label if meta else path.name
     if meta and meta.precision != "fp32":
         architecture += f" {meta.precision}"
     return BenchmarkModel(label, source, path, "ONNX", architecture)

@@ -122,9 +122,9 @@ def test_a_dinov2_salad_graph_runs_in_onnxruntime(tmp_path):
                        SALAD(64, num_clusters=4, cluster_dim=8, token_dim=16)).eval()
     graph = DescriptorGraph(model).eval()
     meta = ExportMetadata("dinov2_vits14", "salad", "{}", 48, "56x56", "", "rgb", "test", "fp32")
-    axes = write_onnx(graph, generated_pixels(2, (56, 56)), tmp_path / "vit.onnx", 18, False,
-                      meta)
-    assert axes == ("batch",)  # a ViT's file is fixed at its image size
+    written = write_onnx(graph, generated_pixels(2, (56, 56)), tmp_path / "vit.onnx", 18, False,
+                         meta)
+    assert written.dynamic_axes == "batch"  # a ViT's file is fixed at its image size
     images = generated_pixels(3, (56, 56), seed=1)
     with torch.no_grad():
         found, expected = OnnxModel(tmp_path / "vit.onnx")(images), graph(images)

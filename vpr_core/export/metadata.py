@@ -29,6 +29,17 @@ class ExportMetadata:
     compression: str = ""
     note: str = ""
 
+    @property
+    def any_size(self) -> bool:
+        """Whether the file takes images of any height and width."""
+        return "height" in self.dynamic_axes.split(",")
+
+    def shape(self, path):
+        """The `ModelShape` of the model file `path` holds (named in what it refuses)."""
+        from ..models.shape import ModelShape
+
+        return ModelShape.from_record(json.loads(self.model), path)
+
     def props(self) -> dict[str, str]:
         """The metadata as the string pairs ONNX's metadata_props hold."""
         return {MARKER: VERSION, **{k: str(v) for k, v in asdict(self).items()}}

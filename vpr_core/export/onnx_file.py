@@ -8,6 +8,7 @@ dynamic batch axis, and height and width where the model allows (`graph.takes_an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -28,9 +29,10 @@ MAX_BYTES = 2**31 - 2**24
 
 
 def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
-               any_size: bool, metadata: ExportMetadata) -> tuple[str, ...]:
+               any_size: bool, metadata: ExportMetadata) -> ExportMetadata:
     """Export `graph` (traced on `example` [B, 3, H, W]) to `path` with `metadata`; returns
-    the input's axes that are dynamic in the file written ('batch', 'height', 'width')."""
+    the metadata written: with the input's axes that are dynamic in the file ('batch',
+    'height', 'width')."""
     from torch.export import Dim
 
     weights = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
@@ -53,11 +55,10 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, opset:
                             f"{str(error).splitlines()[0][:200]}); try --format torchscript"
                             ) from None
     dynamic = _dynamic_axes(program.model.graph.inputs[0])
-    props = metadata.props()
-    props["dynamic_axes"] = ",".join(dynamic)
-    program.model.metadata_props.update(props)
+    metadata = dataclasses.replace(metadata, dynamic_axes=",".join(dynamic))
+    program.model.metadata_props.update(metadata.props())
     program.save(str(path), external_data=False)
-    return dynamic
+    return metadata
 
 
 def _dynamic_axes(value) -> tuple[str, ...]:

@@ -2,19 +2,16 @@
 variants a format cannot hold (refused in one line before any model is built)."""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from ..errors import UserError
 
 
-def weight_precision(model: nn.Module, steps: list[dict]) -> str:
-    """'int8' for a model that went through compression `steps` with quantize, else 'fp32',
-    'fp16' or 'bf16': the type of the encoder's weights (a `half` variant's)."""
+def weight_precision(steps: list[dict]) -> str:
+    """The weights' precision after compression `steps` (first first): 'int8' after quantize,
+    else the last `half` step's 'fp16' or 'bf16' (the encoder's type), else 'fp32'."""
     if any(step["method"] == "quantize" for step in steps):
         return "int8"
-    dtype = next(model.encoder.parameters()).dtype
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    halves = [step["settings"]["dtype"] for step in steps if step["method"] == "half"]
+    return halves[-1] if halves else "fp32"
 
 
 def refusal(steps: list[dict], precision: str, file_format: str) -> str | None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config.common import parse_image_size
 from ..errors import UserError
 from ..export.metadata import ExportMetadata
 
@@ -47,15 +48,11 @@ class OnnxModel(nn.Module):
         self.metadata = ExportMetadata.from_props(props)
         self.takes_normalised = self.metadata is None
         self.image_size = self._image_size(inputs[0].shape)
-        dim = outputs[0].shape[1]
-        self.output_dim = self.metadata.descriptor_dim if self.metadata else \
-            (dim if isinstance(dim, int) else None)
         self.input_type = np.float16 if "float16" in inputs[0].type else np.float32
 
     def _image_size(self, shape) -> tuple[int, int] | None:
         if self.metadata is not None:
-            height, width = self.metadata.image_size.split("x")
-            return int(height), int(width)
+            return parse_image_size(self.metadata.image_size)
         if all(isinstance(side, int) for side in shape[2:]):
             return int(shape[2]), int(shape[3])
         return None
@@ -69,15 +66,7 @@ class OnnxModel(nn.Module):
                             f"{'x'.join(map(str, images.shape[-2:]))} "
                             f"({str(error).splitlines()[0][:200]}); pass the --image-size it "
                             f"was made for") from None
-        descriptors = torch.from_numpy(np.asarray(out, dtype=np.float32))
-        self.output_dim = descriptors.shape[1]
-        return descriptors
-
-    def describe(self) -> str:
-        """'alexnet + netvlad (ONNX)', or the file's name for another project's file."""
-        if self.metadata is None:
-            return f"{self.path.name} (ONNX)"
-        return f"{self.metadata.arch} + {self.metadata.aggregator} (ONNX)"
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
 
 def _session(path: Path, device: torch.device | None):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from ..models.catalog import PATCH, is_vit
 from ..models.checkpoints import checkpoint_file
 from ..models.encoders import feature_map_size, fitting_size
 from ..models.onnx_model import is_onnx
-from ..models.shape import ModelShape
 from ..runtime import prepare_model, resolve_device, seed_everything
 from .starting_model import fresh_model, model_from_checkpoint
 
@@ -85,13 +83,13 @@ def _run_exported(config: EvalConfig, split) -> Evaluated:
     pixels in [0, 1] for this project's files, which normalise inside) and the same search."""
     from ..models.onnx_model import OnnxModel
 
-    model = OnnxModel(config.resume, resolve_device(config.device))
+    device = resolve_device(config.device)
+    model = OnnxModel(config.resume, device)
     size = exported_image_size(config, model)
     if model.metadata is not None:
-        shape = ModelShape.from_record(json.loads(model.metadata.model), config.resume)
-        config = with_model(config, shape)
+        config = with_model(config, model.metadata.shape(config.resume))
     config = dataclasses.replace(config, precision="fp32", decode="cpu")  # images on the host
-    if resolve_device(config.device).type == "cuda" and model.provider != "CUDAExecutionProvider":
+    if device.type == "cuda" and model.provider != "CUDAExecutionProvider":
         log.warning("onnxruntime has no CUDA provider here (it comes with onnxruntime-gpu): "
                     "running %s on the CPU", config.resume.name)
     feed = ImageFeed.for_config(config, split, size, torch.device("cpu"),
@@ -112,7 +110,7 @@ def exported_image_size(config: EvalConfig, model) -> tuple[int, int]:
         raise UserError(f"{config.resume} does not say the image size it takes; pass "
                         f"--image-size HxW")
     meta = model.metadata
-    if meta is not None and "height" not in meta.dynamic_axes.split(",") and \
+    if meta is not None and not meta.any_size and \
             tuple(size) != model.image_size:
         raise UserError(f"{config.resume} takes images of {meta.image_size} only (its height "
                         f"and width are fixed); leave --image-size out or export at that size")

@@ -6,7 +6,6 @@ export leaves nothing behind (and an older `--out` as it was).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ class Exported:
     def lines(self) -> list[str]:
         meta = self.metadata
         axes = meta.dynamic_axes.replace(",", ", ") if meta.dynamic_axes else "batch"
-        fixed = "" if "height" in meta.dynamic_axes or self.format != "onnx" else \
+        fixed = "" if meta.any_size or self.format != "onnx" else \
             f"; height and width fixed at {meta.image_size}"
         size = self.out.stat().st_size / 1e6
         lines = [f"wrote {self.out} ({self.format}, {meta.precision}, {size:.1f} MB): "
@@ -78,12 +77,14 @@ def run(config: ExportConfig) -> Exported:
     cannot be exported, `CommandFailed` (nothing written) when the check fails."""
     config = config.validate()
     path = checkpoint_file(config.resume, config.ckpt)
-    steps = _refuse_unexportable(path, config.format)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's notes on storages it reads
-        loaded = model_from_checkpoint(path)
+        warnings.simplefilter("ignore")  # torch's notes on storages it reads (int8's too)
+        checkpoint = load_checkpoint(path)
+        steps = chain(checkpoint.get("compression"))
+        precision = weight_precision(steps)
+        check_exportable(steps, precision, config.format)  # before any model is built
+        loaded = model_from_checkpoint(path, checkpoint=checkpoint)
     model = loaded.model.cpu().eval()
-    precision = weight_precision(model, steps)
     images, checked_on, size = _check_images(config, loaded)
     feature_map_size(model.arch, size, model.aggregator)  # a UserError when it does not fit
     graph = DescriptorGraph(model).eval()
@@ -109,17 +110,6 @@ def run(config: ExportConfig) -> Exported:
                     difference, tolerance)
 
 
-def _refuse_unexportable(path: Path, file_format: str) -> list[dict]:
-    """The compression steps of checkpoint `path`, first first; a `UserError` before any
-    model is built when they make a model this format cannot hold (int8, bf16 in ONNX)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # int8 tensors: torch's notes on its own deprecations
-        steps = chain(load_checkpoint(path).get("compression"))
-    halves = [step.get("settings", {}).get("dtype") for step in steps if step["method"] == "half"]
-    check_exportable(steps, "bf16" if "bf16" in halves else "fp32", file_format)
-    return steps
-
-
 def _write(config: ExportConfig, graph: DescriptorGraph, example: torch.Tensor, tmp: Path,
            metadata: ExportMetadata) -> ExportMetadata:
     """Write the file at `tmp`; returns the metadata with the axes the file leaves free."""
@@ -127,8 +117,7 @@ def _write(config: ExportConfig, graph: DescriptorGraph, example: torch.Tensor, 
         from ..export.onnx_file import write_onnx
 
         any_size = takes_any_size(metadata.arch, metadata.aggregator)
-        axes = write_onnx(graph, example, tmp, config.opset, any_size, metadata)
-        return dataclasses.replace(metadata, dynamic_axes=",".join(axes))
+        return write_onnx(graph, example, tmp, config.opset, any_size, metadata)
     from ..export.torchscript_file import write_torchscript
 
     write_torchscript(graph, example, tmp, metadata)

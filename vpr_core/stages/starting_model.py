@@ -62,14 +62,16 @@ class Loaded(NamedTuple):
 
 
 def model_from_checkpoint(path: Path, arch: str | None = None, num_clusters: int | None = None,
-                          aggregator: str | None = None) -> Loaded:
+                          aggregator: str | None = None, checkpoint: dict | None = None
+                          ) -> Loaded:
     """The model of checkpoint `path` with its weights (this project's, pytorch-NetVlad's, a
     compressed variant or a released file of the field; see `vpr_core.models.recognise`).
 
     `arch` / `num_clusters`, when given, must agree with the checkpoint. No backbone weights
-    are loaded from anywhere else: the checkpoint holds them.
+    are loaded from anywhere else: the checkpoint holds them. `checkpoint`: the file's
+    contents when the caller has already read them (not read again).
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     if checkpoint.get("compression"):
         model, shape = compressed_model(path, checkpoint, arch, num_clusters)
         return Loaded(model, checkpoint, shape, None)
