@@ -18,7 +18,7 @@ import numpy as np
 from vpr_core.config.common import CommonConfig, ckpt_setting, split_setting
 from vpr_core.errors import UserError
 from vpr_core.settings import check, redeclared, setting
-from vpr_tracking.names import MODELS_SCHEME
+from vpr_tracking.names import is_model_reference
 
 from .style import NEGATIVE_COLOUR, POSITIVE_COLOUR
 
@@ -178,7 +178,7 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
     downloads, so a mistake found later has not cost a download."""
     from vpr_core.models.checkpoints import checkpoint_file, read_flags
 
-    if str(settings.resume).startswith(MODELS_SCHEME):
+    if is_model_reference(settings.resume):
         return _registered_source(settings)
     if settings.resume is not None:
         path = checkpoint_file(Path(settings.resume).expanduser().absolute(), settings.ckpt)
@@ -193,15 +193,17 @@ def _checkpoint_source(settings: RetrievalSettings) -> tuple[str, dict, Callable
 def _registered_source(settings: RetrievalSettings) -> tuple[str, dict, Callable]:
     """`_checkpoint_source` of a registered model (`--resume models:/NAME@ALIAS`): the data
     defaults from the version's tags, the files downloaded by `fetch`."""
-    from vpr_tracking.model_refs import model_checkpoint, registered_version
+    from vpr_tracking.model_refs import registered_version, version_checkpoint
     from vpr_tracking.names import VersionTag
+    from vpr_tracking.store import as_store
 
-    reference = str(settings.resume)
-    tags = registered_version(settings.tracking_uri, reference).tags
+    reference, store = str(settings.resume), as_store(settings.tracking_uri)
+    found = registered_version(store, reference)
+    tags = found.tags
     defaults = {"data_root": tags.get(VersionTag.DATA_ROOT),
                 "dataset": tags.get(VersionTag.DATASET),
                 "image_size": tags.get(VersionTag.IMAGE_SIZE)}
-    return reference, defaults, lambda scratch: model_checkpoint(reference, settings.tracking_uri)
+    return reference, defaults, lambda scratch: version_checkpoint(store, found)
 
 
 def _split(settings: RetrievalSettings, defaults: dict):

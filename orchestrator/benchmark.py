@@ -129,10 +129,10 @@ def _locate(given: str, ckpt: str, runs_store: Callable, scratch: Path
             ) -> tuple[str, Path, str | None]:
     """(the checkpoint as logged, the local file, the MLflow run's name or None)."""
     from vpr_core.models.checkpoints import checkpoint_file
-    from vpr_tracking.names import MODELS_SCHEME
+    from vpr_tracking.names import MODELS_SCHEME, is_model_reference
     from vpr_tracking.run_checkpoint import run_checkpoint, run_reference
 
-    if given.startswith(MODELS_SCHEME):  # a registered model, labelled NAME@ALIAS or NAME/N
+    if is_model_reference(given):  # a registered model, labelled NAME@ALIAS or NAME/N
         from vpr_tracking.model_refs import model_checkpoint
 
         return given, model_checkpoint(given, runs_store()), given[len(MODELS_SCHEME):]

@@ -218,10 +218,10 @@ def local_resume(args):
     """`args`, with a `--resume models:/NAME/VERSION` or `models:/NAME@ALIAS` replaced by the
     registered checkpoint's local file (flags.json beside it: its run's settings are restored
     as for a run folder), downloaded from the store of `--tracking-uri` into ./cache/models."""
-    from vpr_tracking.names import MODELS_SCHEME
+    from vpr_tracking.names import is_model_reference
 
     resume = getattr(args, "resume", None)
-    if resume is None or not str(resume).startswith(MODELS_SCHEME):
+    if resume is None or not is_model_reference(resume):
         return args
     from vpr_tracking.model_refs import model_checkpoint
 

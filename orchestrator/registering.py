@@ -22,8 +22,7 @@ def register_safely(tracker: Tracker, name: str, run_id: str, what: str, **optio
         log.warning(f"{what} was not registered as {name} ({type(error).__name__}: {first}); "
                     f"the results stand")
         return {"name": name, "error": f"{type(error).__name__}: {first}"}
-    log.info(registration.line())
-    return registration.to_dict()
+    return registration.to_dict()  # the command's summary says it (registration_line)
 
 
 def register_best(tracker: Tracker, result, name: str) -> dict:

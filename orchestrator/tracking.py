@@ -6,19 +6,19 @@ the sweep's driver for trials, the command's own process for `train`, `eval` and
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import tempfile
 from pathlib import Path
 
 from vpr_core.data.description import DataDescription
 from vpr_core.evaluation import named_recalls
+from vpr_core.fileio import sha256_of
 from vpr_core.log import log
 from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE
 from vpr_tracking.benchmark import result_params
 from vpr_tracking.datasets import training_inputs
 from vpr_tracking.names import (
     CHECKPOINT_FOLDER,
+    CONFIG_FOLDER,
     DEFAULT_EXPERIMENT,
     FAILED,
     FINISHED,
@@ -30,22 +30,6 @@ from vpr_tracking.names import (
 )
 from vpr_tracking.params import evaluation_params, training_params
 from vpr_tracking.store import Store, store_at
-
-
-def sha256_of(path: Path) -> str:
-    """The file's sha256, read once per process while the file stays the same (a study logs
-    its source checkpoint with every variant)."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).absolute()), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Tracker:
@@ -105,7 +89,7 @@ class Tracker:
                                                      **settings), tags)
         self.store.log_datasets(run_id, inputs)
         self.store.log_metrics(run_id, figures.metrics(), step=0)
-        self.store.log_file(run_id, flags, "config")
+        self.store.log_file(run_id, flags, CONFIG_FOLDER)
         self.store.end(run_id, FINISHED)
         return run_id
 
@@ -231,7 +215,7 @@ def log_run_files(store: Store, run_id: str, checkpoints: Path | None, centroids
     the recall curve of a trained run."""
     if checkpoints is not None:
         store.log_file(run_id, Path(checkpoints) / BEST_FILE, CHECKPOINT_FOLDER)
-        store.log_file(run_id, Path(checkpoints) / FLAGS_FILE, "config")
+        store.log_file(run_id, Path(checkpoints) / FLAGS_FILE, CONFIG_FOLDER)
     if centroids:
         store.log_file(run_id, Path(centroids), "centroids")
     if history:

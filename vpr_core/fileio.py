@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -119,3 +121,19 @@ def remove_created(folders: list[Path], files: tuple = ()) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read once per process while the file stays the same (a study logs
+    its source checkpoint with every variant)."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).absolute()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

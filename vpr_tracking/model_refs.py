@@ -9,17 +9,14 @@ import tempfile
 from pathlib import Path
 
 from vpr_core.errors import UserError
+from vpr_core.fileio import sha256_of
 from vpr_core.models.checkpoints import BEST_FILE
 
 from .names import MODEL_ARTIFACTS, MODELS_SCHEME, VersionTag
-from .registry import aliases, registered_models, sha256_file
+from .registry import aliases_of, registered_models
 from .store import Store, as_store
 
 MODELS_CACHE = Path("cache") / "models"
-
-
-def is_model_reference(text) -> bool:
-    return str(text).startswith(MODELS_SCHEME)
 
 
 def parse_reference(text: str) -> tuple[str, str | None, str | None]:
@@ -42,11 +39,15 @@ def model_checkpoint(reference: str, tracking_uri: str | Store | None,
     the store of `tracking_uri` (which must exist), downloaded into `cache`/NAME/VERSION
     (default ./cache/models) unless already there; flags.json lies beside it."""
     store = as_store(tracking_uri)
-    found = registered_version(store, reference)
+    return version_checkpoint(store, registered_version(store, reference), cache)
+
+
+def version_checkpoint(store: Store, found, cache: Path | None = None) -> Path:
+    """`model_checkpoint` of a version already found (`registered_version`)."""
     name, version = found.name, str(found.version)
     folder = Path(cache or MODELS_CACHE).absolute() / name / version
     path = folder / BEST_FILE
-    if not (path.is_file() and sha256_file(path) == found.tags.get(VersionTag.CHECKPOINT_SHA256)):
+    if not (path.is_file() and sha256_of(path) == found.tags.get(VersionTag.CHECKPOINT_SHA256)):
         _download(store, found, folder)
     return path
 
@@ -69,7 +70,7 @@ def _version_of(store: Store, name: str, version: str | None, alias: str | None)
         names = ", ".join(model.name for model in registered_models(store)) or "(none)"
         raise UserError(f"no registered model {name!r} in {store.uri}; registered models: "
                         f"{names} (check the name and --tracking-uri)")
-    held = aliases(store, name)
+    held = aliases_of(models)
     versions = sorted((str(v.version) for v in store._call(
         f"registered model {name}", store.client.search_model_versions,
         filter_string=f"name = '{name}'")), key=int)

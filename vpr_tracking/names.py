@@ -7,11 +7,13 @@ from __future__ import annotations
 
 # declared with the evaluation in vpr_core, named here beside the rest of the vocabulary
 from vpr_core.evaluation import RECALL_NS, recall_name
-from vpr_core.models.checkpoints import BEST_FILE
+from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE
 
 DEFAULT_EXPERIMENT = "netvlad"
 CHECKPOINT_FOLDER = "checkpoints"  # the artifact folder of a run's best checkpoint
 CHECKPOINT_ARTIFACT = f"{CHECKPOINT_FOLDER}/{BEST_FILE}"
+CONFIG_FOLDER = "config"  # the artifact folder of a run's flags.json
+FLAGS_ARTIFACT = f"{CONFIG_FOLDER}/{FLAGS_FILE}"
 
 
 class Kind:
@@ -94,6 +96,12 @@ CURVE_METRICS = RECALL_NAMES + ("loss", "epoch_seconds")
 
 # ---- the Model Registry ------------------------------------------------------------------
 MODELS_SCHEME = "models:/"  # models:/NAME/VERSION, models:/NAME@ALIAS
+
+
+def is_model_reference(text) -> bool:
+    """Whether `text` names a registered model (models:/NAME/VERSION or models:/NAME@ALIAS)."""
+    return str(text).startswith(MODELS_SCHEME)
+
 CHAMPION = "champion"  # the alias of a registered model's best version (see `registry`)
 MODEL_ARTIFACTS = "artifacts"  # the pyfunc model's folder of its checkpoint and flags.json
 

@@ -10,7 +10,6 @@ dataset and split as the holder and its recall by the metric is higher.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import tempfile
@@ -19,13 +18,16 @@ from pathlib import Path
 
 from vpr_core.config.common import format_image_size, parse_image_size
 from vpr_core.errors import UserError
+from vpr_core.fileio import sha256_of
 from vpr_core.models.checkpoints import BEST_FILE, FLAGS_FILE
 
-from .measured_on import MeasuredOn, measured_on
+from .measured_on import UNKNOWN, MeasuredOn, measured_on
 from .names import (
     CHAMPION,
     CHECKPOINT_ARTIFACT,
+    CONFIG_FOLDER,
     DEFAULT_METRIC,
+    FLAGS_ARTIFACT,
     VersionTag,
     metric_key,
     recall_n,
@@ -33,7 +35,6 @@ from .names import (
 )
 from .store import Store, git_commit
 
-FLAGS_ARTIFACT = "config/flags.json"  # where a trained run logs its flags.json
 FALLBACK_IMAGE_SIZE = (480, 640)  # the input size of a model trained on images of mixed sizes
 NAME = re.compile(r"[\w.\- ]+")  # what a registered model's name may hold here
 
@@ -53,9 +54,6 @@ class Registration:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
-
-    def line(self) -> str:
-        return f"registered {self.uri}; {self.reason}"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "uri": self.uri,
@@ -93,7 +91,7 @@ def register_run(store: Store, name: str, run_id: str, metric: str = DEFAULT_MET
                 **model_tags,
                 VersionTag.GIT_COMMIT: git_commit(), VersionTag.SOURCE_RUN: run_id,
                 VersionTag.SWEEP_RUN: sweep_run_id,
-                VersionTag.CHECKPOINT_SHA256: sha256_file(checkpoint)}
+                VersionTag.CHECKPOINT_SHA256: sha256_of(checkpoint)}
         tags = {k: str(v) for k, v in tags.items() if v not in (None, "")}
         from .logged_model import log_descriptor_model
 
@@ -102,7 +100,8 @@ def register_run(store: Store, name: str, run_id: str, metric: str = DEFAULT_MET
     _ensure_registered_model(store, name)
     version = store._call(f"registered model {name}", store.client.create_model_version, name,
                           location, run_id=run_id, tags=tags, model_id=model_id)
-    champion, moved, reason = champion_move(store, name, str(version.version), on, metric)
+    new = float(tags[metric_key(metric)])  # the recall as the version's tag holds it
+    champion, moved, reason = champion_move(store, name, str(version.version), new, on, metric)
     return Registration(name, str(version.version), str(champion), moved, reason, tags)
 
 
@@ -110,7 +109,7 @@ def _download_checkpoint(store: Store, run_id: str, folder: Path) -> Path:
     """The run's best checkpoint and its flags.json, side by side in `folder`."""
     store.require_artifact(run_id, CHECKPOINT_ARTIFACT)
     path = store.download(run_id, CHECKPOINT_ARTIFACT, folder)
-    listed = store._call(f"run {run_id}", store.client.list_artifacts, run_id, "config")
+    listed = store._call(f"run {run_id}", store.client.list_artifacts, run_id, CONFIG_FOLDER)
     if FLAGS_ARTIFACT in {item.path for item in listed}:
         flags = store.download(run_id, FLAGS_ARTIFACT, folder)
         flags.rename(path.parent / FLAGS_FILE)
@@ -161,25 +160,28 @@ def registered_models(store: Store, name: str | None = None) -> list:
 
 def aliases(store: Store, name: str) -> dict[str, str]:
     """{alias: version} of the registered model `name` ({} when there is no such model)."""
-    return {alias: str(version) for model in registered_models(store, name)
-            for alias, version in model.aliases.items()}
+    return aliases_of(registered_models(store, name))
 
 
-def champion_move(store: Store, name: str, version: str, on: MeasuredOn, metric: str
-                  ) -> tuple[str, bool, str]:
-    """Give `champion` to `version` when the rule says so; returns (the holder now, whether
-    it moved, why)."""
+def aliases_of(models: list) -> dict[str, str]:
+    """{alias: version} of registered models already found."""
+    return {alias: str(version) for model in models for alias, version in model.aliases.items()}
+
+
+def champion_move(store: Store, name: str, version: str, new: float, on: MeasuredOn,
+                  metric: str) -> tuple[str, bool, str]:
+    """Give `champion` to `version` (whose `metric` is `new`, measured `on`) when the rule
+    says so; returns (the holder now, whether it moved, why)."""
     client = store.client
     holder = aliases(store, name).get(CHAMPION)
-    new = float(_version(store, name, version).tags[metric_key(metric)])
     if holder is None:
         store._call(f"registered model {name}", client.set_registered_model_alias, name,
                     CHAMPION, version)
         return version, True, f"{CHAMPION} -> version {version} (the first; {metric} {new:.4f}" \
                               f" on {on})"
     held = _version(store, name, holder)
-    held_on = MeasuredOn(held.tags.get(VersionTag.DATASET, "?"),
-                         held.tags.get(VersionTag.SPLIT, "?"),
+    held_on = MeasuredOn(held.tags.get(VersionTag.DATASET, UNKNOWN),
+                         held.tags.get(VersionTag.SPLIT, UNKNOWN),
                          digest=held.tags.get(VersionTag.DATASET_DIGEST, ""))
     if not on.same_data(held_on):
         return holder, False, (f"{CHAMPION} stays on version {holder}: it was measured on "
@@ -200,11 +202,3 @@ def champion_move(store: Store, name: str, version: str, on: MeasuredOn, metric:
 def _version(store: Store, name: str, version: str):
     return store._call(f"version {version} of {name}", store.client.get_model_version, name,
                        str(version))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
