@@ -31,8 +31,8 @@ from vpr_core.errors import UserError
 from vpr_core.settings import (
     PER_TRIAL,
     SPEC,
-    applies,
     check,
+    conditions_hold,
     declared,
     names_with,
     redeclared,
@@ -219,8 +219,7 @@ def _applies_to(name: str, sampled: dict) -> bool:
     condition = {other: wanted
                  for other, wanted in (setting_of(TrainConfig, name).only_with or {}).items()
                  if other in search_space.NAMES}
-    return applies(dataclasses.replace(setting_of(TrainConfig, name), only_with=condition),
-                   search_space.with_unlisted(sampled), TrainConfig)
+    return conditions_hold(condition, search_space.with_unlisted(sampled), TrainConfig)
 
 
 def _check_losses(losses: list | None, data_root: Path | None, place: bool) -> None:

@@ -180,7 +180,13 @@ def restored(cls, flags: dict, given: dict) -> dict:
 
 def applies(meta: Setting, values: dict, cls) -> bool:
     """Whether a setting applies under `values` (its `only_with` conditions hold)."""
-    for other, wanted in (meta.only_with or {}).items():
+    return conditions_hold(meta.only_with, values, cls)
+
+
+def conditions_hold(only_with: dict | None, values: dict, cls) -> bool:
+    """Whether `values` meet conditions `only_with` ({setting: wanted value or values}) of a
+    setting of `cls`."""
+    for other, wanted in (only_with or {}).items():
         value = values.get(other, default_of(cls, other))
         if value is None and hasattr(cls, "resolves_to"):
             value = cls.resolves_to(other, values)  # unset, it resolves by the others

@@ -18,7 +18,6 @@ it (no loss listed: triplets, so the triplet `margin` is searched).
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -30,7 +29,7 @@ from vpr_core.config import TrainConfig
 from vpr_core.config.train import LOSSES, OPTIMIZERS, SCHEDULERS
 from vpr_core.errors import UserError
 from vpr_core.models.catalog import AGGREGATORS, ARCHES, CNNS, backbone_problem
-from vpr_core.settings import applies, declared, default_of, setting_of
+from vpr_core.settings import conditions_hold, declared, default_of, setting_of
 
 CHOICE, LOG_UNIFORM = "choice", "log_uniform"
 # a choice's `start`: each choice gets a first point of its own, or the middle choice
@@ -121,8 +120,7 @@ class Dimension:
     def applies(self, point: dict) -> bool:
         """Whether it applies under the values of `point` (an absent one: its default, a
         dimension not listed the value trials take then, `UNLISTED`)."""
-        meta = dataclasses.replace(setting_of(TrainConfig, self.name), only_with=self.only_with)
-        return applies(meta, with_unlisted(point), TrainConfig)
+        return conditions_hold(self.only_with, with_unlisted(point), TrainConfig)
 
     def problem(self, value, point: dict) -> str | None:
         """Why `value` does not fit the values of `point` (None: it fits)."""
