@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
 from pathlib import Path
 
+import torch
+
+from benchmarks import common
 from benchmarks.common import emit
 from vpr_core.data.description import file_digest, of_places
 from vpr_core.data.places import PlaceSet
 
 ROOT = Path("/data/gsv-cities")
 CITIES = 23
+CPU = torch.device("cpu")
 
 
 def gsv_like(images: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -40,12 +43,8 @@ def gsv_like(images: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def timed(function, repeats: int) -> float:
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
+    """The median seconds of `repeats` calls (`common.timed` on the CPU)."""
+    return statistics.median(common.timed(function, CPU) for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,7 +118,7 @@ def run_sweep(spec: SweepSpec, *, restore: bool = False, ray_address: str | None
     plan = prepare(spec, restore, ray_address, storage, name)
     per_trial, concurrency, service_gpu = plan_resources(
         spec, ray_cluster.connect(ray_address, num_cpus=num_cpus),
-        service=search_space.uses_triplets(spec.space))
+        service=bool(plan.service_name))
     tracker = Tracker(plan.uri, plan.experiment)
     fixed = fixed_params(plan, on_gpu=per_trial["gpu"] > 0)
     parent = open_parent_run(tracker, plan, fixed)
