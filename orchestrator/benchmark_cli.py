@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 from vpr_core import arguments
+from vpr_core.errors import first_line
 from vpr_tracking.flags import add_tracking
 
 from .benchmark_spec import EXAMPLE, add_flags, benchmark_spec
@@ -68,7 +69,7 @@ def _log_page(tracker, uri: str, parent: str, folder: Path) -> None:
         tracker.store.log_folder(parent, folder, TABLE_FOLDER)
     except Exception as error:  # noqa: BLE001 - a page problem must not cost the results
         log.warning(f"the benchmark page could not be logged ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0][:200]})")
+                    f"{first_line(error, 200)})")
 
 
 def _lines(plan, parent: str, results: list, uri: str, experiment: str) -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ray import tune
 
+from vpr_core.errors import first_line
 from vpr_core.log import log
 from vpr_tracking import search_space
 from vpr_tracking.names import (
@@ -86,7 +87,7 @@ def _tolerant(hook):
         error = _replay(self)
         if error is not None:
             log.warning(f"MLflow at {self.uri} is out of reach ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0][:160]}); {len(self._pending)} "
+                        f"{first_line(error, 160)}); {len(self._pending)} "
                         f"event(s) kept, tried again with the next one and at the end")
     return wrapper
 

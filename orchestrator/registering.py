@@ -3,6 +3,7 @@
 is a warning naming what failed, and the command's output and exit status stand."""
 from __future__ import annotations
 
+from vpr_core.errors import first_line
 from vpr_core.log import log
 from vpr_tracking.names import Tag
 
@@ -18,7 +19,7 @@ def register_safely(tracker: Tracker, name: str, run_id: str, what: str, **optio
     try:
         registration = register_run(tracker.store, name, run_id, **options)
     except Exception as error:  # noqa: BLE001 - a registry problem must not cost the results
-        first = (str(error).splitlines() or [""])[0][:200]
+        first = first_line(error, 200)
         log.warning(f"{what} was not registered as {name} ({type(error).__name__}: {first}); "
                     f"the results stand")
         return {"name": name, "error": f"{type(error).__name__}: {first}"}

@@ -20,7 +20,7 @@ from pathlib import Path
 from vpr_core.config import TrainConfig, parse_image_size
 from vpr_core.data import open_split
 from vpr_core.data.synthetic import SynthConfig, write_synthetic
-from vpr_core.errors import CommandFailed, UserError
+from vpr_core.errors import CommandFailed, UserError, first_line
 from vpr_core.log import log
 from vpr_core.settings import default_of
 from vpr_tracking import search_points, search_space
@@ -373,7 +373,7 @@ def _log_service_stats(tracker: Tracker, parent: str, service) -> None:
         stats = ray.get(service.stats.remote(), timeout=30)
     except (ray.exceptions.RayError, TimeoutError) as error:  # it died at the very end
         log.warning(f"the mining service's statistics are lost ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0][:160]}); the sweep's results are not")
+                    f"{first_line(error, 160)}); the sweep's results are not")
         return
     tracker.store.log_metrics(parent, {"miner_requests": stats["requests"],
                                        "miner_trials_served": stats["owners_served"]}, 0)
@@ -389,7 +389,7 @@ def _unfinished(experiment_path: str) -> bool:
         trials = ExperimentAnalysis(experiment_path).trials
     except Exception as error:  # noqa: BLE001 - whatever stops Tune reading its own state
         log.warning(f"cannot read the sweep's state at {experiment_path} "
-                    f"({type(error).__name__}: {str(error).splitlines()[0][:160]}); treating "
+                    f"({type(error).__name__}: {first_line(error, 160)}); treating "
                     f"the sweep as interrupted")
         return True
     return any(t.status not in ("TERMINATED", "ERROR") for t in trials)
@@ -458,7 +458,7 @@ def _log_report(tracker: Tracker, parent: str) -> None:
             tracker.store.log_folder(parent, Path(summary["index"]).parent, "report")
     except Exception as error:  # noqa: BLE001 - a report problem must not cost the results
         log.warning(f"the sweep report could not be made ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0][:200]})")
+                    f"{first_line(error, 200)})")
 
 
 def _log_table(tracker: Tracker, parent: str, result: SweepResult) -> None:

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from vpr_core.data.description import DataDescription
+from vpr_core.errors import first_line
 from vpr_core.evaluation import named_recalls
 from vpr_core.fileio import sha256_of
 from vpr_core.log import log
@@ -161,7 +162,7 @@ class Tracker:
             except Exception as store_error:  # noqa: BLE001 - the training's error goes first
                 log.warning(f"MLflow run {run_id} was not ended {status} "
                             f"({type(store_error).__name__}: "
-                            f"{(str(store_error).splitlines() or [''])[0][:200]}); the "
+                            f"{first_line(store_error, 200)}); the "
                             f"training's own error follows")
             raise
         self._close_training(run_id, run, history, FINISHED)

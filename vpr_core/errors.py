@@ -10,6 +10,12 @@ import sys
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no room, or no writing, on the disk
 
 
+def first_line(error: BaseException, limit: int) -> str:
+    """The first line of `error`'s message, at most `limit` characters ('' for none): what a
+    one-line message quotes of an error from a library."""
+    return (str(error).splitlines() or [""])[0][:limit]
+
+
 class CommandFailed(Exception):
     """The command ran, but what it was for did not happen (e.g. every trial of a sweep
     failed): one line on stderr, exit status 1."""

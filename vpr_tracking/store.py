@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpr_core.errors import UserError
+from vpr_core.errors import UserError, first_line
 from vpr_core.log import log
 
 from .names import (
@@ -175,7 +175,7 @@ class Store:
                     error.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise UserError(f"{what} is not in the MLflow store {self.uri}; check the "
                                 f"id and --tracking-uri") from None
-            first = (str(error).splitlines() or [""])[0][:160]
+            first = first_line(error, 160)
             failure = StoreUnreachable if tracking_unreachable(error) else UserError
             raise failure(f"cannot use the MLflow store {self.uri} ({type(error).__name__}: "
                           f"{first}); check --tracking-uri") from None
@@ -321,7 +321,7 @@ class Store:
         except StoreUnreachable:
             raise
         except Exception as error:  # noqa: BLE001 - the run's results come first
-            first = (str(error).splitlines() or [""])[0][:200]
+            first = first_line(error, 200)
             log.warning(f"the datasets of MLflow run {run_id} were not logged "
                         f"({type(error).__name__}: {first})")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CommandFailed, UserError
+from ..errors import CommandFailed, UserError, first_line
 from .graph import INPUT, OUTPUT
 from .metadata import ExportMetadata
 
@@ -52,7 +52,7 @@ def write_onnx(graph: torch.nn.Module, example: torch.Tensor, path: Path, opset:
         except Exception as error:  # noqa: BLE001 - the exporter raises many kinds
             raise CommandFailed(f"torch's ONNX exporter could not export this {metadata.arch} + "
                             f"{metadata.aggregator} model ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0][:200]}); try --format torchscript"
+                            f"{first_line(error, 200)}); try --format torchscript"
                             ) from None
     dynamic = _dynamic_axes(program.model.graph.inputs[0])
     metadata = dataclasses.replace(metadata, dynamic_axes=",".join(dynamic))

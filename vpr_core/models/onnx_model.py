@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config.common import parse_image_size
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..export.metadata import ExportMetadata
 
 ONNX_SUFFIX = ".onnx"
@@ -64,7 +64,7 @@ class OnnxModel(nn.Module):
         except Exception as error:  # noqa: BLE001 - onnxruntime's errors have no common type
             raise UserError(f"onnxruntime could not run {self.path} on images of "
                             f"{'x'.join(map(str, images.shape[-2:]))} "
-                            f"({str(error).splitlines()[0][:200]}); pass the --image-size it "
+                            f"({first_line(error, 200)}); pass the --image-size it "
                             f"was made for") from None
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
@@ -84,7 +84,7 @@ def _session(path: Path, device: torch.device | None):
         return onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # noqa: BLE001 - InvalidProtobuf, Fail, NoSuchFile...
         raise UserError(f"{path} is not an ONNX model onnxruntime can load "
-                        f"({type(error).__name__}: {str(error).splitlines()[0][:160]}); pass "
+                        f"({type(error).__name__}: {first_line(error, 160)}); pass "
                         f"a .onnx written by `export`, or a checkpoint") from None
 
 

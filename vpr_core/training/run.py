@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..evaluation.recall import evaluate
 from ..models.checkpoints import CHECKPOINT_DIR
 from ..runtime import StageClock, prepare_model, resolve_device
@@ -190,7 +190,7 @@ class TrainingRun:
             except (ValueError, KeyError) as error:
                 raise UserError(
                     f"{path}: its optimiser state does not fit --optim {self.config.optim} "
-                    f"over this model's trainable layers ({str(error).splitlines()[0][:120]}); "
+                    f"over this model's trainable layers ({first_line(error, 120)}); "
                     f"resume with the --optim and --weights it was trained with, or pass "
                     f"--fresh-optimizer") from None
         elif checkpoint.get("optimizer"):
